@@ -1,0 +1,249 @@
+"""Frame discovery from CTC file names and a lazy (T, ...) array over TIFF files.
+
+Frame indices come from the names (``t000``/``t0000``, any start), never from positions, so a
+sequence that starts at frame 5 or has 1000+ frames keeps its numbering.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from .errors import CTCFormatError
+
+# Prefixes of the CTC file kinds: images, TRA, SEG and result masks.
+IMAGE_PREFIX = "t"
+TRA_PREFIX = "man_track"
+SEG_PREFIX = "man_seg"
+RES_PREFIX = "mask"
+
+
+@dataclass(frozen=True)
+class FrameFiles:
+    """The frames of one kind found in a folder: sorted indices and their files."""
+
+    folder: Path
+    prefix: str
+    indices: tuple[int, ...]
+    paths: tuple[Path, ...]
+    digits: int
+
+    @property
+    def gaps(self) -> list[int]:
+        """Frame indices missing between the first and the last."""
+        if not self.indices:
+            return []
+        have = set(self.indices)
+        return [i for i in range(self.indices[0], self.indices[-1] + 1) if i not in have]
+
+
+def discover_frames(folder: str | Path, prefix: str, *, allow_gaps: bool = False) -> FrameFiles:
+    """Find ``<prefix>NNN.tif`` files in ``folder``; errors name the folder and the problem."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CTCFormatError(folder, "folder is missing")
+    pattern = re.compile(rf"^{re.escape(prefix)}(\d+)\.tiff?$")
+    found: dict[int, Path] = {}
+    digit_counts: dict[int, Path] = {}
+    for path in sorted(folder.iterdir()):
+        m = pattern.match(path.name)
+        if not m:
+            continue
+        digits = m.group(1)
+        if len(digits) not in (3, 4):
+            raise CTCFormatError(path, f"frame number must have 3 or 4 digits, got {digits!r}")
+        digit_counts.setdefault(len(digits), path)
+        idx = int(digits)
+        if idx in found:
+            raise CTCFormatError(path, f"frame {idx} also stored as {found[idx].name}")
+        found[idx] = path
+    if not found:
+        raise CTCFormatError(folder, f"no '{prefix}NNN.tif' frames in folder (empty or wrong kind)")
+    if len(digit_counts) > 1:
+        a, b = sorted(digit_counts.values())
+        raise CTCFormatError(
+            folder, f"mixed 3- and 4-digit frame names (e.g. {a.name} and {b.name})"
+        )
+    indices = tuple(sorted(found))
+    files = FrameFiles(
+        folder, prefix, indices, tuple(found[i] for i in indices), next(iter(digit_counts))
+    )
+    if not allow_gaps and files.gaps:
+        gaps = files.gaps
+        shown = ", ".join(map(str, gaps[:5])) + (" ..." if len(gaps) > 5 else "")
+        raise CTCFormatError(folder, f"gaps in frame numbering: missing frame(s) {shown}")
+    return files
+
+
+def read_tiff(path: Path) -> np.ndarray:
+    """Read one TIFF, turning any decoder failure into a :class:`CTCFormatError`."""
+    try:
+        return tifffile.imread(path)
+    except Exception as exc:  # tifffile raises many types for corrupt input
+        raise CTCFormatError(path, f"corrupt or truncated TIFF ({exc})") from exc
+
+
+def tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a TIFF's first series without reading its pixels."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return tuple(series.shape), np.dtype(series.dtype)
+    except Exception as exc:
+        raise CTCFormatError(path, f"corrupt or truncated TIFF ({exc})") from exc
+
+
+def check_label_frame(path: Path, frame: np.ndarray) -> None:
+    """Label images must be non-negative integers."""
+    if frame.dtype.kind not in "ui":
+        raise CTCFormatError(path, f"label image must be integer, got dtype {frame.dtype}")
+    if frame.dtype.kind == "i" and frame.size and frame.min() < 0:
+        raise CTCFormatError(path, f"label image has negative values (min {frame.min()})")
+
+
+class LazyFrames:
+    """A read-only (T, ...) array-like over frame files, read on demand with a small LRU cache.
+
+    Opening reads only the first file's header, so a 1000-frame sequence opens instantly; napari
+    and the tracker index it like a numpy array.
+    """
+
+    def __init__(self, files: FrameFiles, *, labels: bool = False, cache_size: int = 16) -> None:
+        self.files = files
+        self.labels = labels
+        frame_shape, dtype = tiff_header(files.paths[0])
+        if labels and dtype.kind not in "ui":
+            raise CTCFormatError(files.paths[0], f"label image must be integer, got dtype {dtype}")
+        self.frame_shape = frame_shape
+        self.dtype = dtype
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        return self.files.indices
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.files.paths), *self.frame_shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return len(self.files.paths)
+
+    def __repr__(self) -> str:
+        return f"LazyFrames({self.files.folder}, shape={self.shape}, dtype={self.dtype})"
+
+    def frame(self, position: int) -> np.ndarray:
+        """The frame at ``position`` (0-based position, not CTC index), checked and cached."""
+        if position in self._cache:
+            self._cache.move_to_end(position)
+            return self._cache[position]
+        path = self.files.paths[position]
+        data = read_tiff(path)
+        if data.shape != self.frame_shape:
+            raise CTCFormatError(
+                path,
+                f"frame shape {data.shape} differs from {self.frame_shape} "
+                f"of {self.files.paths[0].name}",
+            )
+        if self.labels:
+            check_label_frame(path, data)
+        data.setflags(write=False)
+        self._cache[position] = data
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return data
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self.frame(i)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            pos = int(first)
+            if pos < 0:
+                pos += len(self)
+            if not 0 <= pos < len(self):
+                raise IndexError(f"frame {first} out of range for {len(self)} frames")
+            return self.frame(pos)[rest] if rest else self.frame(pos)
+        positions = range(len(self))[first] if isinstance(first, slice) else np.asarray(first)
+        stack = np.stack([self.frame(int(p)) for p in positions]) if len(positions) else (
+            np.zeros((0, *self.frame_shape), self.dtype)
+        )
+        return stack[(slice(None), *rest)] if rest else stack
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self[:]
+        return arr.astype(dtype) if dtype is not None else arr
+
+    def check_all(self) -> None:
+        """Read every frame: shapes, decodability and (for labels) dtype/sign. Slow by design."""
+        for i in range(len(self)):
+            self.frame(i)
+
+
+class PlacedFrames:
+    """Frames present on only some indices (CTC SEG) placed on a full frame range; zeros elsewhere."""
+
+    def __init__(self, frames: LazyFrames, first: int, count: int) -> None:
+        self.frames = frames
+        self.first = first
+        self.count = count
+        self._position = {idx: pos for pos, idx in enumerate(frames.indices)}
+        self.dtype = frames.dtype
+        self.frame_shape = frames.frame_shape
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.count, *self.frame_shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def frame(self, position: int) -> np.ndarray:
+        pos = self._position.get(self.first + position)
+        if pos is None:
+            return np.zeros(self.frame_shape, self.dtype)
+        return self.frames.frame(pos)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            pos = int(first) + (self.count if first < 0 else 0)
+            if not 0 <= pos < self.count:
+                raise IndexError(f"frame {first} out of range for {self.count} frames")
+            out = self.frame(pos)
+            return out[rest] if rest else out
+        positions = range(self.count)[first] if isinstance(first, slice) else np.asarray(first)
+        stack = np.stack([self.frame(int(p)) for p in positions])
+        return stack[(slice(None), *rest)] if rest else stack
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self[:]
+        return arr.astype(dtype) if dtype is not None else arr

@@ -1,0 +1,133 @@
+"""Write CTC folders atomically: images, GT (TRA + SEG) and results (RES).
+
+Everything is validated before the first byte is written, written into a temporary sibling folder
+and renamed into place, so a failure never leaves a half-written folder and an existing folder is
+replaced only by a complete one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from .errors import CTCFormatError
+from .lineage import Lineage
+
+
+def frame_digits(first_frame: int, count: int) -> int:
+    """CTC uses 3-digit names, 4 once a frame index reaches 1000."""
+    return 4 if first_frame + count - 1 >= 1000 else 3
+
+
+@contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder that replaces ``target`` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    try:
+        tmp.rename(target)
+    except BaseException:
+        if old is not None:
+            old.rename(target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def as_label_stack(labels, source: str | Path = "<labels>") -> np.ndarray:
+    """Check a (T,Y,X) label stack and return it as the smallest unsigned CTC dtype."""
+    arr = np.asarray(labels)
+    if arr.ndim not in (3, 4):
+        raise CTCFormatError(source, f"labels must be (T,Y,X) or (T,Z,Y,X), got shape {arr.shape}")
+    if arr.dtype.kind not in "ui" and arr.dtype != bool:
+        raise CTCFormatError(source, f"labels must be integers, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise CTCFormatError(source, f"labels contain negative values (min {arr.min()})")
+    top = int(arr.max()) if arr.size else 0
+    return arr.astype(np.uint16 if top < 2**16 else np.uint32, copy=False)
+
+
+def _write_frames(folder: Path, prefix: str, stack, indices: Sequence[int], digits: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for frame, idx in zip(stack, indices, strict=True):
+        tifffile.imwrite(folder / f"{prefix}{idx:0{digits}d}.tif", np.asarray(frame),
+                         compression="zlib")
+
+
+def write_images(folder: str | Path, images, first_frame: int = 0) -> Path:
+    """Write a (T,Y,X) image stack as ``t000.tif`` … (4 digits from frame 1000 on)."""
+    arr = np.asarray(images)
+    if arr.ndim < 3:
+        raise CTCFormatError(folder, f"images must be (T,Y,X[,C]), got shape {arr.shape}")
+    digits = frame_digits(first_frame, len(arr))
+    with atomic_folder(folder) as tmp:
+        _write_frames(tmp, "t", arr, range(first_frame, first_frame + len(arr)), digits)
+    return Path(folder)
+
+
+def _tracked(folder, labels, lineage, first_frame, prefix, txt) -> Path:
+    arr = as_label_stack(labels, folder)
+    lineage.validate(arr, source=Path(folder) / txt, first_frame=first_frame)
+    digits = frame_digits(first_frame, len(arr))
+    with atomic_folder(folder) as tmp:
+        _write_frames(tmp, prefix, arr, range(first_frame, first_frame + len(arr)), digits)
+        lineage.write(tmp / txt)
+    return Path(folder)
+
+
+def write_res(folder: str | Path, labels, lineage: Lineage, first_frame: int = 0) -> Path:
+    """Write a CTC result: ``mask###.tif`` + ``res_track.txt`` (validated first)."""
+    return _tracked(folder, labels, lineage, first_frame, "mask", "res_track.txt")
+
+
+def write_gt(
+    gt_folder: str | Path,
+    labels,
+    lineage: Lineage,
+    seg_frames: Sequence[int] | None = None,
+    seg_labels=None,
+    first_frame: int = 0,
+) -> Path:
+    """Write ``NN_GT`` with ``TRA/man_track###.tif`` + ``man_track.txt`` and optional SEG.
+
+    ``seg_frames`` are CTC frame indices to store in ``SEG/man_seg###.tif`` (from ``seg_labels``,
+    default the TRA labels), so corrected annotations become training and evaluation data.
+    """
+    gt_folder = Path(gt_folder)
+    arr = as_label_stack(labels, gt_folder / "TRA")
+    lineage.validate(arr, source=gt_folder / "TRA" / "man_track.txt", first_frame=first_frame)
+    seg = arr if seg_labels is None else as_label_stack(seg_labels, gt_folder / "SEG")
+    if seg.shape != arr.shape:
+        raise CTCFormatError(gt_folder / "SEG", f"SEG shape {seg.shape} != TRA shape {arr.shape}")
+    frames = list(seg_frames or [])
+    bad = [f for f in frames if not first_frame <= f < first_frame + len(arr)]
+    if bad:
+        raise CTCFormatError(gt_folder / "SEG", f"SEG frame {bad[0]} outside the sequence")
+    digits = frame_digits(first_frame, len(arr))
+    with atomic_folder(gt_folder) as tmp:
+        _write_frames(tmp / "TRA", "man_track", arr,
+                      range(first_frame, first_frame + len(arr)), digits)
+        lineage.write(tmp / "TRA" / "man_track.txt")
+        if frames:
+            _write_frames(tmp / "SEG", "man_seg", (seg[f - first_frame] for f in frames),
+                          frames, digits)
+    return gt_folder
