@@ -37,7 +37,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from .datasets import write_dataset
 
     out = write_dataset(
-        Path(args.out), args.kind, sequences=args.sequences, frames=args.frames, seed=args.seed,
+        Path(args.out),
+        args.kind,
+        sequences=args.sequences,
+        frames=args.frames,
+        seed=args.seed,
         overwrite=args.overwrite,
     )
     print(f"wrote {args.kind} dataset to {out}")

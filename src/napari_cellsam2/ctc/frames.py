@@ -183,8 +183,10 @@ class LazyFrames:
                 raise IndexError(f"frame {first} out of range for {len(self)} frames")
             return self.frame(pos)[rest] if rest else self.frame(pos)
         positions = range(len(self))[first] if isinstance(first, slice) else np.asarray(first)
-        stack = np.stack([self.frame(int(p)) for p in positions]) if len(positions) else (
-            np.zeros((0, *self.frame_shape), self.dtype)
+        stack = (
+            np.stack([self.frame(int(p)) for p in positions])
+            if len(positions)
+            else (np.zeros((0, *self.frame_shape), self.dtype))
         )
         return stack[(slice(None), *rest)] if rest else stack
 

@@ -53,7 +53,8 @@ class Lineage:
             parts = line.split()
             if len(parts) != 4:
                 raise CTCFormatError(
-                    source, f"line {lineno}: expected 4 columns 'L B E P', got {len(parts)}: {raw!r}"
+                    source,
+                    f"line {lineno}: expected 4 columns 'L B E P', got {len(parts)}: {raw!r}",
                 )
             try:
                 label, begin, end, parent = (int(p) for p in parts)

@@ -221,6 +221,7 @@ def open_path(path: str | Path) -> CTCSequence:
     if len(folders) > 1:
         names = ", ".join(str(p.relative_to(path)) for p in folders[:4])
         raise CTCFormatError(
-            path, f"holds {len(folders)} sequences ({names}…) where one is expected; pass one of them"
+            path,
+            f"holds {len(folders)} sequences ({names}…) where one is expected; pass one of them",
         )
     return open_sequence(folders[0])

@@ -69,8 +69,9 @@ def as_label_stack(labels, source: str | Path = "<labels>") -> np.ndarray:
 def _write_frames(folder: Path, prefix: str, stack, indices: Sequence[int], digits: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for frame, idx in zip(stack, indices, strict=True):
-        tifffile.imwrite(folder / f"{prefix}{idx:0{digits}d}.tif", np.asarray(frame),
-                         compression="zlib")
+        tifffile.imwrite(
+            folder / f"{prefix}{idx:0{digits}d}.tif", np.asarray(frame), compression="zlib"
+        )
 
 
 def write_images(folder: str | Path, images, first_frame: int = 0) -> Path:
@@ -124,10 +125,12 @@ def write_gt(
         raise CTCFormatError(gt_folder / "SEG", f"SEG frame {bad[0]} outside the sequence")
     digits = frame_digits(first_frame, len(arr))
     with atomic_folder(gt_folder) as tmp:
-        _write_frames(tmp / "TRA", "man_track", arr,
-                      range(first_frame, first_frame + len(arr)), digits)
+        _write_frames(
+            tmp / "TRA", "man_track", arr, range(first_frame, first_frame + len(arr)), digits
+        )
         lineage.write(tmp / "TRA" / "man_track.txt")
         if frames:
-            _write_frames(tmp / "SEG", "man_seg", (seg[f - first_frame] for f in frames),
-                          frames, digits)
+            _write_frames(
+                tmp / "SEG", "man_seg", (seg[f - first_frame] for f in frames), frames, digits
+            )
     return gt_folder

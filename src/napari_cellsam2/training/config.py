@@ -1,0 +1,124 @@
+"""The one typed training configuration, shared by the CLI, the Python API and the napari dock.
+
+Section and option names mirror the CellSAM2 seed (``train_ctc.py``): ``launcher.*``,
+``scratch.*``, ``dataset.*``, ``model.*``, so its Hydra-style overrides work unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+DEFAULT_LORA_TARGETS = ["attn.qkv", "attn.proj", "q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+@dataclass
+class LauncherConfig:
+    experiment_log_dir: str = MISSING
+    resume: bool = False
+
+
+@dataclass
+class ScratchConfig:
+    num_epochs: int = 5
+    num_frames: int = 4  # 1 = segmentation mode
+    max_num_objects: int = 30
+    batch_size: int = 1
+    resolution: int = 512
+    use_lora: bool = True
+    lora_lr: float = 1e-3
+    base_lr: float = 5e-6
+    vision_lr: float = 3e-6
+    freeze_encoder: bool = False
+    max_num_bkgd_objects: int = 8
+    use_wandb: bool = False
+    dataset_name: str = "moma"
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    seed: int = 0
+    weight_decay: float = 0.1
+    grad_clip: float = 0.1
+    min_lr_ratio: float = 0.1  # cosine schedule ends at lr * min_lr_ratio
+    layer_decay: float = 0.9  # layer-wise lr decay of the image encoder (full fine-tune)
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    steps_per_epoch: int | None = None  # cap (None = every clip once per epoch)
+    augment: bool = True
+    prob_point: float = 0.5  # first prompt on a conditioning frame: click / box / mask
+    prob_box: float = 0.25
+    prob_mask: float = 0.25
+    num_correction_clicks: int = 2  # iterative correction steps after the first prompt
+    prob_correction_from_gt: float = 0.1  # a correction click sampled from GT instead of errors
+    num_workers: int = 0
+    log_every: int = 1
+
+
+@dataclass
+class DatasetConfig:
+    data_dir: str = "../data/${scratch.dataset_name}"
+    train_split: str = "train"
+    val_split: str = "val"
+
+
+@dataclass
+class ModelConfig:
+    base: str = "facebook/sam2.1-hiera-tiny"
+    device: str = "auto"
+
+
+@dataclass
+class TrainConfig:
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    scratch: ScratchConfig = field(default_factory=ScratchConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+class ConfigError(ValueError):
+    """A bad override or config file; the message lists the valid keys."""
+
+
+def valid_keys() -> list[str]:
+    """Every dotted key the config accepts, e.g. ``scratch.num_frames``."""
+    base = OmegaConf.structured(TrainConfig)
+    return [f"{section}.{key}" for section in base for key in base[section]]
+
+
+def _fail(problem: str) -> ConfigError:
+    return ConfigError(f"{problem}\nvalid keys:\n  " + "\n  ".join(valid_keys()))
+
+
+def load_config(
+    overrides: Sequence[str] = (), yaml_file: str | Path | None = None, *, require_log_dir=True
+) -> DictConfig:
+    """Defaults ← YAML file ← ``key=value`` overrides, type-checked against :class:`TrainConfig`."""
+    cfg = OmegaConf.structured(TrainConfig)
+    try:
+        if yaml_file is not None:
+            path = Path(yaml_file)
+            if not path.is_file():
+                raise ConfigError(f"{path}: config file not found")
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        for item in overrides:
+            if "=" not in item:
+                raise _fail(f"override {item!r} is not of the form key=value")
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+        if require_log_dir and OmegaConf.is_missing(cfg.launcher, "experiment_log_dir"):
+            raise _fail("launcher.experiment_log_dir is required")
+        OmegaConf.resolve(cfg)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        first = str(exc).splitlines()[0]
+        raise _fail(f"bad config value{f' for {key}' if key else ''}: {first}") from exc
+    return cfg
+
+
+def to_dataclass(cfg: DictConfig) -> TrainConfig:
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
