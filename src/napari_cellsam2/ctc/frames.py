@@ -201,7 +201,7 @@ class LazyFrames:
 
 
 class PlacedFrames:
-    """Frames present on only some indices (CTC SEG) placed on a full frame range; zeros elsewhere."""
+    """Frames on some indices only (CTC SEG) placed on a full frame range; zeros elsewhere."""
 
     def __init__(self, frames: LazyFrames, first: int, count: int) -> None:
         self.frames = frames

@@ -17,7 +17,7 @@ from .errors import CTCFormatError
 
 @dataclass(frozen=True, order=True)
 class Track:
-    """One CTC track: ``label`` present on frames ``begin..end`` (inclusive); ``parent`` 0 = none."""
+    """One CTC track: ``label`` on frames ``begin..end`` (inclusive); ``parent`` 0 = none."""
 
     label: int
     begin: int
@@ -43,7 +43,7 @@ class Lineage:
 
     @classmethod
     def parse(cls, text: str, source: str | Path = "<text>") -> Lineage:
-        """Parse ``man_track.txt``/``res_track.txt`` content; errors name ``source`` and the line."""
+        """Parse ``man_track.txt``/``res_track.txt``; errors name ``source`` and the line."""
         tracks: list[Track] = []
         seen: dict[int, int] = {}
         for lineno, raw in enumerate(text.splitlines(), start=1):

@@ -94,7 +94,8 @@ class CTCSequence:
             if frames.frame_shape != ref.frame_shape:
                 raise CTCFormatError(
                     folder,
-                    f"frame shape {frames.frame_shape} differs from {ref.frame_shape} in {ref_folder}",
+                    f"frame shape {frames.frame_shape} differs from {ref.frame_shape} "
+                    f"in {ref_folder}",
                 )
         if self.images is not None and self.gt and self.gt.tra:
             extra = set(self.gt.tra.masks.indices) - set(self.images.indices)
