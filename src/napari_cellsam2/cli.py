@@ -48,6 +48,26 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_download(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .datasets.download import MOMA_RECORD, ZENODO_API, download_record
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        bar = bars.setdefault(name, tqdm(total=total or None, unit="B", unit_scale=True, desc=name))
+        bar.update(done - bar.n)
+
+    out = download_record(
+        args.out, args.record or MOMA_RECORD, args.api_url or ZENODO_API, progress
+    )
+    for bar in bars.values():
+        bar.close()
+    print(f"dataset ready: {out} (train/val/test); use dataset.data_dir={out}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_folders, format_table
 
@@ -78,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(handler=_cmd_synth)
 
+    p = sub.add_parser("download", help="fetch a public CTC dataset (MOMA) as train/val/test")
+    p.add_argument("dataset", choices=["moma"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--record", help="Zenodo record id (default: the MOMA record)")
+    p.add_argument("--api-url", help="Zenodo API base URL (for mirrors)")
+    p.set_defaults(handler=_cmd_download)
+
     p = sub.add_parser("evaluate", help="CTC metrics (py-ctcmetrics) of a RES folder against GT")
     p.add_argument("--gt", required=True, help="the 01_GT folder")
     p.add_argument("--res", required=True, help="the 01_RES folder")
@@ -90,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (CTCFormatError, FileNotFoundError, ValueError) as exc:
+    except (CTCFormatError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
