@@ -33,5 +33,5 @@ def test_rule_breaking_parent_link_is_dropped(division_labels):
 
 
 def test_empty_labels():
-    labels, lineage = make_consistent(np.zeros((3, 4, 4), np.uint16))
+    _, lineage = make_consistent(np.zeros((3, 4, 4), np.uint16))
     assert len(lineage) == 0
