@@ -7,6 +7,7 @@ sequence that starts at frame 5 or has 1000+ frames keeps its numbering.
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,7 @@ class LazyFrames:
         self.dtype = dtype
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
+        self._lock = threading.Lock()  # napari reads on the main thread while workers track/train
 
     @property
     def indices(self) -> tuple[int, ...]:
@@ -148,9 +150,10 @@ class LazyFrames:
 
     def frame(self, position: int) -> np.ndarray:
         """The frame at ``position`` (0-based position, not CTC index), checked and cached."""
-        if position in self._cache:
-            self._cache.move_to_end(position)
-            return self._cache[position]
+        with self._lock:
+            if position in self._cache:
+                self._cache.move_to_end(position)
+                return self._cache[position]
         path = self.files.paths[position]
         data = read_tiff(path)
         if data.shape != self.frame_shape:
@@ -162,9 +165,10 @@ class LazyFrames:
         if self.labels:
             check_label_frame(path, data)
         data.setflags(write=False)
-        self._cache[position] = data
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[position] = data
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return data
 
     def __iter__(self):
