@@ -1,0 +1,63 @@
+"""napari writers: a labels layer (optionally with its tracks) as a CTC result (RES) folder.
+
+Parent links come from, in order: a tracks layer's ``graph`` (multi-layer writer), the labels
+layer's ``metadata["cellsam2_parents"]`` (set by our reader, sample and tracker), or none. The CTC
+first frame comes from ``metadata["cellsam2"]["first_frame"]`` (0 if absent). Writing goes
+through :func:`write_res`: validated first, atomic, so a bad layer leaves no folder behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .ctc import Lineage, label_presence, write_res
+from .ctc.napari_layers import META_KEY, PARENTS_KEY, parents_from_graph
+from .ctc.writer import as_label_stack
+
+FullLayerData = tuple[Any, dict[str, Any], str]
+
+
+def res_lineage(labels, parents: Mapping[int, int], first_frame: int = 0) -> Lineage:
+    """Lineage of a (T, …) label stack with ``parents`` (daughter -> parent).
+
+    Links to labels no longer present are dropped (they go stale when a label is deleted while
+    correcting); the others are kept as given and checked by the CTC rules when written.
+    """
+    presence = label_presence(labels, first_frame)
+    kept = {int(d): int(p) for d, p in parents.items() if int(d) in presence and int(p) in presence}
+    return Lineage.from_presence(presence, kept)
+
+
+def write_res_layer(
+    path: str | Path, data, metadata: Mapping[str, Any] | None, parents=None
+) -> Path:
+    """Write labels ``data`` (with layer ``metadata``) to the RES folder ``path``."""
+    metadata = metadata or {}
+    labels = as_label_stack(data, path)
+    if parents is None:
+        parents = metadata.get(PARENTS_KEY) or {}
+    first_frame = int((metadata.get(META_KEY) or {}).get("first_frame", 0))
+    lineage = res_lineage(labels, parents, first_frame)
+    return write_res(path, labels, lineage, first_frame=first_frame)
+
+
+def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """napari single-layer writer: one labels layer -> ``path`` as a RES folder.
+
+    Returns ``[path]``, the folder holding ``mask###.tif`` and ``res_track.txt``.
+    """
+    return [str(write_res_layer(path, data, meta.get("metadata")))]
+
+
+def write_labels_tracks(path: str, layer_data: list[FullLayerData]) -> list[str]:
+    """napari multi-layer writer: labels + tracks -> RES folder, links from the tracks graph.
+
+    Track ids must equal label values (as in layers made by this plugin).
+    """
+    by_type = {layer_type: (data, meta) for data, meta, layer_type in layer_data}
+    labels, labels_meta = by_type["labels"]
+    _, tracks_meta = by_type["tracks"]
+    parents = parents_from_graph(tracks_meta.get("graph"))
+    return [str(write_res_layer(path, labels, labels_meta.get("metadata"), parents))]

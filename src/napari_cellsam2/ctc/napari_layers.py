@@ -1,0 +1,344 @@
+"""napari layer-data tuples from CTC data, without importing napari or Qt.
+
+The reader, the sample data and the widgets all build their layers here, so layer names and
+metadata follow one convention:
+
+* time axis: 0-based positions; CTC frame index = ``metadata["cellsam2"]["first_frame"]`` +
+  position. Every layer of a sequence spans the same range (the union of images, TRA and RES);
+  parts that cover fewer frames (SEG, a partial RES) are placed on it with zeros elsewhere.
+* names: ``"<prefix>"`` image, ``"<prefix> TRA"`` / ``"<prefix> SEG"`` / ``"<prefix> RES"``
+  labels, ``"<prefix> TRA tracks"`` / ``"<prefix> RES tracks"`` tracks; ``prefix`` is the
+  sequence name (``"01"``), or ``"<split>/<name>"`` inside a dataset root with splits.
+* ``metadata["cellsam2"]``: ``kind`` (``image``, ``tra``, ``seg``, ``res``, ``tracks``), ``of``
+  (tracks only: ``tra`` or ``res``), ``sequence``, ``split``, ``folder`` (the sequence folder, ""
+  when not from disk), ``first_frame``.
+* ``metadata["cellsam2_parents"]`` on TRA/RES labels and tracks layers: ``{daughter: parent}``.
+  The RES writer reads it back, so links survive a read-edit-write cycle.
+* tracks data rows are ``(track_id, t, [z,] y, x)`` centroids with ``track_id`` = label value,
+  and ``graph`` = ``{daughter: [parent]}``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CTCFormatError
+from .frames import LazyFrames, PlacedFrames
+from .sequence import CTCSequence, find_sequence_folders, open_sequence
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+META_KEY = "cellsam2"
+PARENTS_KEY = "cellsam2_parents"
+
+_SEQ = re.compile(r"^\d{2,}$")
+_GT = re.compile(r"^\d{2,}_GT$")
+_RES = re.compile(r"^\d{2,}_RES$")
+_FRAME_FILE = {
+    "image": re.compile(r"^t\d{3,4}\.tiff?$"),
+    "res": re.compile(r"^mask\d{3,4}\.tiff?$"),
+}
+# Largest label for which per-frame centroids use a direct np.bincount (memory ~ 8 B per value).
+_DIRECT_BINCOUNT_MAX = 1 << 22
+
+
+# ---- cheap detection -------------------------------------------------------------------------
+def _has_entry(folder: Path, pattern: re.Pattern[str]) -> bool:
+    """True as soon as one entry of ``folder`` matches (stops scanning at the first hit)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(pattern.match(e.name) for e in entries)
+    except OSError:
+        return False
+
+
+def _looks_like_sequence(folder: Path) -> bool:
+    name = folder.name
+    return folder.is_dir() and (
+        _has_entry(folder, _FRAME_FILE["image"])
+        or (folder.parent / f"{name}_GT").is_dir()
+        or (folder.parent / f"{name}_RES").is_dir()
+    )
+
+
+def ctc_kind(path: str | Path) -> str | None:
+    """What CTC folder ``path`` is, judged from names only (no pixel or header reads).
+
+    Returns ``"sequence"`` (``01``), ``"gt"`` (``01_GT``), ``"gt_part"`` (``01_GT/TRA`` or
+    ``SEG``), ``"res"`` (``01_RES``), ``"dataset"`` (a root with splits or ``01``, ``02`` …) or
+    None for anything else. A folder that passes may still be broken: opening it then raises
+    :class:`CTCFormatError` with the reason.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    name = path.name
+    if _SEQ.match(name):
+        return "sequence" if _looks_like_sequence(path) else None
+    if _GT.match(name):
+        return "gt" if (path / "TRA").is_dir() or (path / "SEG").is_dir() else None
+    if name in ("TRA", "SEG") and _GT.match(path.parent.name):
+        return "gt_part"
+    if _RES.match(name):
+        has_res = (path / "res_track.txt").is_file() or _has_entry(path, _FRAME_FILE["res"])
+        return "res" if has_res else None
+    try:
+        found = find_sequence_folders(path)
+    except CTCFormatError:
+        return None
+    if any(_looks_like_sequence(p) for ps in found.values() for p in ps):
+        return "dataset"
+    return None
+
+
+# ---- frame range and placement ---------------------------------------------------------------
+def frame_range(seq: CTCSequence) -> tuple[int, int]:
+    """``(first CTC index, count)`` covering images, TRA and RES of ``seq``."""
+    parts = [seq.images, seq.gt.tra.masks if seq.gt and seq.gt.tra else None]
+    parts.append(seq.res.masks if seq.res else None)
+    indices = [idx for p in parts if p is not None for idx in (p.indices[0], p.indices[-1])]
+    if not indices and seq.gt and seq.gt.seg is not None:
+        indices = [seq.gt.seg.indices[0], seq.gt.seg.indices[-1]]
+    if not indices:
+        raise CTCFormatError(seq.folder, "sequence has no frames")
+    return min(indices), max(indices) - min(indices) + 1
+
+
+def on_range(frames: LazyFrames, first: int, count: int) -> LazyFrames | PlacedFrames:
+    """``frames`` as is when it spans exactly ``first..first+count-1``, else placed with zeros."""
+    if frames.indices == tuple(range(first, first + count)):
+        return frames
+    return PlacedFrames(frames, first, count)
+
+
+def sampled_contrast_limits(frames, samples: int = 5) -> tuple[float, float]:
+    """Min/max over a few evenly spaced frames, so napari never scans a lazy stack."""
+    n = len(frames)
+    if n == 0:
+        return 0.0, 1.0
+    positions = np.unique(np.linspace(0, n - 1, min(samples, n)).round().astype(int))
+    sampled = [np.asarray(frames[int(p)]) for p in positions]
+    lo = min(float(f.min()) for f in sampled)
+    hi = max(float(f.max()) for f in sampled)
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+# ---- tracks from labels ----------------------------------------------------------------------
+def _frame_centroids(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels present in one frame and their centroids (K, ndim).
+
+    One pass of np.bincount per axis over the foreground pixels only: no per-label loop, and
+    sparse frames (cells on background) cost a fraction of the frame size.
+    """
+    flat = frame.ravel()
+    foreground = np.flatnonzero(flat)
+    if not foreground.size:
+        return np.zeros(0, np.int64), np.zeros((0, frame.ndim))
+    values = flat[foreground]
+    if int(values.max()) <= _DIRECT_BINCOUNT_MAX:
+        index = values.astype(np.intp, copy=False)
+        counts = np.bincount(index)
+        ids = np.arange(len(counts))
+    else:  # huge label values: compact them first
+        ids, index = np.unique(values, return_inverse=True)
+        counts = np.bincount(index)
+    keep = counts > 0
+    coords, rest = [], foreground
+    for size in reversed(frame.shape[1:]):  # np.divmod: ~10x faster than np.unravel_index
+        rest, coord = np.divmod(rest, size)
+        coords.insert(0, coord)
+    coords.insert(0, rest)
+    centroids = np.stack(
+        [np.bincount(index, weights=c, minlength=len(counts))[keep] for c in coords], axis=1
+    )
+    return ids[keep].astype(np.int64), centroids / counts[keep, None]
+
+
+def tracks_from_labels(
+    labels, parents: Mapping[int, int] | None = None
+) -> tuple[np.ndarray, dict[int, list[int]]]:
+    """napari tracks ``(data, graph)`` from a (T, [Z,] Y, X) label stack, reading each frame once.
+
+    ``data`` rows are ``(label, t, [z,] y, x)`` with ``t`` the 0-based position, sorted by label
+    then time; ``graph`` maps daughter -> [parent] for links whose labels both appear.
+    """
+    rows = []
+    for t in range(len(labels)):
+        frame = np.asarray(labels[t])
+        ids, centroids = _frame_centroids(frame)
+        if len(ids):
+            rows.append(np.column_stack([ids, np.full(len(ids), t), centroids]))
+    ndim = len(labels.shape) - 1
+    if not rows:
+        return np.zeros((0, ndim + 2)), {}
+    data = np.concatenate(rows).astype(np.float64)
+    data = data[np.lexsort((data[:, 1], data[:, 0]))]
+    present = set(np.unique(data[:, 0]).astype(int).tolist())
+    graph = {
+        int(d): [int(p)]
+        for d, p in sorted((parents or {}).items())
+        if int(d) in present and int(p) in present
+    }
+    return data, graph
+
+
+# ---- layer tuples ----------------------------------------------------------------------------
+def layer_meta(kind: str, **fields: Any) -> dict[str, Any]:
+    """The ``metadata`` dict of a CellSAM2 layer (see the module docstring)."""
+    base = {"kind": kind, "sequence": "", "split": "", "folder": "", "first_frame": 0}
+    base.update(fields)
+    return {META_KEY: base}
+
+
+def image_layer(data, name: str, meta: dict[str, Any], *, visible: bool = True) -> LayerData:
+    kwargs = {
+        "name": name,
+        "contrast_limits": sampled_contrast_limits(data),
+        "metadata": layer_meta("image", **meta),
+        "visible": visible,
+    }
+    return data, kwargs, "image"
+
+
+def labels_layer(
+    data,
+    name: str,
+    kind: str,
+    meta: dict[str, Any],
+    *,
+    parents: Mapping[int, int] | None = None,
+    visible: bool = True,
+) -> LayerData:
+    metadata = layer_meta(kind, **meta)
+    if parents is not None:
+        metadata[PARENTS_KEY] = {int(d): int(p) for d, p in parents.items()}
+    return data, {"name": name, "metadata": metadata, "visible": visible}, "labels"
+
+
+def tracks_layer(
+    labels,
+    name: str,
+    of: str,
+    meta: dict[str, Any],
+    *,
+    parents: Mapping[int, int] | None = None,
+    visible: bool = True,
+) -> LayerData | None:
+    """Tracks of ``labels`` (reads every frame); None when no label is present anywhere."""
+    data, graph = tracks_from_labels(labels, parents)
+    if not len(data):
+        return None
+    metadata = layer_meta("tracks", of=of, **meta)
+    metadata[PARENTS_KEY] = {d: ps[0] for d, ps in graph.items()}
+    kwargs = {"name": name, "graph": graph, "metadata": metadata, "visible": visible}
+    return data, kwargs, "tracks"
+
+
+def layers_from_sequence(
+    seq: CTCSequence,
+    prefix: str | None = None,
+    *,
+    split: str = "",
+    tracks: bool = True,
+    visible: bool = True,
+) -> list[LayerData]:
+    """Image, TRA, SEG and RES labels, then TRA/RES tracks of one sequence, in that order.
+
+    Image and label layers stay lazy (:class:`LazyFrames`/:class:`PlacedFrames`, read-only: the
+    widget converts a labels layer to an ndarray before painting). Tracks read every TRA/RES
+    frame once; pass ``tracks=False`` to skip that.
+    """
+    prefix = prefix or seq.name
+    first, count = frame_range(seq)
+    meta = {"sequence": seq.name, "split": split, "folder": str(seq.folder), "first_frame": first}
+    out: list[LayerData] = []
+    if seq.images is not None:
+        out.append(image_layer(on_range(seq.images, first, count), prefix, meta, visible=visible))
+    parts = (
+        ("tra", seq.gt.tra if seq.gt else None),
+        ("seg", seq.gt.seg if seq.gt else None),
+        ("res", seq.res),
+    )
+    tracked = []
+    for kind, part in parts:
+        if part is None:
+            continue
+        if kind == "seg":
+            data, parents = PlacedFrames(part, first, count), None
+        else:
+            data, parents = on_range(part.masks, first, count), part.lineage.parents
+            tracked.append((kind, data, parents))
+        name = f"{prefix} {kind.upper()}"
+        out.append(labels_layer(data, name, kind, meta, parents=parents, visible=visible))
+    for kind, data, parents in tracked if tracks else ():
+        name = f"{prefix} {kind.upper()} tracks"
+        layer = tracks_layer(data, name, kind, meta, parents=parents, visible=visible)
+        if layer is not None:
+            out.append(layer)
+    return out
+
+
+def layers_from_arrays(
+    name: str,
+    images,
+    labels=None,
+    parents: Mapping[int, int] | None = None,
+    *,
+    first_frame: int = 0,
+    tracks: bool = True,
+) -> list[LayerData]:
+    """Layers of an in-memory sequence (synthetic data, tracker output): image, TRA, tracks."""
+    meta = {"sequence": name, "first_frame": first_frame}
+    out = [image_layer(images, name, meta)]
+    if labels is not None:
+        parents = dict(parents or {})
+        out.append(labels_layer(labels, f"{name} TRA", "tra", meta, parents=parents))
+        layer = tracks_layer(labels, f"{name} TRA tracks", "tra", meta, parents=parents)
+        if tracks and layer is not None:
+            out.append(layer)
+    return out
+
+
+def layers_from_path(path: str | Path, *, tracks: bool = True) -> list[LayerData]:
+    """Layers for any CTC path that :func:`ctc_kind` accepts.
+
+    A sequence, ``_GT``, ``_GT/TRA`` or ``_RES`` folder opens that one sequence (with its
+    existing siblings). A dataset root opens every sequence of every split, named
+    ``"<split>/<name>"`` (just ``"<name>"`` without splits); only the first sequence's layers are
+    visible, since all sequences share the same coordinates. Images stay lazy throughout.
+    """
+    path = Path(path)
+    kind = ctc_kind(path)
+    if kind is None:
+        raise CTCFormatError(path, "not a CTC sequence, GT, RES or dataset folder")
+    if kind != "dataset":
+        return layers_from_sequence(open_sequence(path), tracks=tracks)
+    out: list[LayerData] = []
+    for split, folders in find_sequence_folders(path).items():  # train, val, test order
+        for folder in folders:
+            seq = open_sequence(folder)
+            prefix = f"{split}/{seq.name}" if split else seq.name
+            out.extend(
+                layers_from_sequence(seq, prefix, split=split, tracks=tracks, visible=not out)
+            )
+    return out
+
+
+def parents_from_graph(graph: Mapping[int, Sequence[int] | int] | None) -> dict[int, int]:
+    """napari tracks graph ``{daughter: [parent]}`` -> ``{daughter: parent}`` (CTC: one parent)."""
+    out = {}
+    for daughter, ps in (graph or {}).items():
+        ps = [ps] if isinstance(ps, (int, np.integer)) else list(ps)
+        if len(ps) > 1:
+            raise CTCFormatError(
+                "<tracks graph>", f"track {daughter} has {len(ps)} parents {ps}; CTC allows one"
+            )
+        if ps:
+            out[int(daughter)] = int(ps[0])
+    return out
