@@ -55,3 +55,25 @@ def make_consistent(
         tracks.append(Track(first.label, first.begin, first.end, link))
         tracks.extend(pieces[1:])
     return out, Lineage({t.label: t for t in sorted(tracks)})
+
+
+def export_labels(
+    folder,
+    labels: np.ndarray,
+    parents: Mapping[int, int] | None = None,
+    first_frame: int = 0,
+    fmt: str = "res",
+) -> tuple[np.ndarray, Lineage]:
+    """Write (possibly hand-edited) labels as CTC ``res`` (RES) or ``gt`` (GT/TRA, SEG on all
+    frames) after :func:`make_consistent`; returns what was written."""
+    from .writer import write_gt, write_res
+
+    fixed, lineage = make_consistent(np.asarray(labels), parents, first_frame)
+    if fmt == "res":
+        write_res(folder, fixed, lineage, first_frame)
+    elif fmt == "gt":
+        frames = list(range(first_frame, first_frame + len(fixed)))
+        write_gt(folder, fixed, lineage, seg_frames=frames, first_frame=first_frame)
+    else:
+        raise ValueError(f"unknown export format {fmt!r} (use 'res' or 'gt')")
+    return fixed, lineage

@@ -1,0 +1,143 @@
+"""Export a labels layer (with its lineage) as CTC RES or GT/TRA, and evaluate it against GT.
+
+Hand edits made with napari's paint tools are respected: the layer is made CTC-valid
+(:func:`napari_cellsam2.ctc.repair.make_consistent`) before writing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from napari.layers import Labels, Tracks
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QWidget,
+)
+
+from ..ctc.napari_layers import META_KEY, PARENTS_KEY, parents_from_graph
+from .layer_combo import LayerCombo
+from .state import DockState
+
+
+def layer_lineage_inputs(viewer, labels: Labels) -> tuple[np.ndarray, dict[int, int], int]:
+    """Labels array, parent links and first CTC frame of a labels layer.
+
+    Links come from the layer's metadata or, failing that, from a Tracks layer of the viewer.
+    """
+    parents = dict(labels.metadata.get(PARENTS_KEY) or {})
+    if not parents:
+        for layer in viewer.layers:
+            if isinstance(layer, Tracks) and layer.graph:
+                parents = parents_from_graph(layer.graph)
+                break
+    first = int((labels.metadata.get(META_KEY) or {}).get("first_frame", 0))
+    return np.asarray(labels.data), parents, first
+
+
+def _path_row(edit: QLineEdit, title: str, parent: QWidget) -> QHBoxLayout:
+    browse = QPushButton("…")
+    browse.setMaximumWidth(30)
+
+    def pick() -> None:
+        folder = QFileDialog.getExistingDirectory(parent, title)
+        if folder:
+            edit.setText(folder)
+
+    browse.clicked.connect(pick)
+    row = QHBoxLayout()
+    row.addWidget(edit)
+    row.addWidget(browse)
+    return row
+
+
+class ExportPanel(QWidget):
+    """Write RES / GT from a labels layer; evaluate against a ``NN_GT`` folder."""
+
+    def __init__(self, state: DockState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.worker = None
+        self.layer = LayerCombo(state.viewer, Labels)
+        self.out = QLineEdit()
+        self.out.setPlaceholderText("…/01_RES")
+        self.gt = QLineEdit()
+        self.gt.setPlaceholderText("…/01_GT")
+        self.write_res = QPushButton("Write RES")
+        self.write_gt = QPushButton("Write GT/TRA")
+        self.evaluate_button = QPushButton("Evaluate")
+        self.table = QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["metric", "score"])
+        self.table.verticalHeader().setVisible(False)
+        self.write_res.clicked.connect(lambda: self.export("res"))
+        self.write_gt.clicked.connect(lambda: self.export("gt"))
+        self.evaluate_button.clicked.connect(self.evaluate)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.write_res)
+        buttons.addWidget(self.write_gt)
+        form = QFormLayout(self)
+        form.addRow("Labels", self.layer)
+        form.addRow("Output", _path_row(self.out, "Output folder", self))
+        form.addRow(buttons)
+        form.addRow("GT folder", _path_row(self.gt, "Ground-truth folder (NN_GT)", self))
+        form.addRow(self.evaluate_button)
+        form.addRow(self.table)
+
+    def _run(self, func, *args, on_done) -> None:
+        self.state.set_busy(True)
+        worker = thread_worker(func, start_thread=False)(*args)
+        worker.returned.connect(on_done)
+        worker.errored.connect(lambda exc: show_error(str(exc)))
+        worker.finished.connect(lambda: self.state.set_busy(False))
+        self.worker = worker
+        worker.start()
+
+    def export(self, fmt: str) -> None:
+        from ..ctc.repair import export_labels
+
+        layer, out = self.layer.layer(), self.out.text().strip()
+        if layer is None or not out:
+            show_error("choose a labels layer and an output folder first")
+            return
+        labels, parents, first = layer_lineage_inputs(self.state.viewer, layer)
+        folder = Path(out)
+        if fmt == "gt" and not folder.name.endswith("_GT"):
+            folder = folder.parent / f"{folder.name}_GT"
+
+        def done(result) -> None:
+            _, lineage = result
+            show_info(f"wrote {folder}: {len(lineage)} tracks, {len(lineage.divisions)} divisions")
+
+        self._run(export_labels, folder, labels, parents, first, fmt, on_done=done)
+
+    def evaluate(self) -> None:
+        from ..ctc.repair import make_consistent
+        from ..evaluation import evaluate_arrays
+
+        layer, gt = self.layer.layer(), self.gt.text().strip()
+        if layer is None or not gt:
+            show_error("choose a labels layer and a ground-truth folder first")
+            return
+        labels, parents, first = layer_lineage_inputs(self.state.viewer, layer)
+
+        def score():
+            fixed, lineage = make_consistent(labels, parents, first)
+            return evaluate_arrays(Path(gt), fixed, lineage, first_frame=first)
+
+        self._run(score, on_done=self.show_scores)
+
+    def show_scores(self, scores: dict) -> None:
+        rows = [(k, v) for k, v in scores.items() if isinstance(v, float | int) or v is None]
+        self.table.setRowCount(len(rows))
+        for i, (name, value) in enumerate(rows):
+            self.table.setItem(i, 0, QTableWidgetItem(name))
+            self.table.setItem(i, 1, QTableWidgetItem("-" if value is None else f"{value:.4f}"))
+        self.scores = scores
