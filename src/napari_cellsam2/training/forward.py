@@ -1,0 +1,531 @@
+"""SAM 2 through time with autograd: the training forward of the video tracker.
+
+transformers' ``Sam2VideoModel`` tracks only under ``torch.inference_mode`` and one object at a
+time. :func:`run_clip` runs the same computation on a training clip with gradients, batched over
+objects and clips, by calling the model's submodules directly:
+
+* image features once per frame for the whole batch (``get_image_features``), indexed per object;
+* on an object's conditioning frame (its ``prompt_frame``): features + ``no_memory_embedding``, then
+  the prompt encoder and mask decoder on its click/box (multimask for a single click, as the
+  tracker does), followed by iterative correction clicks that feed the previous logits back as a
+  mask prompt; a mask prompt is used as the output directly (``_use_mask_as_output`` semantics,
+  object pointer from the decoder on the downsampled mask);
+* on later frames: memory attention over the object's memory bank (every conditioning frame at
+  temporal slot 0, the ``num_maskmem - 1`` most recent tracked frames at their offsets, object
+  pointers of the conditioning frame and the last ``max_object_pointers_in_encoder - 1`` frames
+  with their sine temporal encodings), then the mask decoder (multimask for tracking, best by
+  predicted IoU); masks of objects judged absent (object score <= 0) become ``NO_OBJ_SCORE`` and
+  their pointer ``no_object_pointer``;
+* the memory encoder on the chosen high-resolution mask (``_encode_new_memory``: sigmoid, scale
+  and bias, occlusion embedding, and the same bf16 rounding of memory features as inference).
+
+Objects are grouped by ``prompt_frame``: a group shares one memory history, so a daughter that
+appears on frame 3 is neither predicted nor remembered before frame 3, and its memory starts at its
+own conditioning frame. In eval mode with no corrections this reproduces transformers' inference
+session (see ``tests/test_training_forward.py``); train mode gives SAM 2's training semantics
+(no dynamic multimask fallback, sigmoid masks into memory, dropout). Intentional differences from
+inference are documented on :func:`run_clip`.
+
+transformers' batched helpers cannot be reused for this (``_single_frame_forward`` mis-indexes
+multimask outputs and ``_prepare_memory_conditioned_features`` mis-reshapes memory attention for
+batch > 1), so the decoder call and the memory bank are written here; the pure helpers
+``_select_closest_cond_frames``, ``_process_object_pointers`` and ``_encode_new_memory`` are
+called as they are (none is under ``no_grad``). They are private: transformers is pinned in
+pyproject and the equivalence test guards them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Sam2VideoModel
+from transformers.models.sam2_video.modeling_sam2_video import NO_OBJ_SCORE
+
+from .prompts import KIND_BOX, KIND_CLICK, KIND_MASK, ObjectPrompts
+
+__all__ = [
+    "NO_OBJ_SCORE",
+    "ClipOutputs",
+    "Corrector",
+    "DecodeResult",
+    "StepOutput",
+    "decode",
+    "mask_as_output",
+    "run_clip",
+    "unwrap_model",
+]
+
+# objects (m,), frame, predicted masks (m, S, S) bool -> (coords (m, 1, 2), labels (m, 1))
+Corrector = Callable[[torch.Tensor, int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+MASK_OUT_SCALE, MASK_OUT_BIAS = 20.0, -10.0  # mask prompt used as output: logits -10 / +10
+
+
+def unwrap_model(model: nn.Module) -> Sam2VideoModel:
+    """The ``Sam2VideoModel`` inside a peft ``PeftModel`` (adapters are injected in place)."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    if not isinstance(model, Sam2VideoModel):
+        raise TypeError(
+            f"model must be a Sam2VideoModel (or a peft wrapper of one), got {type(model)}"
+        )
+    return model
+
+
+@dataclass
+class DecodeResult:
+    """One mask-decoder pass for m objects (all tensors batched over objects)."""
+
+    mask_logits: torch.Tensor  # (m, K, h, w) logits of every output, before no-object gating
+    iou_scores: torch.Tensor  # (m, K) predicted IoU of each output
+    object_score_logits: torch.Tensor  # (m,)
+    low_res_masks: torch.Tensor  # (m, 1, h, w) the chosen, gated logits: what the tracker outputs
+    high_res_masks: torch.Tensor  # (m, 1, S, S) the same upsampled: what the memory encoder sees
+    object_pointer: torch.Tensor  # (m, C)
+
+
+@dataclass
+class StepOutput:
+    """A prediction to be supervised: frame ``frame``, correction step ``step`` (0 = first)."""
+
+    frame: int
+    step: int
+    objects: torch.Tensor  # (m,) indices into the clip's M objects
+    mask_logits: torch.Tensor  # (m, K, h, w) raw decoder logits (K = 3 multimask or 1)
+    iou_scores: torch.Tensor  # (m, K)
+    object_score_logits: torch.Tensor  # (m,)
+
+    @classmethod
+    def of(cls, frame: int, step: int, objects: torch.Tensor, result: DecodeResult) -> StepOutput:
+        return cls(
+            frame, step, objects, result.mask_logits, result.iou_scores, result.object_score_logits
+        )
+
+
+@dataclass
+class ClipOutputs:
+    """Everything :func:`run_clip` predicted on a clip of T frames for M objects."""
+
+    steps: list[StepOutput]  # decoder predictions (mask prompts used as output are not listed)
+    pred_masks: torch.Tensor  # (M, T, h, w) final low-res logits per frame, as the tracker outputs
+    object_score_logits: torch.Tensor  # (M, T)
+    tracked: torch.Tensor  # (M, T) bool: frame >= the object's prompt frame
+
+
+@dataclass
+class _Memory:
+    features: torch.Tensor  # (HW, m, mem_dim), bf16 as inference stores it
+    position: torch.Tensor  # (HW, m, mem_dim)
+    pointer: torch.Tensor  # (m, C)
+
+
+@dataclass
+class _Group:
+    """Objects sharing a conditioning frame, hence one memory history."""
+
+    start: int
+    objects: torch.Tensor  # (m,) indices into M
+    cond: dict[int, _Memory] = field(default_factory=dict)
+    non_cond: dict[int, _Memory] = field(default_factory=dict)
+
+
+def _use_multimask(model: Sam2VideoModel, init_cond: bool, num_points: int) -> bool:
+    """Same rule as ``Sam2VideoModel._use_multimask``: 3 outputs for 0-1 points (ambiguous)."""
+    cfg = model.config
+    return bool(
+        cfg.multimask_output_in_sam
+        and (init_cond or cfg.multimask_output_for_tracking)
+        and cfg.multimask_min_pt_num <= num_points <= cfg.multimask_max_pt_num
+    )
+
+
+def decode(
+    model: Sam2VideoModel,
+    image_embeddings: list[torch.Tensor],
+    point_coords: torch.Tensor | None,
+    point_labels: torch.Tensor | None,
+    mask_input: torch.Tensor | None,
+    multimask: bool,
+) -> DecodeResult:
+    """Prompt encoder + mask decoder for m objects, as ``_single_frame_forward`` does for one.
+
+    ``image_embeddings``: [level-0 (m, C/8, 4h, 4w), level-1 (m, C/4, 2h, 2w), (m, C, h, w)] with
+    the last one memory-conditioned. ``point_coords`` (m, P, 2) / ``point_labels`` (m, P) or None
+    (then a single "not a point", as transformers pads); ``mask_input`` (m, 1, h', w') logits.
+    """
+    low = image_embeddings[-1]
+    m = low.shape[0]
+    positional = model.get_image_wide_positional_embeddings().repeat(m, 1, 1, 1)
+    if point_coords is None:
+        coords = low.new_zeros((m, 1, 1, 2))
+        labels = -torch.ones((m, 1, 1), dtype=torch.int32, device=low.device)
+    else:
+        # float32 even under autocast: bf16 would round canvas coordinates by up to 4 pixels
+        coords, labels = point_coords[:, None].float(), point_labels[:, None]
+    if mask_input is not None and mask_input.shape[-2:] != model.prompt_encoder.mask_input_size:
+        mask_input = F.interpolate(
+            mask_input.float(),
+            size=model.prompt_encoder.mask_input_size,
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        ).to(mask_input.dtype)
+    sparse, dense = model.prompt_encoder(
+        input_points=coords, input_labels=labels, input_boxes=None, input_masks=mask_input
+    )
+    multi, iou, tokens, obj = model.mask_decoder(
+        image_embeddings=low,
+        image_positional_embeddings=positional,
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+        high_resolution_features=image_embeddings[:-1],
+    )
+    multi, iou, tokens, obj = multi[:, 0], iou[:, 0], tokens[:, 0], obj.reshape(m)
+    appearing = obj > 0
+    gated = torch.where(appearing[:, None, None, None], multi, NO_OBJ_SCORE)
+    rows = torch.arange(m, device=low.device)
+    if multimask:
+        best = iou.argmax(-1)
+        chosen, token = gated[rows, best][:, None], tokens[rows, best]
+    else:
+        # transformers takes token 0 even when its dynamic-stability fallback swapped the mask
+        chosen, token = gated[:, :1], tokens[:, 0]
+    high = F.interpolate(
+        chosen.float(),
+        size=(model.image_size, model.image_size),
+        mode="bilinear",
+        align_corners=False,
+    ).to(chosen.dtype)
+    pointer = model.object_pointer_proj(token)
+    lam = appearing.to(pointer.dtype)[:, None]
+    pointer = lam * pointer + (1 - lam) * model.no_object_pointer
+    return DecodeResult(multi, iou, obj, chosen, high, pointer)
+
+
+def mask_as_output(
+    model: Sam2VideoModel,
+    image_embeddings: list[torch.Tensor],
+    masks: torch.Tensor,
+) -> DecodeResult:
+    """A mask prompt (m, S, S) becomes the output (logits -10/+10), as ``_use_mask_as_output``.
+
+    The object pointer comes from the decoder prompted with the mask downsampled by
+    ``mask_downsample`` on the *unconditioned* features (no no-memory embedding), and the object
+    score is +10 / -10 by whether the mask is empty, exactly as in transformers.
+    """
+    raw = image_embeddings[-1]
+    m = raw.shape[0]
+    size = (model.image_size, model.image_size)
+    mask = masks[:, None].to(raw.dtype)
+    if mask.shape[-2:] != size:
+        mask = F.interpolate(
+            mask.float(), size=size, mode="bilinear", align_corners=False, antialias=True
+        ).to(raw.dtype)
+    high = mask * MASK_OUT_SCALE + MASK_OUT_BIAS
+    low = F.interpolate(
+        high.float(),
+        size=model.prompt_encoder.mask_input_size,
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    ).to(raw.dtype)
+    pointer = decode(
+        model, image_embeddings, None, None, model.mask_downsample(mask), multimask=True
+    ).object_pointer
+    lam = mask.flatten(1).gt(0).any(1).to(raw.dtype)[:, None]
+    pointer = lam * pointer + (1 - lam) * model.no_object_pointer
+    obj = (MASK_OUT_SCALE * lam + MASK_OUT_BIAS).reshape(m)
+    return DecodeResult(low, raw.new_ones((m, 1)), obj, low, high, pointer)
+
+
+def _memory_conditioned(
+    model: Sam2VideoModel,
+    group: _Group,
+    frame: int,
+    features: torch.Tensor,
+    position: torch.Tensor,
+    pointer_horizon: int,
+) -> torch.Tensor:
+    """Memory attention of the current features (HW, m, C) over the group's bank -> (m, C, h, w).
+
+    Same selection as ``_gather_memory_frame_outputs`` / ``_get_object_pointers`` (forward time).
+    """
+    hw, m, channels = features.shape
+    h, w = model.backbone_feature_sizes[-1]
+    if model.num_maskmem == 0:
+        return features.permute(1, 2, 0).reshape(m, channels, h, w)
+    selected, unselected = model._select_closest_cond_frames(
+        frame, group.cond, max_cond_frame_num=model.config.max_cond_frame_num
+    )
+    entries = [(0, mem) for mem in selected.values()]
+    for offset in range(model.num_maskmem - 1, 0, -1):
+        previous = frame - offset
+        entries.append((offset, group.non_cond.get(previous, unselected.get(previous))))
+    memories, positions = [], []
+    for offset, mem in entries:
+        if mem is None:
+            continue
+        memories.append(mem.features)
+        positions.append(mem.position + model.memory_temporal_positional_encoding[offset - 1])
+
+    max_pointers = min(pointer_horizon, model.config.max_object_pointers_in_encoder)
+    offsets, pointers = [], []
+    for cond_frame, mem in group.cond.items():
+        if cond_frame <= frame:
+            offsets.append(frame - cond_frame)
+            pointers.append(mem.pointer)
+    for delta in range(1, max_pointers):
+        if frame - delta < 0:
+            break
+        mem = group.non_cond.get(frame - delta)
+        if mem is not None:
+            offsets.append(delta)
+            pointers.append(mem.pointer)
+    num_pointer_tokens = 0
+    if pointers:
+        obj_ptrs, obj_pos = model._process_object_pointers(
+            offsets, pointers, max_pointers, m, channels, features.device
+        )
+        memories.append(obj_ptrs)
+        positions.append(obj_pos)
+        num_pointer_tokens = obj_ptrs.shape[0]
+
+    out = model.memory_attention(
+        current_vision_features=features,
+        current_vision_position_embeddings=position,
+        memory=torch.cat(memories, dim=0).to(features.dtype),
+        memory_posision_embeddings=torch.cat(positions, dim=0),
+        num_object_pointer_tokens=num_pointer_tokens,
+    )
+    if tuple(out.shape) != (1, m, hw, channels):
+        raise RuntimeError(
+            f"memory attention returned shape {tuple(out.shape)}, expected {(1, m, hw, channels)}: "
+            "unsupported transformers version"
+        )
+    return out[0].transpose(1, 2).reshape(m, channels, h, w)
+
+
+def _prompted(
+    model: Sam2VideoModel,
+    objects: torch.Tensor,
+    frame: int,
+    raw: torch.Tensor,
+    high_res: list[torch.Tensor],
+    prompts: ObjectPrompts,
+    corrector: Corrector | None,
+    num_corrections: int,
+    steps: list[StepOutput],
+) -> DecodeResult:
+    """Conditioning frame of a group: first prompt, then correction clicks (clicks and boxes)."""
+    m, channels = objects.shape[0], raw.shape[2]
+    h, w = model.backbone_feature_sizes[-1]
+    raw_map = raw.permute(1, 2, 0).reshape(m, channels, h, w)
+    cond_map = (raw + model.no_memory_embedding).permute(1, 2, 0).reshape(m, channels, h, w)
+    parts: list[tuple[torch.Tensor, DecodeResult]] = []
+    for kind in (KIND_MASK, KIND_CLICK, KIND_BOX):
+        sub = (prompts.kind[objects] == kind).nonzero().flatten()
+        if sub.numel() == 0:
+            continue
+        ids = objects[sub]
+        feats = [f[sub] for f in high_res]
+        if kind == KIND_MASK:
+            parts.append((sub, mask_as_output(model, [*feats, raw_map[sub]], prompts.masks[ids])))
+            continue
+        n = ObjectPrompts.num_points(kind)
+        coords, labels = prompts.point_coords[ids, :n], prompts.point_labels[ids, :n]
+        embeddings = [*feats, cond_map[sub]]
+        result = decode(model, embeddings, coords, labels, None, _use_multimask(model, True, n))
+        steps.append(StepOutput.of(frame, 0, ids, result))
+        for step in range(1, num_corrections + 1):
+            assert corrector is not None  # checked by run_clip
+            new_xy, new_labels = corrector(ids, frame, result.high_res_masks[:, 0] > 0)
+            coords = torch.cat([coords, new_xy.to(coords)], dim=1)
+            labels = torch.cat([labels, new_labels.to(labels)], dim=1)
+            multimask = _use_multimask(model, True, coords.shape[1])
+            result = decode(model, embeddings, coords, labels, result.low_res_masks, multimask)
+            steps.append(StepOutput.of(frame, step, ids, result))
+        parts.append((sub, result))
+    return _merge(parts)
+
+
+def _merge(parts: list[tuple[torch.Tensor, DecodeResult]]) -> DecodeResult:
+    """Reassemble per-kind results into the group's object order (mask_logits/iou not needed)."""
+    order = torch.cat([sub for sub, _ in parts])
+    inverse = torch.argsort(order)
+
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(r, name) for _, r in parts])[inverse]
+
+    low, high = cat("low_res_masks"), cat("high_res_masks")
+    return DecodeResult(
+        low,
+        low.new_ones((low.shape[0], 1)),
+        cat("object_score_logits"),
+        low,
+        high,
+        cat("object_pointer"),
+    )
+
+
+def run_clip(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    batch_index: torch.Tensor,
+    prompt_frame: torch.Tensor,
+    prompts: ObjectPrompts,
+    corrector: Corrector | None = None,
+    num_corrections: int | None = None,
+    pointer_horizon: int | None = None,
+) -> ClipOutputs:
+    """Track M prompted objects through a clip with autograd; returns every prediction.
+
+    Args:
+        model: ``Sam2VideoModel`` (or a peft wrapper); its train/eval mode is respected.
+        pixel_values: (T, 3, S, S) or (B, T, 3, S, S) frames preprocessed as for inference.
+        batch_index: (M,) long, which clip of the batch each object belongs to.
+        prompt_frame: (M,) long, the object's conditioning frame; it is not tracked before it.
+        prompts: the first prompt of each object on its prompt frame.
+        corrector: gives correction clicks on conditioning frames for click/box prompts.
+        num_corrections: correction steps (default ``corrector.num_steps``, 0 without corrector).
+        pointer_horizon: object pointers' temporal-encoding range. The tracker's non-streaming
+            session uses ``min(num_frames, max_object_pointers_in_encoder)``; the default ``None``
+            uses ``max_object_pointers_in_encoder``, i.e. what inference uses on any video of at
+            least that many frames, so short training clips are encoded like long videos. Pass the
+            number of frames to reproduce a session holding exactly this clip.
+
+    Differences from inference, on purpose: objects (and clips) are batched; the memory encoder
+    is not run on the clip's last frame (nothing reads it); correction clicks are simulated.
+    ``is_mask_from_pts`` (eval mode only: binarised masks into memory) is per object, as in Meta's
+    SAM 2; transformers' batched memory encoding sets it for every object of a frame on which any
+    object received a prompt, which differs only on frames where objects are prompted while
+    others are tracked.
+    """
+    model = unwrap_model(model)
+    if pixel_values.ndim == 4:
+        pixel_values = pixel_values[None]
+    if pixel_values.ndim != 5 or pixel_values.shape[2] != 3:
+        raise ValueError(
+            f"pixel_values must be (T, 3, S, S) or (B, T, 3, S, S), got {tuple(pixel_values.shape)}"
+        )
+    num_clips, num_frames = pixel_values.shape[:2]
+    num_objects = int(batch_index.shape[0])
+    if prompt_frame.shape != (num_objects,) or len(prompts) != num_objects:
+        raise ValueError(
+            f"batch_index {tuple(batch_index.shape)}, prompt_frame {tuple(prompt_frame.shape)} "
+            f"and prompts ({len(prompts)}) must describe the same M objects"
+        )
+    if num_objects and (int(batch_index.min()) < 0 or int(batch_index.max()) >= num_clips):
+        raise ValueError(f"batch_index must be in [0, {num_clips}), got {batch_index.tolist()}")
+    if num_objects and (int(prompt_frame.min()) < 0 or int(prompt_frame.max()) >= num_frames):
+        raise ValueError(f"prompt_frame must be in [0, {num_frames}), got {prompt_frame.tolist()}")
+    if num_corrections is None:
+        num_corrections = getattr(corrector, "num_steps", 0) if corrector is not None else 0
+    if num_corrections > 0 and corrector is None:
+        raise ValueError("num_corrections > 0 needs a corrector")
+    horizon = pointer_horizon or model.config.max_object_pointers_in_encoder
+
+    device = pixel_values.device
+    batch_index, prompt_frame = batch_index.to(device), prompt_frame.to(device)
+    groups = [
+        _Group(int(start), (prompt_frame == start).nonzero().flatten())
+        for start in torch.unique(prompt_frame).tolist()
+    ]
+    sizes = model.backbone_feature_sizes
+    h, w = model.prompt_encoder.mask_input_size
+    steps: list[StepOutput] = []
+    frame_masks: list[torch.Tensor] = []
+    frame_scores: list[torch.Tensor] = []
+    for frame in range(num_frames):
+        active = [g for g in groups if g.start <= frame]
+        masks = pixel_values.new_full((num_objects, h, w), NO_OBJ_SCORE)
+        scores = pixel_values.new_full((num_objects,), NO_OBJ_SCORE)
+        if not active:
+            frame_masks.append(masks)
+            frame_scores.append(scores)
+            continue
+        vision = model.get_image_features(pixel_values[:, frame], return_dict=True)
+        feats, pos = vision.fpn_hidden_states, vision.fpn_position_encoding
+        results: list[DecodeResult] = []
+        for group in active:
+            clips = batch_index[group.objects]
+            low, low_pos = feats[-1][:, clips], pos[-1][:, clips]
+            high_res = [
+                f[:, clips].permute(1, 2, 0).reshape(len(clips), f.shape[2], *size)
+                for f, size in zip(feats[:-1], sizes[:-1], strict=True)
+            ]
+            if group.start == frame:
+                result = _prompted(
+                    model,
+                    group.objects,
+                    frame,
+                    low,
+                    high_res,
+                    prompts,
+                    corrector,
+                    num_corrections,
+                    steps,
+                )
+            else:
+                conditioned = _memory_conditioned(model, group, frame, low, low_pos, horizon)
+                multimask = _use_multimask(model, False, 0)
+                result = decode(model, [*high_res, conditioned], None, None, None, multimask)
+                steps.append(StepOutput.of(frame, 0, group.objects, result))
+            results.append(result)
+            masks = masks.index_put((group.objects,), result.low_res_masks[:, 0].to(masks.dtype))
+            scores = scores.index_put((group.objects,), result.object_score_logits.to(scores.dtype))
+        frame_masks.append(masks)
+        frame_scores.append(scores)
+        if frame < num_frames - 1 and model.num_maskmem > 0:
+            _remember(model, active, results, feats[-1], batch_index, frame)
+    tracked = prompt_frame[:, None] <= torch.arange(num_frames, device=device)[None]
+    return ClipOutputs(
+        steps=steps,
+        pred_masks=torch.stack(frame_masks, dim=1),
+        object_score_logits=torch.stack(frame_scores, dim=1),
+        tracked=tracked,
+    )
+
+
+def _remember(
+    model: Sam2VideoModel,
+    active: list[_Group],
+    results: list[DecodeResult],
+    features: torch.Tensor,
+    batch_index: torch.Tensor,
+    frame: int,
+) -> None:
+    """Encode this frame's chosen masks into each group's memory (batched memory-encoder calls).
+
+    Objects prompted on this frame and tracked objects are encoded in separate calls because
+    ``is_mask_from_pts`` (binarised masks in eval mode) is per object, as in Meta's SAM 2.
+    """
+    for prompted in (True, False):
+        chosen = [
+            (g, r) for g, r in zip(active, results, strict=True) if (g.start == frame) == prompted
+        ]
+        if not chosen:
+            continue
+        objects = torch.cat([g.objects for g, _ in chosen])
+        maskmem, maskmem_pos = model._encode_new_memory(
+            current_vision_feats=features[:, batch_index[objects]],
+            pred_masks_high_res=torch.cat([r.high_res_masks for _, r in chosen]),
+            object_score_logits=torch.cat([r.object_score_logits for _, r in chosen])[
+                :, None, None
+            ],
+            is_mask_from_pts=prompted,
+        )
+        offset = 0
+        for group, result in chosen:
+            n = group.objects.shape[0]
+            memory = _Memory(
+                maskmem[:, offset : offset + n],
+                maskmem_pos[:, offset : offset + n],
+                result.object_pointer,
+            )
+            (group.cond if prompted else group.non_cond)[frame] = memory
+            offset += n

@@ -1,0 +1,160 @@
+"""SAM 2's training losses: focal + dice + IoU-prediction + object-score, per step and object.
+
+Resolution. Mask terms are computed at the model canvas resolution S: the decoder's low-res logits
+(S/4) are upsampled bilinearly to S (as SAM 2 does, and as the tracker does before thresholding),
+and compared with the S x S targets, so thin cells and boundaries are supervised at full detail.
+To bound memory, the best of the multimask outputs is chosen without gradient and only that one
+is upsampled again with gradient.
+
+Supervision of one prediction (object o, frame t, correction step k), as in SAM 2:
+
+* of K outputs (3 for a single click or tracking), the one with the lowest
+  ``20 * focal + dice`` against the target is supervised ("best of multimask"); SAM 2 lets the
+  other outputs specialise on other plausible masks;
+* focal (alpha 0.25, gamma 2, mean over pixels) x 20, dice x 1, and L1 between the predicted IoU of
+  that output and its actual IoU x 1 - only where the object is present on that frame (an
+  absent object has no mask to learn; its mask logits are not supervised);
+* object-score BCE x 1 on every prediction (target: present on that frame).
+
+Differences from SAM 2's training code, on purpose: mask terms use the decoder's raw logits, not
+the ones replaced by ``NO_OBJ_SCORE`` when the object score is negative, so a mask head keeps
+learning while the object score is still wrong (gated logits give it zero gradient and a huge
+constant loss); outputs of mask prompts used directly as output are not predictions and are not
+supervised. Terms are summed over objects, steps and frames and divided by the number of objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .forward import StepOutput
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "LossWeights",
+    "clip_losses",
+    "dice_loss",
+    "focal_loss",
+    "mask_iou",
+    "step_losses",
+]
+
+TERMS = ("focal", "dice", "iou", "obj")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    focal: float = 20.0
+    dice: float = 1.0
+    iou: float = 1.0
+    obj: float = 1.0
+
+
+DEFAULT_WEIGHTS = LossWeights()
+
+
+def focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """Sigmoid focal loss averaged over the last two (pixel) dims: (..., H, W) -> (...).
+
+    Cross-entropy down-weighted by ``(1 - p_t) ** gamma`` so the many easy background pixels do
+    not swamp the few hard boundary pixels; ``alpha`` weights positives vs negatives.
+    """
+    logits, targets = torch.broadcast_tensors(logits.float(), targets.float())
+    prob = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss.flatten(-2).mean(-1)
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft dice loss ``1 - (2|P.T| + 1) / (|P| + |T| + 1)`` per mask: (..., H, W) -> (...).
+
+    Insensitive to object size (a small cell counts as much as a big one); 0 for a perfect mask.
+    """
+    logits, targets = torch.broadcast_tensors(logits.float(), targets.float())
+    prob = torch.sigmoid(logits).flatten(-2)
+    targets = targets.flatten(-2)
+    inter = (prob * targets).sum(-1)
+    return 1 - (2 * inter + smooth) / (prob.sum(-1) + targets.sum(-1) + smooth)
+
+
+def mask_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """IoU of boolean masks (..., H, W) -> (...); 1 when both are empty (nothing to get wrong)."""
+    pred, target = pred.flatten(-2), target.flatten(-2)
+    inter = (pred & target).sum(-1).float()
+    union = (pred | target).sum(-1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def _upsample(logits: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(logits.float(), size=(size, size), mode="bilinear", align_corners=False)
+
+
+def step_losses(
+    step: StepOutput, targets: torch.Tensor, weights: LossWeights = DEFAULT_WEIGHTS
+) -> dict[str, torch.Tensor]:
+    """Unweighted per-object terms (m,) of one prediction; ``targets`` (m, S, S) bool/float."""
+    targets = targets.float()
+    size = targets.shape[-1]
+    present = targets.flatten(1).any(1)
+    logits, m = step.mask_logits, step.mask_logits.shape[0]
+    rows = torch.arange(m, device=logits.device)
+    if logits.shape[1] > 1:
+        with torch.no_grad():
+            up = _upsample(logits, size)
+            combo = weights.focal * focal_loss(up, targets[:, None])
+            combo = combo + weights.dice * dice_loss(up, targets[:, None])
+            best = combo.argmin(1)
+    else:
+        best = torch.zeros(m, dtype=torch.long, device=logits.device)
+    best_up = _upsample(logits[rows, best][:, None], size)[:, 0]
+    with torch.no_grad():
+        actual_iou = mask_iou(best_up > 0, targets > 0.5)
+    gate = present.float()
+    return {
+        "focal": focal_loss(best_up, targets) * gate,
+        "dice": dice_loss(best_up, targets) * gate,
+        "iou": (step.iou_scores[rows, best].float() - actual_iou).abs() * gate,
+        "obj": F.binary_cross_entropy_with_logits(
+            step.object_score_logits.float(), gate, reduction="none"
+        ),
+    }
+
+
+def clip_losses(
+    steps: Iterable[StepOutput],
+    targets: torch.Tensor,
+    num_objects: int,
+    weights: LossWeights = DEFAULT_WEIGHTS,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted total over all predictions of a clip, divided by ``num_objects``.
+
+    ``targets`` (M, T, S, S): each object's target per frame. Returns the scalar loss (with grad)
+    and ``parts``: the unweighted term sums (``focal``, ``dice``, ``iou``, ``obj``, each divided by
+    ``num_objects``) and ``total`` = ``20 focal + dice + iou + obj`` (with the default weights).
+    """
+    if num_objects < 1:
+        raise ValueError(f"num_objects must be >= 1, got {num_objects}")
+    sums: dict[str, torch.Tensor] = {}
+    for step in steps:
+        terms = step_losses(step, targets[step.objects, step.frame], weights)
+        for name, value in terms.items():
+            sums[name] = sums[name] + value.sum() if name in sums else value.sum()
+    device = targets.device
+    sums = {name: sums.get(name, torch.zeros((), device=device)) / num_objects for name in TERMS}
+    total = sum(getattr(weights, name) * sums[name] for name in TERMS)
+    if torch.is_grad_enabled() and not total.requires_grad:
+        # nothing predicted (e.g. one frame, mask prompts only): a zero that backward accepts
+        total = total.detach().requires_grad_()
+    parts = {name: float(value.detach()) for name, value in sums.items()}
+    parts["total"] = float(total.detach())
+    return total, parts

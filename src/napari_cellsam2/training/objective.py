@@ -1,0 +1,80 @@
+"""The training objective: one :class:`ClipBatch` -> SAM 2 loss, the only call the loop makes.
+
+``clip_loss`` flattens the valid objects of all clips of the batch (padding slots are dropped),
+samples their first prompts on their prompt frames (click / box / mask; background objects: a
+click in empty space), runs SAM 2 through time with correction clicks (:func:`run_clip`) and sums
+SAM 2's losses (:mod:`.losses`). The model's train/eval mode is left as the caller set it: the loop
+should call ``model.train()`` for SAM 2's training semantics (see :mod:`.forward`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ScratchConfig
+from .data import ClipBatch
+from .forward import run_clip
+from .losses import DEFAULT_WEIGHTS, LossWeights, clip_losses
+from .prompts import ClickCorrector, sample_prompts
+
+__all__ = ["clip_loss"]
+
+
+def clip_loss(
+    model: nn.Module,
+    batch: ClipBatch,
+    scratch: ScratchConfig,
+    generator: torch.Generator | None = None,
+    weights: LossWeights = DEFAULT_WEIGHTS,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Scalar loss (with grad) of one batch and its parts ``focal, dice, iou, obj, total``.
+
+    Objects are normalised by their count over the whole batch (valid slots, including background
+    objects), as SAM 2 does; B > 1 clips are tracked together, batched over all their objects.
+    """
+    num_clips, num_frames = batch.targets.shape[:2]
+    if batch.pixel_values.shape[:2] != (num_clips, num_frames):
+        raise ValueError(
+            f"batch.pixel_values {tuple(batch.pixel_values.shape)} and batch.targets "
+            f"{tuple(batch.targets.shape)} disagree on (B, T)"
+        )
+    clip_idx, slot = batch.obj_valid.nonzero(as_tuple=True)
+    if clip_idx.numel() == 0:
+        raise ValueError("batch has no valid objects (obj_valid is all False)")
+    prompt_frame = batch.prompt_frame[clip_idx, slot]
+    if int(prompt_frame.max()) >= num_frames or int(prompt_frame.min()) < 0:
+        raise ValueError(
+            f"batch.prompt_frame must be in [0, {num_frames}), got {prompt_frame.tolist()}"
+        )
+    is_background = batch.is_background[clip_idx, slot]
+    targets = batch.targets[clip_idx, :, slot] > 0.5  # (M, T, S, S)
+    rows = torch.arange(targets.shape[0], device=targets.device)
+    first = targets[rows, prompt_frame]
+    occupied = batch.targets.amax(2) > 0.5  # (B, T, S, S): some cell covers the pixel
+    empty_space = batch.valid_region[clip_idx] & ~occupied[clip_idx, prompt_frame]
+
+    prompts, ok = sample_prompts(
+        first,
+        is_background,
+        empty_space,
+        scratch.prob_point,
+        scratch.prob_box,
+        scratch.prob_mask,
+        generator,
+    )
+    if not bool(ok.all()):  # background objects without empty space to click: drop them
+        keep = ok.nonzero().flatten()
+        clip_idx, prompt_frame, targets = clip_idx[keep], prompt_frame[keep], targets[keep]
+        prompts = prompts.subset(keep)
+        if keep.numel() == 0:
+            raise ValueError("no object of the batch could be prompted")
+    corrector = ClickCorrector(
+        targets,
+        batch.valid_region[clip_idx],
+        scratch.num_correction_clicks,
+        scratch.prob_correction_from_gt,
+        generator,
+    )
+    outputs = run_clip(model, batch.pixel_values, clip_idx, prompt_frame, prompts, corrector)
+    return clip_losses(outputs.steps, targets, num_objects=int(clip_idx.numel()), weights=weights)
