@@ -105,3 +105,28 @@ def test_click_track_correct_and_export(dock, qtbot, tmp_path):
     export.export("res")
     _wait_idle(qtbot, widget.state)
     assert (tmp_path / "01_RES" / "res_track.txt").exists()
+
+
+def test_demo_without_cached_weights_offers_the_labelled_demo_model(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    from napari_cellsam2.widgets import demo
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    warnings = []
+    monkeypatch.setattr(demo, "show_warning", warnings.append)
+    viewer = make_napari_viewer()
+    widget = demo.open_demo(viewer, load=False)
+    assert [ly.name for ly in viewer.layers][:2] == ["mother machine", "mother machine TRA"]
+    assert "hf download facebook/sam2.1-hiera-tiny" in warnings[0]
+    assert widget.model_panel.current_spec() == "tiny"
+    assert "demo" in widget.model_panel.spec.currentText()
+
+
+def test_demo_prefers_cached_hub_weights(make_napari_viewer, tmp_path, monkeypatch):
+    from napari_cellsam2.widgets import demo
+
+    monkeypatch.setattr(demo, "hub_weights_cached", lambda repo: True)
+    viewer = make_napari_viewer()
+    widget = demo.open_demo(viewer, load=False)
+    assert widget.model_panel.current_spec() == demo.DEFAULT_MODEL

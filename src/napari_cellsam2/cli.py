@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -69,14 +68,62 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_folders, format_table
+    import warnings
 
-    scores = evaluate_folders(args.gt, args.res)
-    print(format_table({"result": scores}))
+    from .evaluation import evaluate_folders, format_table, scores_to_json
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        scores = evaluate_folders(args.gt, args.res)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    print(format_table({Path(args.res).name or "result": scores}))
     if args.json:
-        Path(args.json).write_text(json.dumps(scores, indent=2))
-        print(f"wrote {args.json}")
+        out = Path(args.json)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(scores_to_json(scores) + "\n")
+        tmp.replace(out)
+        print(f"wrote {out}")
     return 0
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    from .tracking.run import track_ctc_sequence
+
+    try:
+        session = track_ctc_sequence(
+            args.sequence,
+            args.prompts,
+            args.model,
+            args.out,
+            device=args.device,
+            direction=args.direction,
+            auto_divide=args.auto_divide,
+            progress=True,
+        )
+    except TypeError as exc:  # e.g. frames of an unsupported dtype
+        raise ValueError(str(exc)) from None
+    lineage = session.lineage()
+    print(f"wrote {args.out}: {len(lineage)} tracks, {len(lineage.divisions)} divisions")
+    if args.evaluate:
+        from .evaluation import evaluate_folders, format_table
+
+        scores = evaluate_folders(args.evaluate, args.out)
+        print(format_table({Path(args.out).name or "result": scores}))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training.__main__ import console_train
+
+    return console_train(args.overrides, args.config)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .widgets.demo import main as demo_main
+
+    return demo_main()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(handler=_cmd_synth)
 
+    p = sub.add_parser("demo", help="open napari with the CellSAM2 dock and the synthetic sample")
+    p.set_defaults(handler=_cmd_demo)
+
     p = sub.add_parser("download", help="fetch a public CTC dataset (MOMA) as train/val/test")
     p.add_argument("dataset", choices=["moma"])
     p.add_argument("--out", required=True)
@@ -110,6 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--res", required=True, help="the 01_RES folder")
     p.add_argument("--json", help="also write the scores as JSON here")
     p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser("track", help="track cells with SAM 2 from prompts; write a CTC RES folder")
+    p.add_argument("sequence", help="the CTC image folder (01) to track")
+    p.add_argument(
+        "--prompts",
+        required=True,
+        help="'gt-first-frame' (seed every cell of 01_GT/TRA on the first frame) or a prompt "
+        "file: CSV object_id,frame,x,y[,label] or JSON (see docs/tracking.md)",
+    )
+    p.add_argument("--model", required=True, help="model spec for load_model (e.g. 'tiny')")
+    p.add_argument("--out", required=True, help="the RES folder to write (e.g. 01_RES)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--direction", choices=["forward", "backward", "both"], default="both")
+    p.add_argument("--auto-divide", action="store_true", help="detect divisions from split masks")
+    p.add_argument("--evaluate", metavar="GT", help="print CTC metrics against this 01_GT folder")
+    p.set_defaults(handler=_cmd_track)
+
+    from .training.__main__ import add_train_arguments
+
+    p = sub.add_parser("train", help="fine-tune SAM 2 (LoRA or full) on CTC ground truth")
+    add_train_arguments(p).set_defaults(handler=_cmd_train)
     return parser
 
 
@@ -121,6 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``cellsam2-train key=value ...``: the seed's ``train_ctc.py`` as a console script."""
+    return main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 if __name__ == "__main__":
     sys.exit(main())
