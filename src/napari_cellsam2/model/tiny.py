@@ -68,7 +68,7 @@ def tiny_config(image_size: int = 256) -> Sam2VideoConfig:
 
 
 def hiera_tiny_config(image_size: int = 1024) -> Sam2VideoConfig:
-    """The real sam2.1-hiera-tiny architecture (39.0 M parameters), e.g. for random-weight benchmarks.
+    """The real sam2.1-hiera-tiny architecture (39.0 M parameters), for random-weight benchmarks.
 
     transformers' default-sized configs are exactly hiera-tiny (Hiera blocks [1, 2, 7, 2], embed
     96, heads [1, 2, 4, 8], global attention in blocks [5, 7, 9], window sizes [8, 4, 14, 7],
@@ -114,10 +114,18 @@ def build_random_model(
     ``mask_decoder.pred_obj_score_head.proj_out.bias`` to ``object_score_bias`` makes the model
     predict "object present" so masks actually depend on prompts and weights. ``None`` leaves the
     random initialisation untouched.
+
+    Like released SAM 2 weights (Meta stores a single matrix), the model's image positional
+    embedding is set equal to the prompt encoder's, so random models survive a Meta-format
+    round trip.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Sam2VideoModel(config)
+    with torch.no_grad():
+        model.shared_image_embedding.positional_embedding.copy_(
+            model.prompt_encoder.shared_embedding.positional_embedding
+        )
     if object_score_bias is not None:
         with torch.no_grad():
             model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(float(object_score_bias))

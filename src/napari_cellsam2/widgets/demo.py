@@ -10,7 +10,7 @@ from typing import Any
 
 from napari.utils.notifications import show_warning
 
-from ..model.loading import _how_to_get, _hub_settings
+from ..model.loading import how_to_get, hub_settings
 from .dock import CellSAM2Widget
 from .model_panel import DEMO_LABEL, DEMO_MODEL
 
@@ -22,7 +22,7 @@ def hub_weights_cached(repo_id: str = DEFAULT_MODEL) -> bool:
     """True when the hub model's weights are already in the local Hugging Face cache."""
     from huggingface_hub import try_to_load_from_cache
 
-    cache = _hub_settings()[1]
+    cache = hub_settings()[1]
     found = try_to_load_from_cache(repo_id, "model.safetensors", cache_dir=cache)
     return isinstance(found, str)
 
@@ -37,7 +37,7 @@ def open_demo(viewer: Any, *, load: bool = True) -> CellSAM2Widget:
         panel.add_spec(DEFAULT_MODEL)
     else:
         show_warning(
-            f"{DEFAULT_MODEL} weights are not on this machine. {_how_to_get(DEFAULT_MODEL)} "
+            f"{DEFAULT_MODEL} weights are not on this machine. {how_to_get(DEFAULT_MODEL)} "
             f"Loading the demo-only model instead ({DEMO_LABEL})."
         )
         panel.add_spec(DEMO_MODEL, DEMO_LABEL)

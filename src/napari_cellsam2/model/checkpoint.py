@@ -1,0 +1,170 @@
+"""The project's own checkpoint folders: full fine-tunes and LoRA adapters.
+
+A folder holds the weights in transformers/peft's own safetensors layout plus ``cellsam2.json``,
+which says what kind of checkpoint it is and which base model a LoRA adapter belongs to, so
+:func:`napari_cellsam2.model.loading.load_model` can open either from the folder path alone.
+Folders are written to a temporary sibling and renamed into place, so a crash never leaves a
+half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import nn
+
+__all__ = [
+    "CELLSAM2_JSON",
+    "FORMAT_VERSION",
+    "read_checkpoint_info",
+    "save_adapter_checkpoint",
+    "save_model_checkpoint",
+]
+
+CELLSAM2_JSON = "cellsam2.json"
+FORMAT_VERSION = 1
+
+
+def _package_version() -> str:
+    from napari_cellsam2 import __version__
+
+    return __version__
+
+
+def _normalise_base_spec(base_spec: str | Path | None) -> str | None:
+    """Store local base paths absolutely so the checkpoint still loads from another directory."""
+    if base_spec is None:
+        return None
+    path = Path(base_spec).expanduser()
+    return str(path.resolve()) if path.exists() else str(base_spec)
+
+
+def _info(
+    kind: Literal["full", "lora"],
+    base_spec: str | Path | None,
+    image_size: int,
+    extra_meta: dict[str, Any] | None,
+) -> dict[str, Any]:
+    info = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "base": _normalise_base_spec(base_spec),
+        "image_size": int(image_size),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "napari_cellsam2_version": _package_version(),
+        "meta": dict(extra_meta or {}),
+    }
+    try:
+        json.dumps(info)
+    except TypeError as err:
+        raise TypeError(f"extra_meta must be JSON-serialisable: {err}") from err
+    return info
+
+
+@contextmanager
+def _atomic_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder next to ``folder``; on success it replaces ``folder``."""
+    final = Path(folder).expanduser().resolve()
+    if final.exists() and not final.is_dir():
+        raise FileExistsError(f"checkpoint destination {final} exists and is not a folder")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _image_size(model: nn.Module) -> int:
+    size = model.config.image_size
+    return int(size[0] if isinstance(size, list | tuple) else size)
+
+
+def save_model_checkpoint(
+    model: nn.Module,
+    folder: str | Path,
+    extra_meta: dict[str, Any] | None = None,
+    base_spec: str | Path | None = None,
+) -> Path:
+    """Write a full ``Sam2VideoModel``: ``model.safetensors``, ``config.json``, ``cellsam2.json``.
+
+    ``base_spec`` records what the model was fine-tuned from (informational); ``extra_meta``
+    (JSON-serialisable) goes under ``"meta"`` in ``cellsam2.json``. Returns the folder path.
+    A peft model must be merged first (``merge_and_unload()``) or saved as an adapter.
+    """
+    if hasattr(model, "peft_config"):
+        raise TypeError(
+            "save_model_checkpoint got a peft model; use save_adapter_checkpoint for LoRA "
+            "adapters, or merge_and_unload() it first to save full weights"
+        )
+    if not hasattr(model, "save_pretrained") or not hasattr(model, "config"):
+        raise TypeError(f"expected a transformers Sam2VideoModel, got {type(model).__name__}")
+    info = _info("full", base_spec, _image_size(model), extra_meta)
+    with _atomic_folder(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        _write_json(tmp / CELLSAM2_JSON, info)
+    return Path(folder).expanduser().resolve()
+
+
+def save_adapter_checkpoint(
+    peft_model: nn.Module,
+    folder: str | Path,
+    base_spec: str | Path,
+    extra_meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write a peft LoRA adapter (``adapter_model.safetensors`` + ``adapter_config.json``) and
+    ``cellsam2.json`` naming the base model spec it must be applied to. Returns the folder path.
+    """
+    save: Callable[..., Any] | None = getattr(peft_model, "save_pretrained", None)
+    if not hasattr(peft_model, "peft_config") or save is None:
+        raise TypeError(
+            f"save_adapter_checkpoint needs a peft model, got {type(peft_model).__name__}; "
+            "use save_model_checkpoint for full weights"
+        )
+    if not str(base_spec):
+        raise ValueError("base_spec must name the base model the adapter was trained on")
+    info = _info("lora", base_spec, _image_size(peft_model.get_base_model()), extra_meta)
+    with _atomic_folder(folder) as tmp:
+        save(str(tmp), safe_serialization=True)
+        _write_json(tmp / CELLSAM2_JSON, info)
+    return Path(folder).expanduser().resolve()
+
+
+def read_checkpoint_info(folder: str | Path) -> dict[str, Any]:
+    """Read and validate ``cellsam2.json`` of a checkpoint folder."""
+    path = Path(folder) / CELLSAM2_JSON
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(info, dict) or info.get("kind") not in ("full", "lora"):
+        raise ValueError(f"{path}: 'kind' must be 'full' or 'lora', got {info.get('kind')!r}")
+    version = info.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format_version {version!r}; this napari-cellsam2 reads up to "
+            f"{FORMAT_VERSION} (upgrade napari-cellsam2)"
+        )
+    return info

@@ -1,0 +1,58 @@
+"""Choosing the torch device and the matching autocast context."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+__all__ = ["autocast_context", "resolve_device"]
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """Turn ``"auto"``/``None``/``"cpu"``/``"cuda"``/``"cuda:1"``/``"mps"`` into a usable device.
+
+    ``auto`` prefers CUDA, then Apple MPS, then the CPU. An explicit device that is not available
+    raises instead of silently running somewhere slower.
+    """
+    if name is None or (isinstance(name, str) and name.strip().lower() == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name.strip().lower() if isinstance(name, str) else name)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device {name!r} is not a valid torch device; use 'auto', 'cpu', 'cuda', 'cuda:N' "
+            "or 'mps'"
+        ) from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device {name!r} requested but CUDA is not available (torch "
+                f"{torch.__version__}, built with CUDA {torch.version.cuda}); use 'cpu' or 'auto'"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise RuntimeError(f"device {name!r} requested but only {count} CUDA device(s) exist")
+    elif device.type == "mps" and not _mps_available():
+        raise RuntimeError(f"device {name!r} requested but Apple MPS is not available")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r} is not supported; use 'auto', 'cpu', 'cuda' or 'mps'")
+    return device
+
+
+def autocast_context(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (fast, and SAM 2's memory path already runs in bf16 there);
+    a no-op on CPU and MPS, where bf16 is slow or unsupported and fp32 is the reference."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
