@@ -54,11 +54,8 @@ def dock(make_napari_viewer, qtbot):
 
 
 def _click(qtbot, panel, frame, x, y) -> None:
-    before = panel.preview_worker if hasattr(panel, "preview_worker") else None
     panel.prompts.points.add([frame, y, x])
-    qtbot.waitUntil(lambda: getattr(panel, "preview_worker", None) is not before, timeout=5000)
-    with qtbot.waitSignal(panel.preview_worker.finished, timeout=60_000, raising=False):
-        pass
+    qtbot.waitUntil(lambda: panel.pending_previews == 0, timeout=60_000)
 
 
 def _gt_centre(viewer, frame, label):

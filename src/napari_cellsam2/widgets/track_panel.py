@@ -51,6 +51,7 @@ class TrackPanel(QWidget):
         self.worker = None
         self._undo: np.ndarray | None = None
         self._dividing = False
+        self.pending_previews = 0  # previews queued or running (tests and scripts wait on it)
         self._daughter_clicks: list[tuple[float, float]] = []
         self.image = LayerCombo(state.viewer, Image)
         self.seed_layer = LayerCombo(state.viewer, Labels)
@@ -165,11 +166,15 @@ class TrackPanel(QWidget):
         self.preview(frame)
 
     def preview(self, frame: int) -> None:
+        self.pending_previews += 1
         worker = thread_worker(self.session.predict_frame, start_thread=False)(frame)
         worker.returned.connect(lambda _masks: self._refresh())
         worker.errored.connect(lambda exc: show_error(str(exc)))
+        worker.finished.connect(self._preview_done)
         worker.start()
-        self.preview_worker = worker
+
+    def _preview_done(self) -> None:
+        self.pending_previews -= 1
 
     def seed(self) -> None:
         layer = self.seed_layer.layer()
