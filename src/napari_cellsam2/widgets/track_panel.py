@@ -49,7 +49,7 @@ class TrackPanel(QWidget):
         self.prompts: PromptLayers | None = None
         self.labels_layer: Labels | None = None
         self.worker = None
-        self._undo: np.ndarray | None = None
+        self._undo = None  # a TrackingSession snapshot from before the last tracking action
         self._dividing = False
         self.pending_previews = 0  # previews queued or running (tests and scripts wait on it)
         self._daughter_clicks: list[tuple[float, float]] = []
@@ -187,7 +187,9 @@ class TrackPanel(QWidget):
         """Hand-painted corrections on the current frame become mask prompts for re-tracking."""
         if self._require_session():
             t = self.current_frame()
+            self.session.sync_labels()  # paint edits elsewhere count for export and lineage
             painted = np.array(self.session.labels[t])
+            self._snapshot()
             self._guard(lambda: self.session.seed_from_labels(t, painted), t)
 
     # ---- divisions, deletion, undo ----------------------------------------------------------
@@ -216,14 +218,15 @@ class TrackPanel(QWidget):
                         self.current_frame())  # fmt: skip
 
     def _snapshot(self) -> None:
-        self._undo = np.array(self.session.labels)
+        self._undo = self.session.snapshot()
 
     def undo(self) -> None:
-        """Restore the labels (and lineage shown) from before the last tracking action."""
+        """Return the session (labels, cells, prompts, divisions, SAM 2 memory) to before the
+        last tracking action."""
         if self.session is None or self._undo is None:
             show_info("nothing to undo")
             return
-        self.session.labels[...] = self._undo
+        self.session.restore(self._undo)
         self._undo = None
         self._refresh()
         self.update_lineage()

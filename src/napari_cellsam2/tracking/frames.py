@@ -1,0 +1,92 @@
+"""The time-lapse as SAM 2 sees it: validated up front, preprocessed one frame at a time.
+
+A :class:`FrameSource` stands in for the video tensor of transformers'
+``Sam2VideoInferenceSession`` (its ``processed_frames``): it has the sequence's length and returns
+a preprocessed frame on request, so a 1000-frame movie is never held as one float tensor. Only a
+couple of preprocessed frames are kept; image features are cached separately (``features.py``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model.preprocess import IntensityNorm, Letterbox, preprocess_frame
+
+
+def frames_layout(frames: Any) -> tuple[int, int, int]:
+    """(T, Y, X) of a (T, Y, X) or (T, Y, X, 1|3) array-like; clear errors for anything else."""
+    shape = tuple(int(s) for s in getattr(frames, "shape", np.shape(frames)))
+    dtype = getattr(frames, "dtype", None)
+    dtype = np.asarray(frames).dtype if dtype is None else np.dtype(dtype)
+    if dtype.kind not in "uif":
+        raise TypeError(
+            f"frames have unsupported dtype {dtype}; expected integer (e.g. uint8, uint16) or "
+            "floating-point intensities (not bool, complex or object arrays)"
+        )
+    if len(shape) == 4 and shape[-1] not in (1, 3):
+        raise ValueError(
+            f"frames have shape {shape}: a 3D volume per time point (T, Z, Y, X) is not "
+            "supported; pass a 2D time-lapse (T, Y, X) or RGB (T, Y, X, 3) (e.g. one Z plane "
+            "or a projection)"
+        )
+    if len(shape) not in (3, 4):
+        raise ValueError(
+            f"frames have {len(shape)} dimension(s) (shape {shape}); expected a time-lapse "
+            "(T, Y, X) or (T, Y, X, 3)"
+        )
+    if min(shape[:3]) < 1:
+        raise ValueError(f"frames are empty (shape {shape})")
+    return shape[0], shape[1], shape[2]
+
+
+class FrameSource:
+    """Frames of a time-lapse, preprocessed for SAM 2 on demand (a small LRU of tensors).
+
+    Acts as the ``processed_frames`` mapping of a transformers inference session: ``len()`` is
+    the number of frames and ``source[t]`` the (3, S, S) model input of frame ``t``.
+    """
+
+    def __init__(
+        self, frames: Any, image_size: int, norm: IntensityNorm, cache_frames: int = 2
+    ) -> None:
+        if not hasattr(frames, "shape"):
+            frames = np.asarray(frames)
+        self.num_frames, self.height, self.width = frames_layout(frames)
+        self.frames = frames
+        self.norm = norm
+        self.image_size = int(image_size)
+        self.letterbox = Letterbox(self.height, self.width, self.image_size)
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._cache_frames = max(1, int(cache_frames))
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def raw(self, t: int) -> np.ndarray:
+        """Frame ``t`` as stored (read from disk for lazy sources)."""
+        frame = np.asarray(self.frames[t])
+        if frame.shape[:2] != (self.height, self.width):
+            raise ValueError(
+                f"frame {t} has shape {frame.shape}, expected ({self.height}, {self.width}) like "
+                "the rest of the sequence"
+            )
+        return frame
+
+    def __getitem__(self, t: int) -> torch.Tensor:
+        if t in self._cache:
+            self._cache.move_to_end(t)
+            return self._cache[t]
+        tensor, _ = preprocess_frame(self.raw(t), self.image_size, self.norm)
+        self._cache[t] = tensor
+        while len(self._cache) > self._cache_frames:
+            self._cache.popitem(last=False)
+        return tensor
+
+    @property
+    def cached(self) -> int:
+        """Number of preprocessed frames currently held."""
+        return len(self._cache)

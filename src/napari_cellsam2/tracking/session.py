@@ -1,0 +1,829 @@
+"""Prompt-and-propagate cell tracking with SAM 2: the headless engine behind the widget and CLI.
+
+Built on transformers' ``Sam2VideoModel.forward`` (one frame, all given objects; Meta's
+reference semantics) with what cell tracking needs around it:
+
+* per-object control: each object is tracked only where it lives (a daughter from its division
+  frame, a mother up to the frame before), and a correction re-tracks only the corrected object;
+* streaming: :meth:`TrackingSession.propagate` yields one :class:`FrameResult` per frame as it
+  is computed; stopping the iteration leaves the session consistent and resumable;
+* bounded memory on long movies: frames are preprocessed lazily, image features live in a small
+  LRU and the memory bank keeps only what SAM 2 can still attend to (``features.py``);
+* results as one (T, Y, X) uint16 labels array (overlaps resolved by mask logit) plus a CTC
+  lineage with divisions (manual or automatic) and gaps split into linked tracks.
+
+Prompts on a frame make it a conditioning frame for that object. The first prompts of an object
+are decoded without memory; later clicks on a frame the object was already tracked on are
+decoded with its memory (SAM 2's interactive correction) and the frame then stays a
+conditioning frame, so a correction keeps anchoring the track. Mask prompts are taken as given.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Sam2VideoInferenceSession, Sam2VideoModel
+
+from ..ctc import Lineage, write_res
+from ..model.device import autocast_context
+from ..model.preprocess import IntensityNorm
+from .compose import compose_frame, resolve_overlaps, split_parts
+from .export import TrackingResult, build_result, plan_segments
+from .features import FeatureCache, SharedPositions, drop_partial_memories, prune_outputs
+from .frames import FrameSource
+from .prompts import (
+    BoxPrompt,
+    FramePrompt,
+    MaskPrompt,
+    PointPrompt,
+    Prompt,
+    check_box,
+    check_mask,
+    check_points,
+    mask_canvas,
+    point_inputs,
+)
+
+MAX_OBJECT_ID = int(np.iinfo(np.uint16).max)
+DIRECTIONS = ("forward", "backward", "both")
+# SAM 2 turns a mask prompt into logits mask * 20 - 10 (Sam2VideoModel._use_mask_as_output).
+_MASK_SCALE, _MASK_BIAS = 20.0, -10.0
+
+
+class PropagationInterrupted(RuntimeError):
+    """The session changed (new prompt, division, removal, another propagation) while a
+    propagation was paused between frames; start a new :meth:`TrackingSession.propagate`."""
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """One computed frame: ``labels`` (a copy of the session's frame), the objects computed on
+    it with their object scores (SAM 2's presence logits, > 0 = present) and areas (pixels after
+    overlap resolution), and the divisions (mother, daughter, daughter) that start on it."""
+
+    frame: int
+    labels: np.ndarray
+    object_ids: tuple[int, ...]
+    scores: dict[int, float]
+    areas: dict[int, int]
+    divisions: tuple[tuple[int, int, int], ...] = ()
+    direction: str = "forward"
+
+    @property
+    def masks(self) -> dict[int, np.ndarray]:
+        """Boolean mask of every computed object (empty where it lost all its pixels)."""
+        return {oid: self.labels == oid for oid in self.object_ids}
+
+
+@dataclass
+class _Object:
+    """One tracked cell and its SAM 2 state (the output dict transformers reads and writes)."""
+
+    id: int
+    parent: int = 0
+    first: int | None = None  # hard start: a daughter begins on its division frame
+    last: int | None = None  # hard end: a mother ends on the frame before its division
+    prompts: dict[int, FramePrompt] = field(default_factory=dict)
+    dirty: set[int] = field(default_factory=set)  # prompt frames not decoded yet
+    outputs: dict = field(
+        default_factory=lambda: {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+    )
+    areas: dict[int, int] = field(default_factory=dict)  # frame -> pixels in the labels
+    pending_fwd: int | None = None  # first frame whose forward result is stale or missing
+    pending_bwd: int | None = None  # first frame (going back) still to be filled backward
+
+
+@dataclass
+class _Pass:
+    direction: str
+    frames: range
+    starts: dict[int, int]  # object id -> the frame this pass starts it on
+    stop: int
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """An opaque saved state of a :class:`TrackingSession` (see ``snapshot``/``restore``)."""
+
+    labels: np.ndarray
+    objects: dict[int, _Object]
+    next_id: int
+
+
+def _copy_object(o: _Object) -> _Object:
+    """A copy that later steps cannot change: containers are copied; tensors and prompts,
+    which are replaced but never modified in place, are shared."""
+    outputs = {k: {f: dict(e) for f, e in v.items()} for k, v in o.outputs.items()}
+    return replace(
+        o, prompts=dict(o.prompts), dirty=set(o.dirty), outputs=outputs, areas=dict(o.areas)
+    )
+
+
+class Propagation:
+    """An iterator of :class:`FrameResult` with a length (the frames it will visit), for
+    progress bars; stop iterating (or :meth:`close`) to cancel."""
+
+    def __init__(self, frames: Iterator[FrameResult], length: int) -> None:
+        self._frames = frames
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Propagation:
+        return self
+
+    def __next__(self) -> FrameResult:
+        return next(self._frames)
+
+    def close(self) -> None:
+        close = getattr(self._frames, "close", None)
+        if close is not None:
+            close()
+
+
+def _unwrap(model: Any) -> Sam2VideoModel:
+    """The Sam2VideoModel of a LoadedModel, a peft model (LoRA layers stay active) or itself."""
+    for candidate in (model, getattr(model, "model", None)):
+        if hasattr(candidate, "get_base_model"):
+            candidate = candidate.get_base_model()
+        if isinstance(candidate, Sam2VideoModel):
+            return candidate
+    raise TypeError(
+        "model must be a LoadedModel (napari_cellsam2.model.load_model) or a transformers "
+        f"Sam2VideoModel, got {type(model).__name__}"
+    )
+
+
+class TrackingSession:
+    """Track many cells through a (T, Y, X) time-lapse from a few prompts.
+
+    ``frames`` may be lazy (``ctc.LazyFrames``, dask, zarr, a memory map): frames are read and
+    preprocessed when SAM 2 needs them. Frame arguments are 0-based positions; ``first_frame``
+    is the CTC index of position 0 and only shifts the exported lineage. Object IDs are the
+    values written to :attr:`labels` (1..65535). ``norm`` defaults to the loaded model's
+    intensity normalisation (or :class:`IntensityNorm`). ``feature_cache_frames`` bounds the
+    image features kept for instant clicks. With ``auto_divide`` a tracked mask that splits into
+    two parts of at least ``division_min_area`` pixels and ``division_min_fraction`` of the
+    mother's previous area becomes a division (forward propagation only).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        frames: Any,
+        *,
+        norm: IntensityNorm | None = None,
+        feature_cache_frames: int = 8,
+        auto_divide: bool = False,
+        division_min_area: int = 20,
+        division_min_fraction: float = 0.25,
+        first_frame: int = 0,
+    ) -> None:
+        self.model = _unwrap(model)
+        if self.model.training:
+            raise ValueError("the SAM 2 model is in training mode; call model.eval() first")
+        if int(first_frame) != first_frame or first_frame < 0:
+            raise ValueError(f"first_frame must be a non-negative integer, got {first_frame!r}")
+        if division_min_area < 1 or not 0.0 <= division_min_fraction <= 1.0:
+            raise ValueError(
+                "division_min_area must be >= 1 and division_min_fraction in [0, 1]; got "
+                f"{division_min_area}, {division_min_fraction}"
+            )
+        self.device = next(self.model.parameters()).device
+        size = self.model.config.image_size
+        size = int(size if isinstance(size, int) else size[0])
+        norm = norm or getattr(model, "norm", None) or IntensityNorm()
+        self.frames = FrameSource(frames, size, norm)
+        self.num_frames = self.frames.num_frames
+        self.height, self.width = self.frames.height, self.frames.width
+        self.first_frame = int(first_frame)
+        self.auto_divide = bool(auto_divide)
+        self.division_min_area = int(division_min_area)
+        self.division_min_fraction = float(division_min_fraction)
+        self.labels = np.zeros((self.num_frames, self.height, self.width), np.uint16)
+        self._features = FeatureCache(self.device, int(feature_cache_frames))
+        self._positions = SharedPositions()
+        self._objects: dict[int, _Object] = {}
+        self._next_id = 1
+        self._version = 0
+        self._lock = threading.RLock()
+        config = self.model.config
+        self._num_maskmem = int(config.num_maskmem)
+        self._max_pointers = int(config.max_object_pointers_in_encoder)
+
+    # ---- objects ------------------------------------------------------------------------------
+    @property
+    def object_ids(self) -> list[int]:
+        return sorted(self._objects)
+
+    def new_object_id(self) -> int:
+        """An ID no object has had in this session (not reserved until used)."""
+        return self._next_id
+
+    def parent(self, obj_id: int) -> int:
+        """The mother of ``obj_id`` (0 = none)."""
+        return self._get(obj_id).parent
+
+    def prompt_frames(self, obj_id: int) -> list[int]:
+        return sorted(self._get(obj_id).prompts)
+
+    def frame_range(self, obj_id: int) -> tuple[int, int]:
+        """Frames an object may live on: (division frame or 0, frame before its division or T-1)."""
+        return self._bounds(self._get(obj_id))
+
+    def _bounds(self, o: _Object) -> tuple[int, int]:
+        lo = o.first if o.first is not None else 0
+        hi = o.last if o.last is not None else self.num_frames - 1
+        return lo, hi
+
+    def _get(self, obj_id: Any) -> _Object:
+        try:
+            return self._objects[int(obj_id)]
+        except (KeyError, TypeError, ValueError):
+            known = ", ".join(map(str, self.object_ids[:20])) or "none"
+            raise ValueError(f"unknown object id {obj_id!r} (known: {known})") from None
+
+    def _check_id(self, obj_id: Any) -> int:
+        if isinstance(obj_id, bool) or not isinstance(obj_id, int | np.integer):
+            raise ValueError(f"object id must be an integer, got {obj_id!r}")
+        if not 1 <= int(obj_id) <= MAX_OBJECT_ID:
+            raise ValueError(f"object id must be in 1..{MAX_OBJECT_ID}, got {obj_id}")
+        return int(obj_id)
+
+    def _check_frame(self, frame: Any, what: str = "frame") -> int:
+        if isinstance(frame, bool) or not isinstance(frame, int | np.integer):
+            raise ValueError(f"{what} must be an integer frame position, got {frame!r}")
+        if not 0 <= int(frame) < self.num_frames:
+            raise ValueError(
+                f"{what} {frame} is out of range: the sequence has frames 0..{self.num_frames - 1}"
+            )
+        return int(frame)
+
+    def _bump(self) -> None:
+        self._version += 1
+
+    # ---- prompts ------------------------------------------------------------------------------
+    def add_points(
+        self, obj_id: int, frame: int, points: Any, labels: Any = None, *, replace: bool = False
+    ) -> int:
+        """Add clicks (x, y in original pixels; label 1 = cell, 0 = not the cell) for an object
+        on a frame; they accumulate with earlier clicks there unless ``replace``. Creates the
+        object if the ID is new. Call :meth:`predict_frame` for the mask, :meth:`propagate`
+        to track."""
+        prompt = check_points(points, labels, self.height, self.width)
+        return self._add_prompt(obj_id, frame, prompt, replace)
+
+    def add_box(self, obj_id: int, frame: int, box: Any) -> int:
+        """Add (or replace) a box (x0, y0, x1, y1) around the object on a frame."""
+        return self._add_prompt(obj_id, frame, check_box(box, self.height, self.width), False)
+
+    def add_mask(self, obj_id: int, frame: int, mask: Any) -> int:
+        """Give the object's mask (Y, X) on a frame; it replaces the frame's other prompts."""
+        prompt = self._checked_mask(mask)
+        return self._add_prompt(obj_id, frame, prompt, True)
+
+    def _checked_mask(self, mask: Any, what: str = "mask") -> MaskPrompt:
+        prompt = check_mask(mask, self.height, self.width)
+        if not mask_canvas(prompt.mask, self.frames.letterbox).any():
+            raise ValueError(
+                f"{what} of {int(prompt.mask.sum())} pixel(s) vanishes at the model resolution "
+                f"({self.frames.image_size} px for a {self.height}x{self.width} frame); give a "
+                "point or box prompt for such a small cell"
+            )
+        return prompt
+
+    def _checked_prompt(self, prompt: Any) -> Prompt:
+        if isinstance(prompt, PointPrompt):
+            return check_points(prompt.points, prompt.labels, self.height, self.width)
+        if isinstance(prompt, BoxPrompt):
+            return check_box(prompt.box, self.height, self.width)
+        if isinstance(prompt, MaskPrompt):
+            return self._checked_mask(prompt.mask)
+        raise ValueError(
+            f"a prompt must be a PointPrompt, BoxPrompt or MaskPrompt, got {type(prompt).__name__}"
+        )
+
+    def _add_prompt(self, obj_id: Any, frame: Any, prompt: Prompt, replace: bool) -> int:
+        with self._lock:
+            oid = self._check_id(obj_id)
+            t = self._check_frame(frame)
+            o = self._objects.get(oid)
+            if o is not None:
+                lo, hi = self._bounds(o)
+                if not lo <= t <= hi:
+                    raise ValueError(
+                        f"object {oid} lives on frames {lo}..{hi} (division); frame {t} is "
+                        "outside, prompt a daughter or a new object instead"
+                    )
+            else:
+                o = self._objects[oid] = _Object(oid)
+                self._next_id = max(self._next_id, oid + 1)
+            self._bump()
+            base = FramePrompt() if replace or t not in o.prompts else o.prompts[t]
+            earliest = min(o.prompts, default=None)
+            o.prompts[t] = base.merged(prompt)
+            self._mark_dirty(o, t, earliest)
+            return oid
+
+    def _mark_dirty(self, o: _Object, t: int, earliest: int | None) -> None:
+        o.dirty.add(t)
+        o.outputs["cond_frame_outputs"].pop(t, None)
+        o.outputs["non_cond_frame_outputs"].pop(t, None)
+        o.pending_fwd = t if o.pending_fwd is None else min(o.pending_fwd, t)
+        if earliest is None or t < earliest:
+            o.pending_bwd = t if t > self._bounds(o)[0] else None
+
+    def remove_prompts(self, obj_id: int, frame: int) -> None:
+        """Forget an object's prompts on a frame. Removing its last prompt removes the object;
+        removing its earliest prompt clears what was tracked before the next one."""
+        with self._lock:
+            o = self._get(obj_id)
+            t = self._check_frame(frame)
+            if t not in o.prompts:
+                raise ValueError(
+                    f"object {o.id} has no prompt on frame {t} (prompts on {sorted(o.prompts)})"
+                )
+            self._bump()
+            del o.prompts[t]
+            o.dirty.discard(t)
+            o.outputs["cond_frame_outputs"].pop(t, None)
+            if not o.prompts:
+                self._remove(o)
+                return
+            earliest = min(o.prompts)
+            if t < earliest:
+                self._clear_labels(o, lambda f: f < earliest)
+                o.pending_bwd = earliest if earliest > self._bounds(o)[0] else None
+                t = earliest
+            o.pending_fwd = t if o.pending_fwd is None else min(o.pending_fwd, t)
+
+    def seed_from_labels(self, frame: int, labels: Any) -> list[int]:
+        """Prompt every label of a (Y, X) labels frame as a mask (e.g. a GT TRA frame or a
+        corrected result). A label that is an existing object ID corrects that object; others
+        become new objects with that ID. Returns the IDs."""
+        with self._lock:
+            t = self._check_frame(frame)
+            lab = np.asarray(labels)
+            if lab.shape != (self.height, self.width):
+                raise ValueError(
+                    f"labels frame has shape {lab.shape}, expected {(self.height, self.width)}"
+                )
+            if lab.dtype.kind not in "ui":
+                raise ValueError(f"labels frame must be integers, got dtype {lab.dtype}")
+            ids = [int(i) for i in np.unique(lab) if i != 0]
+            if not ids:
+                raise ValueError(f"labels frame {t} has no objects (all zero)")
+            if ids[0] < 0 or ids[-1] > MAX_OBJECT_ID:
+                raise ValueError(f"labels must be in 0..{MAX_OBJECT_ID}, got {ids[0]}..{ids[-1]}")
+            prompts = {i: self._checked_mask(lab == i, f"label {i}") for i in ids}
+            for i in ids:
+                o = self._objects.get(i)
+                if o is not None and not self._bounds(o)[0] <= t <= self._bounds(o)[1]:
+                    raise ValueError(f"label {i}: object {i} does not live on frame {t}")
+            for i in ids:
+                self._add_prompt(i, t, prompts[i], True)
+            return ids
+
+    # ---- divisions and removal ----------------------------------------------------------------
+    def divide(self, obj_id: int, frame: int, daughters: Sequence[Prompt]) -> tuple[int, int]:
+        """The object divides on ``frame``: it ends on ``frame - 1`` and two new daughter objects
+        (prompted by ``daughters``: two Point/Box/MaskPrompts) start on ``frame`` with it as
+        parent. Returns the daughters' IDs; :meth:`propagate` then tracks them."""
+        with self._lock:
+            o = self._get(obj_id)
+            t = self._check_frame(frame)
+            if len(daughters) != 2:
+                raise ValueError(
+                    f"a division needs exactly 2 daughter prompts, got {len(daughters)}"
+                )
+            lo = self._bounds(o)[0]
+            if o.last is not None:
+                raise ValueError(
+                    f"object {o.id} already divides on frame {o.last + 1}; remove its daughters "
+                    "first"
+                )
+            if t <= lo:
+                raise ValueError(f"object {o.id} starts on frame {lo}; it cannot divide on {t}")
+            if min(o.prompts) >= t:
+                raise ValueError(
+                    f"object {o.id} is first prompted on frame {min(o.prompts)}; it must exist "
+                    f"before dividing on frame {t}"
+                )
+            later = sorted(f for f in o.prompts if f >= t)
+            if later:
+                raise ValueError(
+                    f"object {o.id} has prompts on frame(s) {later}, at or after the division "
+                    f"frame {t}; remove them first (remove_prompts)"
+                )
+            checked = [self._checked_prompt(p) for p in daughters]
+            if self._next_id + 1 > MAX_OBJECT_ID:
+                raise ValueError(f"no object IDs left (max {MAX_OBJECT_ID})")
+            self._bump()
+            self._end(o, t)
+            return tuple(self._daughter(o, t, p).id for p in checked)  # type: ignore[return-value]
+
+    def _end(self, o: _Object, t: int) -> None:
+        """Make ``o`` end on frame ``t - 1`` (it divides on ``t``)."""
+        o.last = t - 1
+        self._clear_labels(o, lambda f: f >= t)
+        for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
+            for f in [f for f in o.outputs[key] if f >= t]:
+                del o.outputs[key][f]
+        if o.pending_fwd is not None and o.pending_fwd >= t:
+            o.pending_fwd = None
+
+    def _daughter(self, mother: _Object, t: int, prompt: Prompt) -> _Object:
+        d = _Object(self._next_id, parent=mother.id, first=t)
+        self._next_id += 1
+        self._objects[d.id] = d
+        d.prompts[t] = FramePrompt().merged(prompt)
+        self._mark_dirty(d, t, None)
+        return d
+
+    def remove_object(self, obj_id: int) -> None:
+        """Delete an object and its pixels. Its daughters lose their parent; a mother whose
+        daughters are all removed no longer divides and will be tracked on by propagate()."""
+        with self._lock:
+            o = self._get(obj_id)
+            self._bump()
+            self._remove(o)
+
+    def _remove(self, o: _Object) -> None:
+        self._clear_labels(o, lambda f: True)
+        del self._objects[o.id]
+        for c in self._objects.values():
+            if c.parent == o.id:
+                c.parent = 0
+        mother = self._objects.get(o.parent)
+        if (
+            mother is not None
+            and mother.last is not None
+            and not any(c.parent == mother.id for c in self._objects.values())
+        ):
+            resume = mother.last + 1
+            mother.last = None
+            if resume < self.num_frames:
+                mother.pending_fwd = (
+                    resume if mother.pending_fwd is None else min(mother.pending_fwd, resume)
+                )
+
+    def _clear_labels(self, o: _Object, which) -> None:
+        for f in [f for f in o.areas if which(f)]:
+            frame = self.labels[f]
+            frame[frame == o.id] = 0
+            del o.areas[f]
+
+    # ---- running SAM 2 ------------------------------------------------------------------------
+    def prefetch(self, frame: int) -> None:
+        """Compute and cache a frame's image features (e.g. when the user moves to it), so the
+        next click there runs only the prompt encoder and mask decoder."""
+        with self._lock:
+            t = self._check_frame(frame)
+            if t in self._features:
+                return
+            pixels = self.frames[t][None].to(self.device)
+            with torch.inference_mode(), autocast_context(self.device):
+                out = self.model.get_image_features(pixels, return_dict=True)
+            self._features.cache_vision_features(
+                t,
+                {
+                    "vision_feats": out.fpn_hidden_states,
+                    "vision_pos_embeds": out.fpn_position_encoding,
+                },
+            )
+
+    def predict_frame(self, frame: int) -> dict[int, np.ndarray]:
+        """Decode the new prompts on a frame (an instant preview when its features are cached)
+        and return the mask of every object on it, including prompted objects that came out
+        empty."""
+        with self._lock:
+            t = self._check_frame(frame)
+            todo = [o for o in self._objects.values() if t in o.dirty]
+            if todo:
+                self._bump()
+                self._run_frame(t, todo, "prompt")
+            ids = {o.id for o in self._objects.values() if t in o.areas} | {o.id for o in todo}
+            return {oid: self.labels[t] == oid for oid in sorted(ids)}
+
+    def _view(self, t: int, objs: Sequence[_Object]) -> tuple[Sam2VideoInferenceSession, list]:
+        """A transformers session over exactly ``objs``: it shares their output dicts, the lazy
+        frames and the feature cache, and carries the prompts not decoded yet."""
+        view = Sam2VideoInferenceSession(
+            video=None,
+            video_height=self.height,
+            video_width=self.width,
+            inference_device=self.device,
+            inference_state_device=self.device,
+            video_storage_device="cpu",
+            dtype=torch.float32,
+        )
+        view.processed_frames = self.frames
+        view.cache = self._features
+        corrections = []
+        box = self.frames.letterbox
+        for o in objs:
+            idx = view.obj_id_to_idx(o.id)
+            view.output_dict_per_obj[idx] = o.outputs
+            if t not in o.dirty:
+                continue
+            prompt = o.prompts[t]
+            if prompt.mask is not None:
+                canvas = mask_canvas(prompt.mask, box).to(self.device)
+                view.add_mask_inputs(idx, t, canvas[None, None])
+            else:
+                view.add_point_inputs(idx, t, point_inputs(prompt, box, self.device))
+                if t in o.areas and o.outputs["cond_frame_outputs"]:
+                    # Already tracked here: decode the clicks with the object's memory.
+                    view.frames_tracked_per_obj[idx][t] = {"reverse": False}
+                    corrections.append(o)
+            view.obj_with_new_inputs.append(o.id)
+        return view, corrections
+
+    def _object_logits(self, t: int, objs: Sequence[_Object], pred_masks: torch.Tensor):
+        """(N, Y, X) float logits on the original grid; mask prompts as SAM 2 passes them."""
+        box = self.frames.letterbox
+        logits = box.logits_to_original(pred_masks[:, 0].float())
+        for i, o in enumerate(objs):
+            prompt = o.prompts.get(t)
+            if prompt is not None and prompt.mask is not None:
+                canvas = mask_canvas(prompt.mask, box).to(logits.device)
+                logits[i] = box.logits_to_original(canvas * _MASK_SCALE + _MASK_BIAS)
+        return logits
+
+    def _run_frame(self, t: int, objs: Sequence[_Object], direction: str) -> dict[int, float]:
+        """Run SAM 2 for ``objs`` on frame ``t``, write the labels frame; returns object scores."""
+        reverse = direction == "backward"
+        for o in objs:
+            drop_partial_memories(o.outputs, t, reverse, self._num_maskmem)
+        view, corrections = self._view(t, objs)
+        try:
+            with torch.inference_mode():
+                with autocast_context(self.device):
+                    out = self.model(inference_session=view, frame_idx=t, reverse=reverse)
+                logits = self._object_logits(t, objs, out.pred_masks)
+                scores = out.object_score_logits.float().reshape(-1).cpu().tolist()
+                new = resolve_overlaps(logits, [o.id for o in objs])
+        except BaseException:
+            # e.g. out of memory or Ctrl-C inside SAM 2: forget this frame's half-stored outputs
+            # (no memory encoded yet) so that nothing ever attends to them; prompts stay dirty.
+            for o in objs:
+                for entries in o.outputs.values():
+                    if "maskmem_features" not in entries.get(t, {"maskmem_features": None}):
+                        del entries[t]
+            raise
+        for o in corrections:
+            entry = o.outputs["non_cond_frame_outputs"].pop(t)
+            o.outputs["cond_frame_outputs"][t] = entry
+        for o in objs:
+            o.dirty.discard(t)
+            prune_outputs(
+                o.outputs, t, direction, self._num_maskmem, self._max_pointers, self._positions
+            )
+        prompted = [o.id for o in objs if t in o.prompts]
+        self._write(t, compose_frame(self.labels[t], new, [o.id for o in objs], prompted))
+        return {o.id: s for o, s in zip(objs, scores, strict=True)}
+
+    def _write(self, t: int, frame: np.ndarray) -> None:
+        self.labels[t] = frame
+        counts = np.bincount(frame.ravel())
+        for o in self._objects.values():
+            area = int(counts[o.id]) if o.id < len(counts) else 0
+            if area:
+                o.areas[t] = area
+            else:
+                o.areas.pop(t, None)
+
+    # ---- propagation --------------------------------------------------------------------------
+    def propagate(
+        self,
+        direction: str = "forward",
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        obj_ids: Iterable[int] | None = None,
+    ) -> Propagation:
+        """Track objects frame by frame, yielding a :class:`FrameResult` per frame as computed.
+
+        By default only what is stale is run: each object from its earliest new prompt (or where
+        an earlier propagation stopped), so after a correction on frame t only that object is
+        re-tracked from t and nothing before t changes. "backward" fills frames before an
+        object's earliest prompt (objects first prompted mid-movie); "both" runs forward, then
+        backward. ``obj_ids`` forces those objects to run (from their first prompt, or their
+        last going backward); ``start`` makes the selected objects run from that frame (once
+        prompted); ``end`` bounds the frames (not with "both"). Stopping the iteration leaves a
+        consistent session; a later propagate() resumes where it stopped. Changing the session
+        while paused makes the next step raise :class:`PropagationInterrupted`.
+        """
+        with self._lock:
+            passes = self._plan(direction, start, end, obj_ids)
+            self._bump()
+            token = self._version
+            length = sum(len(p.frames) for p in passes)
+            return Propagation(self._run_passes(passes, token), length)
+
+    def _plan(self, direction, start, end, obj_ids) -> list[_Pass]:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if direction == "both" and end is not None:
+            raise ValueError("end cannot be combined with direction 'both'")
+        start = None if start is None else self._check_frame(start, "start")
+        end = None if end is None else self._check_frame(end, "end")
+        explicit = obj_ids is not None
+        objs = [self._get(i) for i in obj_ids] if explicit else list(self._objects.values())
+        passes = []
+        for d in ("forward", "backward") if direction == "both" else (direction,):
+            forward = d == "forward"
+            stop = end if end is not None else (self.num_frames - 1 if forward else 0)
+            if start is not None and (start > stop if forward else start < stop):
+                raise ValueError(f"start {start} is past end {stop} for direction {d!r}")
+            starts = {}
+            for o in objs:
+                s = self._pass_start(o, forward, start, explicit)
+                lo, hi = self._bounds(o)
+                if s is None:
+                    continue
+                if forward and max(s, lo) <= min(hi, stop):
+                    starts[o.id] = max(s, lo)
+                elif not forward and min(s, hi) >= max(lo, stop):
+                    starts[o.id] = min(s, hi)
+            if starts:
+                if forward:
+                    frames = range(min(starts.values()), stop + 1)
+                else:
+                    frames = range(max(starts.values()), stop - 1, -1)
+                passes.append(_Pass(d, frames, starts, stop))
+        return passes
+
+    @staticmethod
+    def _pass_start(o: _Object, forward: bool, start: int | None, explicit: bool) -> int | None:
+        frames = sorted(o.prompts)
+        if start is not None:
+            return max(start, frames[0]) if forward else min(start, frames[-1])
+        pending = o.pending_fwd if forward else o.pending_bwd
+        if pending is None and explicit:
+            return frames[0] if forward else frames[-1]
+        return pending
+
+    def _run_passes(self, passes: list[_Pass], token: int) -> Iterator[FrameResult]:
+        for p in passes:
+            for t in p.frames:
+                with self._lock:
+                    if self._version != token:
+                        raise PropagationInterrupted(
+                            "the session changed while this propagation was paused (a prompt, "
+                            "division, removal or another propagation); call propagate() again"
+                        )
+                    result = self._pass_step(p, t)
+                yield result
+
+    def _active(self, p: _Pass, o: _Object, t: int) -> bool:
+        s = p.starts.get(o.id)
+        if s is None:
+            return False
+        lo, hi = self._bounds(o)
+        if p.direction == "forward":
+            return s <= t <= min(hi, p.stop)
+        return max(lo, p.stop) <= t <= s
+
+    def _pass_step(self, p: _Pass, t: int) -> FrameResult:
+        forward = p.direction == "forward"
+        objs = [o for o in self._objects.values() if self._active(p, o, t)]
+        for o in objs:
+            if t == p.starts[o.id]:  # entries ahead of the pass are stale: never attend to them
+                non_cond = o.outputs["non_cond_frame_outputs"]
+                for f in [f for f in non_cond if (f >= t if forward else f <= t)]:
+                    del non_cond[f]
+        scores = self._run_frame(t, objs, p.direction) if objs else {}
+        for o in objs:
+            s = p.starts[o.id]
+            lo, hi = self._bounds(o)
+            if forward and o.pending_fwd is not None and s <= o.pending_fwd <= t + 1:
+                o.pending_fwd = t + 1 if t + 1 <= hi else None
+            if not forward and o.pending_bwd is not None and t - 1 <= o.pending_bwd <= s:
+                o.pending_bwd = t - 1 if t - 1 >= lo else None
+        divisions = []
+        if forward and self.auto_divide:
+            for o in objs:
+                division = self._maybe_divide(o, t)
+                if division is not None:
+                    divisions.append(division)
+                    scores.pop(o.id, None)
+                    daughters = [self._objects[i] for i in division[1:]]
+                    scores.update(self._run_frame(t, daughters, "prompt"))
+                    for d in daughters:
+                        d.pending_fwd = t + 1 if t + 1 < self.num_frames else None
+                        p.starts[d.id] = t + 1
+        ids = tuple(sorted(scores))
+        return FrameResult(
+            t,
+            self.labels[t].copy(),
+            ids,
+            scores,
+            {i: self._objects[i].areas.get(t, 0) for i in ids},
+            tuple(divisions),
+            p.direction,
+        )
+
+    def _maybe_divide(self, o: _Object, t: int) -> tuple[int, int, int] | None:
+        """Automatic division: the tracked mask of ``o`` split into two substantial parts."""
+        if t in o.prompts or t - 1 not in o.areas or max(o.prompts) > t:
+            return None
+        if self._next_id + 1 > MAX_OBJECT_ID:
+            return None
+        parts = split_parts(
+            self.labels[t] == o.id,
+            self.division_min_area,
+            self.division_min_fraction,
+            o.areas[t - 1],
+        )
+        if parts is None:
+            return None
+        self._end(o, t)
+        d1, d2 = (self._daughter(o, t, MaskPrompt(part)) for part in parts)
+        return o.id, d1.id, d2.id
+
+    # ---- external edits and undo -------------------------------------------------------------
+    def sync_labels(self) -> dict[int, list[int]]:
+        """Re-read which label is on which frame from :attr:`labels` (one pass over the array)
+        after it was edited outside the session, e.g. painted in napari. Returns
+        ``label -> frames``, including painted labels that are not session objects."""
+        with self._lock:
+            presence: dict[int, list[int]] = {}
+            for t in range(self.num_frames):
+                counts = np.bincount(np.asarray(self.labels[t]).ravel())
+                for label in np.flatnonzero(counts[1:]) + 1:
+                    presence.setdefault(int(label), []).append(t)
+                for o in self._objects.values():
+                    area = int(counts[o.id]) if o.id < len(counts) else 0
+                    if area:
+                        o.areas[t] = area
+                    else:
+                        o.areas.pop(t, None)
+            return presence
+
+    def snapshot(self) -> SessionSnapshot:
+        """Everything needed to undo later actions: labels, objects, prompts, SAM 2 memory."""
+        with self._lock:
+            objects = {i: _copy_object(o) for i, o in self._objects.items()}
+            return SessionSnapshot(self.labels.copy(), objects, self._next_id)
+
+    def restore(self, snapshot: SessionSnapshot) -> None:
+        """Return to a :meth:`snapshot` (labels are restored in place, so views stay valid).
+        A snapshot can be restored more than once."""
+        with self._lock:
+            if snapshot.labels.shape != self.labels.shape:
+                raise ValueError("this snapshot belongs to another session (labels shape differs)")
+            self._bump()
+            self.labels[...] = snapshot.labels
+            self._objects = {i: _copy_object(o) for i, o in snapshot.objects.items()}
+            self._next_id = max(self._next_id, snapshot.next_id)
+
+    # ---- results ------------------------------------------------------------------------------
+    def _presence(self) -> tuple[dict[int, list[int]], dict[int, int]]:
+        presence = self.sync_labels()
+        parents = {o.id: o.parent for o in self._objects.values() if o.parent}
+        return presence, parents
+
+    def lineage(self) -> Lineage:
+        """The CTC lineage of :meth:`result` ``.labels``, read from :attr:`labels` as it is now
+        (painted edits included): gaps become parent-linked tracks, divisions parent links.
+        Frames are CTC indices."""
+        with self._lock:
+            presence, parents = self._presence()
+            return plan_segments(presence, parents, self.first_frame)[0]
+
+    def result(self) -> TrackingResult:
+        """Labels and lineage ready for ``ctc.write_res`` (see :class:`TrackingResult`)."""
+        with self._lock:
+            presence, parents = self._presence()
+            return build_result(self.labels, presence, parents, self.first_frame)
+
+    def write_res(self, folder: str | Path) -> Path:
+        """Write a validated CTC RES folder (``mask###.tif`` + ``res_track.txt``)."""
+        res = self.result()
+        return write_res(folder, res.labels, res.lineage, first_frame=self.first_frame)
+
+    def memory_stats(self) -> dict[str, int]:
+        """Sizes of the bounded state: what the memory-bound tests and benchmarks watch."""
+        with self._lock:
+            cond = non_cond = full = 0
+            for o in self._objects.values():
+                cond += len(o.outputs["cond_frame_outputs"])
+                entries = o.outputs["non_cond_frame_outputs"].values()
+                non_cond += len(entries)
+                full += sum("maskmem_features" in e for e in entries)
+            return {
+                "objects": len(self._objects),
+                "cond_entries": cond,
+                "pointer_entries": non_cond,
+                "memory_entries": full,
+                "feature_frames": len(self._features),
+                "preprocessed_frames": self.frames.cached,
+            }

@@ -1,0 +1,79 @@
+"""`cellsam2 track` end to end on a tiny synthetic CTC sequence with the tiny random model."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_cellsam2.cli import main
+from napari_cellsam2.ctc import open_path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_track_from_gt_first_frame_and_evaluate(ctc_sequence: Path, tmp_path: Path, capsys):
+    out = tmp_path / "01_RES"
+    gt = tmp_path / "01_GT"
+    argv = ["track", str(ctc_sequence), "--model", "tiny", "--prompts", "gt-first-frame"]
+    rc = main([*argv, "--out", str(out), "--device", "cpu", "--evaluate", str(gt)])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    seq = open_path(out)
+    seq.validate()  # every mask read, lineage checked against them
+    assert seq.res.masks.indices == tuple(range(6))
+    # the first frame is the GT TRA frame: mask prompts come back as given
+    np.testing.assert_array_equal(
+        tifffile.imread(out / "mask000.tif"), tifffile.imread(gt / "TRA" / "man_track000.tif")
+    )
+    assert "wrote" in printed.out and "TRA" in printed.out and "SEG" in printed.out
+
+
+def test_track_from_a_prompt_file_with_auto_divide(ctc_sequence: Path, tmp_path: Path):
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("object_id,frame,x,y,label\n1,0,4,9,1\n4,0,21,28,1\n4,0,2,2,0\n")
+    out = tmp_path / "01_RES"
+    rc = main(
+        [
+            "track",
+            str(ctc_sequence),
+            "--model",
+            "tiny",
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(out),
+            "--auto-divide",
+            "--direction",
+            "forward",
+        ]
+    )
+    assert rc == 0
+    res = open_path(out).res
+    open_path(out).validate()
+    assert {1, 4} <= set(res.lineage.tracks)
+
+
+def test_track_errors_name_the_culprit(ctc_sequence: Path, tmp_path: Path, capsys):
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("object_id,frame,x,y\n1,0,4,9\n2,0,99,9\n")
+    out = tmp_path / "01_RES"
+    base = ["track", "--model", "tiny", "--out", str(out)]
+    assert main([*base, str(ctc_sequence), "--prompts", str(prompts)]) == 2
+    assert f"{prompts} line 3: point (x=99" in capsys.readouterr().err
+    assert not out.exists()
+
+    images_only = tmp_path / "other" / "01"
+    shutil.copytree(ctc_sequence, images_only)
+    assert main([*base, str(images_only), "--prompts", "gt-first-frame"]) == 2
+    assert "no GT TRA" in capsys.readouterr().err
