@@ -64,8 +64,7 @@ def _gt_centre(viewer, frame, label):
     return float(xs.mean()), float(ys.mean())
 
 
-def test_click_track_correct_and_export(dock, qtbot, tmp_path):
-    viewer, widget = dock
+def _start_with_two_cells(viewer, widget, qtbot) -> list[int]:
     track = widget.track_panel
     track.image.select("mother machine")
     track.start_session()
@@ -74,18 +73,39 @@ def test_click_track_correct_and_export(dock, qtbot, tmp_path):
     for cell in cells:
         track.cell.setValue(cell)
         _click(qtbot, track, 0, *_gt_centre(viewer, 0, cell))
+    return cells
+
+
+def _train(widget, tmp_path, *, epochs=1, steps=2):
+    train = widget.train_panel
+    train.image.select("mother machine")
+    train.labels.select(LABELS_NAME)
+    train.epochs.setValue(epochs)
+    train.steps.setValue(steps)
+    train.frames.setValue(2)
+    train.max_objects.setValue(3)
+    train.log_dir.setText(str(tmp_path / "runs"))
+    train.start()
+    return train
+
+
+def test_user_story_track_correct_finetune_use_export_evaluate(dock, qtbot, tmp_path):
+    """Open the sample, load a model, click two cells, track, correct, fine-tune LoRA from the
+    layers, use the fine-tuned model, export RES and evaluate, with a responsive main thread."""
+    viewer, widget = dock
+    track = widget.track_panel
+    cells = _start_with_two_cells(viewer, widget, qtbot)
     labels = viewer.layers[LABELS_NAME]
     assert set(np.unique(labels.data[0])) >= set(cells)  # instant preview on the clicked frame
 
-    ping = Ping()
     track.direction.setCurrentText("forward")
     track.track()
+    ping = Ping()  # measured while frames stream in (napari's own progress-bar set-up excluded)
+    qtbot.waitUntil(lambda: track._bar.n == track._bar.total, timeout=120_000)
+    worst_tracking = ping.stop()
     _wait_idle(qtbot, widget.state)
-    worst = ping.stop()
-    frames = labels.data.shape[0]
-    for t in range(frames):
+    for t in range(labels.data.shape[0]):
         assert set(cells) <= set(np.unique(labels.data[t])), f"frame {t} lost a cell"
-    assert worst < 0.2, f"main thread blocked {worst * 1000:.0f} ms while tracking"
     qtbot.waitUntil(lambda: TRACKS_NAME in viewer.layers, timeout=30_000)
 
     # a correction on a later frame re-tracks from there only
@@ -96,12 +116,93 @@ def test_click_track_correct_and_export(dock, qtbot, tmp_path):
     _wait_idle(qtbot, widget.state)
     np.testing.assert_array_equal(labels.data[:10], before)
 
+    train = _train(widget, tmp_path)  # (napari adds its progress bar to the activity dock)
+    ping = Ping()
+    qtbot.waitUntil(lambda: "training finished" in train.eta.text(), timeout=300_000)
+    worst_training = ping.stop()
+    _wait_idle(qtbot, widget.state)
+    assert len(train.plot.train_losses) == 2 and all(np.isfinite(train.plot.train_losses))
+    assert train.checkpoint is not None and train.use_button.isEnabled()
+    with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
+        train.use_model()
+    _wait_idle(qtbot, widget.state)
+    assert widget.state.model.spec == str(train.checkpoint)
+    assert widget.state.model.kind == "lora"
+
     export = widget.export_panel
+    export.layer.select("mother machine TRA")
+    export.out.setText(str(tmp_path / "01"))
+    export.export("gt")
+    _wait_idle(qtbot, widget.state)
     export.layer.select(LABELS_NAME)
     export.out.setText(str(tmp_path / "01_RES"))
     export.export("res")
     _wait_idle(qtbot, widget.state)
     assert (tmp_path / "01_RES" / "res_track.txt").exists()
+    export.gt.setText(str(tmp_path / "01_GT"))
+    export.evaluate()
+    _wait_idle(qtbot, widget.state, timeout=120_000)
+    shown = {export.table.item(i, 0).text() for i in range(export.table.rowCount())}
+    assert {"TRA", "SEG", "DET", "LNK"} <= shown
+    assert 0.0 <= export.scores["DET"] <= 1.0
+
+    assert worst_tracking < 0.2, f"main thread blocked {worst_tracking * 1000:.0f} ms (tracking)"
+    assert worst_training < 0.2, f"main thread blocked {worst_training * 1000:.0f} ms (training)"
+
+
+def test_cancel_tracking_leaves_a_consistent_resumable_session(dock, qtbot):
+    viewer, widget = dock
+    track = widget.track_panel
+    cells = _start_with_two_cells(viewer, widget, qtbot)
+    track.direction.setCurrentText("forward")
+    track.track()
+    qtbot.waitUntil(lambda: track._bar.n >= 2, timeout=60_000)
+    track.cancel()
+    _wait_idle(qtbot, widget.state)
+    labels = viewer.layers[LABELS_NAME].data
+    done = [t for t in range(len(labels)) if set(cells) <= set(np.unique(labels[t]))]
+    assert done == list(range(len(done))) and 2 <= len(done) < len(labels)
+    track.track()  # resumes where it stopped
+    _wait_idle(qtbot, widget.state)
+    assert all(set(cells) <= set(np.unique(labels[t])) for t in range(len(labels)))
+
+
+def test_cancel_training_keeps_a_loadable_checkpoint(dock, qtbot, tmp_path):
+    from napari_cellsam2.model.loading import load_model
+
+    viewer, widget = dock
+    _start_with_two_cells(viewer, widget, qtbot)
+    widget.track_panel.track()
+    _wait_idle(qtbot, widget.state)
+    train = _train(widget, tmp_path, epochs=50, steps=50)
+    qtbot.waitUntil(lambda: len(train.plot.train_losses) >= 1, timeout=120_000)
+    train.cancel()
+    _wait_idle(qtbot, widget.state, timeout=120_000)
+    assert len(train.plot.train_losses) < 50 * 50
+    assert "cancelled" in train.eta.text()
+    loaded = load_model(train.checkpoint, "cpu")
+    assert loaded.kind == "lora"
+
+
+def test_undo_restores_a_division(dock, qtbot):
+    viewer, widget = dock
+    track = widget.track_panel
+    cells = _start_with_two_cells(viewer, widget, qtbot)
+    track.track()
+    _wait_idle(qtbot, widget.state)
+    labels = viewer.layers[LABELS_NAME]
+    before = np.array(labels.data)
+    track.cell.setValue(cells[0])
+    track.begin_divide()
+    x, y = _gt_centre(viewer, 0, cells[0])  # any point on the image does for daughters
+    for dy in (-3, 3):
+        track.prompts.points.add([20, y + dy, x])
+    qtbot.waitUntil(lambda: track.pending_previews == 0, timeout=60_000)
+    assert track.session.frame_range(cells[0])[1] == 19  # the mother now ends before frame 20
+    track.undo()
+    _wait_idle(qtbot, widget.state)
+    assert track.session.frame_range(cells[0])[1] == labels.data.shape[0] - 1
+    np.testing.assert_array_equal(labels.data, before)
 
 
 def test_demo_without_cached_weights_offers_the_labelled_demo_model(

@@ -28,6 +28,7 @@ from ..tracking import DIRECTIONS, PointPrompt, TrackingSession
 from .layer_combo import LayerCombo
 from .prompt_layers import PromptLayers
 from .state import DockState
+from .workers import yield_cpu_to_gui
 
 LABELS_NAME = "cellsam2 tracking"
 TRACKS_NAME = "cellsam2 lineage"
@@ -245,7 +246,11 @@ class TrackPanel(QWidget):
             return
         self._snapshot()
         self._bar = progress(total=len(run), desc="tracking")
-        worker = thread_worker(lambda: (yield from run), start_thread=False)()
+        def stream():
+            yield_cpu_to_gui()
+            yield from run
+
+        worker = thread_worker(stream, start_thread=False)()
         worker.yielded.connect(self.on_frame)
         worker.errored.connect(lambda exc: show_error(f"tracking stopped: {exc}"))
         worker.finished.connect(self._tracking_done)
@@ -269,9 +274,8 @@ class TrackPanel(QWidget):
         self.worker = None
         self.track_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        self.state.set_busy(False)
         self._refresh()
-        self.update_lineage()
+        self.update_lineage()  # ends the busy state once the lineage is shown
 
     def _refresh(self) -> None:
         if self.labels_layer is not None:
@@ -286,7 +290,9 @@ class TrackPanel(QWidget):
         worker = thread_worker(tracks_from_labels, start_thread=False)(s.labels, parents)
         worker.returned.connect(lambda tracks: self._show_tracks(*tracks, parents))
         worker.errored.connect(lambda exc: show_error(str(exc)))
+        worker.finished.connect(lambda: self.state.set_busy(False))
         self.lineage_worker = worker
+        self.state.set_busy(True)
         worker.start()
 
     def _show_tracks(self, data: np.ndarray, graph: dict, parents: dict[int, int]) -> None:

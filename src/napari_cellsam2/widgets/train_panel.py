@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
 from napari.utils import progress
@@ -37,6 +38,7 @@ from .export_panel import layer_lineage_inputs
 from .layer_combo import LayerCombo
 from .loss_plot import LossPlot
 from .state import DockState
+from .workers import yield_cpu_to_gui
 
 LAYERS, FOLDER = "image + labels layers", "CTC folder"
 
@@ -57,10 +59,29 @@ def _lr(value: float) -> QDoubleSpinBox:
     return box
 
 
-def run_training(cfg, dataset, cancel: threading.Event):
-    """Worker body: yield every training event (the loop checks ``cancel`` between steps)."""
+def layers_dataset(cfg, images, labels, parents: dict[int, int]):
+    """Training clips from an image stack and (hand-corrected) labels, made CTC-valid first."""
+    from ..ctc.repair import make_consistent
+    from ..training.data import CTCClipDataset
+
+    fixed, lineage = make_consistent(np.array(labels), parents)  # clip frames count from 0
+    s = cfg.scratch
+    return CTCClipDataset.from_arrays(
+        images, fixed, lineage, num_frames=s.num_frames, resolution=s.resolution,
+        max_num_objects=s.max_num_objects, max_num_bkgd_objects=s.max_num_bkgd_objects,
+        augment=s.augment, seed=s.seed,
+    )  # fmt: skip
+
+
+def run_training(overrides: list[str], layers: tuple | None, cancel: threading.Event):
+    """Worker body: config, data and model are built here, off the Qt main thread; then every
+    training event is yielded (the loop checks ``cancel`` between steps)."""
+    from ..training.config import load_config
     from ..training.loop import train
 
+    yield_cpu_to_gui()
+    cfg = load_config(overrides)
+    dataset = layers_dataset(cfg, *layers) if layers is not None else None
     yield from train(cfg, cancel=cancel, dataset=dataset)
 
 
@@ -150,36 +171,24 @@ class TrainPanel(QWidget):
             items["dataset.data_dir"] = self.folder.text().strip()
         return [f"{k}={v}" for k, v in items.items()]
 
-    def _dataset(self, cfg):
-        """Clips from the image + (corrected) labels layers; None = the config's folder."""
+    def _layers(self) -> tuple | None:
+        """(images, labels, parents) of the chosen layers; None when training on a folder."""
         if self.source.currentText() == FOLDER:
             return None
-        from ..ctc.repair import make_consistent
-        from ..training.data import CTCClipDataset
-
         image, labels = self.image.layer(), self.labels.layer()
         if image is None or labels is None:
             raise ValueError("choose the image and labels layers to train on")
         data, parents, _ = layer_lineage_inputs(self.state.viewer, labels)
-        fixed, lineage = make_consistent(data, parents)  # clip frames count from 0
-        s = cfg.scratch
-        return CTCClipDataset.from_arrays(
-            image.data, fixed, lineage,
-            num_frames=s.num_frames, resolution=s.resolution, max_num_objects=s.max_num_objects,
-            max_num_bkgd_objects=s.max_num_bkgd_objects, augment=s.augment, seed=s.seed,
-        )  # fmt: skip
+        return image.data, data, parents
 
     # ---- running ----------------------------------------------------------------------------
     def start(self) -> None:
-        from ..training.config import load_config
-
         if self.state.model is None:
             show_error("load a model first (Model panel): fine-tuning starts from it")
             return
         try:
-            cfg = load_config(self.overrides())
-            dataset = self._dataset(cfg)
-        except Exception as exc:  # bad config or data: say why before anything starts
+            layers = self._layers()
+        except ValueError as exc:
             show_error(str(exc))
             return
         self.plot.clear()
@@ -187,7 +196,9 @@ class TrainPanel(QWidget):
         self.checkpoint = None
         self._times: list[float] = []
         self._progress = progress(total=0, desc="fine-tuning")
-        worker = thread_worker(run_training, start_thread=False)(cfg, dataset, self.cancel_event)
+        worker = thread_worker(run_training, start_thread=False)(
+            self.overrides(), layers, self.cancel_event
+        )
         worker.yielded.connect(self.on_event)
         worker.errored.connect(lambda exc: show_error(f"training failed: {exc}"))
         worker.finished.connect(self._finished)
