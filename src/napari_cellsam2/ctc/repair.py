@@ -7,54 +7,86 @@ the rules (missing parent, parent not ending before its daughter begins) are dro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from .lineage import Lineage, Track, label_presence
 
+Parts = dict[int, list[tuple[int, int, int]]]  # label -> its pieces as (label, first, last)
 
-def _runs(frames: list[int]) -> list[tuple[int, int]]:
-    """Consecutive runs of sorted frame indices as (begin, end) pairs."""
-    runs = [[frames[0], frames[0]]]
-    for f in frames[1:]:
-        if f == runs[-1][1] + 1:
-            runs[-1][1] = f
+
+def _runs(frames: Iterable[int]) -> list[tuple[int, int]]:
+    """Contiguous (first, last) runs of frame indices."""
+    runs: list[tuple[int, int]] = []
+    for f in sorted(frames):
+        if runs and f == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], f)
         else:
-            runs.append([f, f])
-    return [(b, e) for b, e in runs]
+            runs.append((f, f))
+    return runs
+
+
+def plan_segments(
+    presence: Mapping[int, Iterable[int]],
+    parents: Mapping[int, int] | None = None,
+    first_frame: int = 0,
+) -> tuple[Lineage, Parts]:
+    """The CTC lineage of labels present on the given 0-based frames, and each label's pieces.
+
+    A label with gaps is split: each later piece gets a fresh label (above all others) whose
+    parent is the piece before. A daughter links to the last piece of its parent that ends
+    before the daughter begins; a link that cannot satisfy that is dropped.
+    """
+    parents = {int(d): int(p) for d, p in (parents or {}).items()}
+    runs = {int(lab): r for lab, frames in presence.items() if (r := _runs(frames))}
+    next_label = max(runs, default=0) + 1
+    parts: Parts = {}
+    for label in sorted(runs):
+        pieces = []
+        for k, (a, b) in enumerate(runs[label]):
+            pieces.append((label if k == 0 else next_label, a, b))
+            next_label += k > 0
+        parts[label] = pieces
+    tracks = []
+    for label, pieces in parts.items():
+        begin = pieces[0][1]
+        before = [p for p in parts.get(parents.get(label, 0), []) if p[2] < begin]
+        parent = before[-1][0] if before else 0
+        for piece, a, b in pieces:
+            tracks.append(Track(piece, a + first_frame, b + first_frame, parent))
+            parent = piece
+    return Lineage.from_tracks(sorted(tracks)), parts
+
+
+def relabel_segments(labels: np.ndarray, parts: Parts) -> np.ndarray:
+    """``labels`` with the later pieces of split labels renamed (a copy; the input if none)."""
+    if all(len(p) == 1 for p in parts.values()):
+        return labels
+    top = max(piece for p in parts.values() for piece, _, _ in p)
+    out = labels.astype(np.uint32) if top > np.iinfo(labels.dtype).max else labels.copy()
+    for label, pieces in parts.items():
+        for piece, a, b in pieces[1:]:
+            block = out[a : b + 1]
+            block[block == label] = piece
+    return out
 
 
 def make_consistent(
-    labels: np.ndarray, parents: Mapping[int, int] | None = None, first_frame: int = 0
+    labels: np.ndarray,
+    parents: Mapping[int, int] | None = None,
+    first_frame: int = 0,
+    presence: Mapping[int, Iterable[int]] | None = None,
 ) -> tuple[np.ndarray, Lineage]:
-    """Return ``(labels, lineage)`` that pass :meth:`Lineage.validate`; copies only if needed."""
-    parents = {int(d): int(p) for d, p in (parents or {}).items()}
-    presence = label_presence(labels, first_frame)
-    next_label = max(presence, default=0) + 1
-    out = labels
-    segments: dict[int, list[Track]] = {}
-    for label, frames in sorted(presence.items()):
-        runs = _runs(frames)
-        pieces = [Track(label, *runs[0])]
-        for begin, end in runs[1:]:
-            if out is labels:
-                out = labels.copy()
-            out[begin - first_frame : end - first_frame + 1][
-                out[begin - first_frame : end - first_frame + 1] == label
-            ] = next_label
-            pieces.append(Track(next_label, begin, end, pieces[-1].label))
-            next_label += 1
-        segments[label] = pieces
-    tracks = []
-    for label, pieces in segments.items():
-        first = pieces[0]
-        parent = parents.get(label, 0)
-        candidates = [t for t in segments.get(parent, []) if t.end < first.begin]
-        link = candidates[-1].label if candidates else 0
-        tracks.append(Track(first.label, first.begin, first.end, link))
-        tracks.extend(pieces[1:])
-    return out, Lineage({t.label: t for t in sorted(tracks)})
+    """Return ``(labels, lineage)`` that pass :meth:`Lineage.validate`; copies only if needed.
+
+    ``presence`` (label -> 0-based frames), when the caller already knows it, saves a pass over
+    the labels.
+    """
+    if presence is None:
+        presence = label_presence(labels)
+    lineage, parts = plan_segments(presence, parents, first_frame)
+    return relabel_segments(labels, parts), lineage
 
 
 def export_labels(

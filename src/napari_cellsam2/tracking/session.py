@@ -31,10 +31,11 @@ import torch
 from transformers import Sam2VideoInferenceSession, Sam2VideoModel
 
 from ..ctc import Lineage, write_res
+from ..ctc.repair import plan_segments
 from ..model.device import autocast_context
 from ..model.preprocess import IntensityNorm
 from .compose import compose_frame, resolve_overlaps, split_parts
-from .export import TrackingResult, build_result, plan_segments
+from .export import TrackingResult, build_result
 from .features import FeatureCache, SharedPositions, drop_partial_memories, prune_outputs
 from .frames import FrameSource
 from .prompts import (
