@@ -126,6 +126,63 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo_main()
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .evaluation.compare import compare
+
+    compare(
+        args.base,
+        args.data,
+        args.out,
+        steps=args.steps,
+        seed=args.seed,
+        modes=args.modes,
+        seeding=("gt", "clicks") if args.clicks else ("gt",),
+        overrides=args.overrides,
+        annotate_tracks=not args.no_annotate,
+        iou_threshold=args.iou,
+        max_clicks=args.click_budget,
+        split=args.split,
+        device=args.device,
+        log=print,
+    )
+    print(f"wrote {Path(args.out) / 'compare.json'} and {Path(args.out) / 'compare.png'}")
+    return 0
+
+
+def _add_compare_parser(sub) -> None:
+    from .evaluation.compare import MODES
+
+    p = sub.add_parser(
+        "compare",
+        help="zero-shot vs LoRA vs full fine-tuning: CTC metrics, clicks, time, memory",
+    )
+    p.add_argument("--base", required=True, help="base model spec for load_model")
+    p.add_argument("--data", required=True, help="CTC dataset with train/val/test splits")
+    p.add_argument("--out", required=True, help="run folder (a rerun reuses finished modes)")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps per fine-tuning mode")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--modes",
+        type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+        default=list(MODES),
+        help=f"comma-separated subset of {','.join(MODES)} (default all)",
+    )
+    p.add_argument("--clicks", action="store_true", help="also track from one click per cell")
+    p.add_argument("--no-annotate", action="store_true", help="skip the simulated annotator")
+    p.add_argument("--iou", type=float, default=0.8, help="annotator: IoU a frame must reach")
+    p.add_argument("--click-budget", type=int, default=3, help="annotator: clicks per track")
+    p.add_argument("--split", default="test", help="split to track and score (default test)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="training overrides for both fine-tuning modes (after the options), e.g. "
+        "scratch.num_frames=4 scratch.lora_lr=1e-3",
+    )
+    p.set_defaults(handler=_cmd_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellsam2", description="SAM 2 cell tracking, fine-tuning and CTC tools."
@@ -181,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune SAM 2 (LoRA or full) on CTC ground truth")
     add_train_arguments(p).set_defaults(handler=_cmd_train)
+    _add_compare_parser(sub)
     return parser
 
 

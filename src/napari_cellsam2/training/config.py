@@ -48,6 +48,7 @@ class ScratchConfig:
     layer_decay: float = 0.9  # layer-wise lr decay of the image encoder (full fine-tune)
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     steps_per_epoch: int | None = None  # cap (None = every clip once per epoch)
+    val_steps: int | None = None  # cap on validation batches (evenly spaced clips; None = all)
     augment: bool = True
     prob_point: float = 0.5  # first prompt on a conditioning frame: click / box / mask
     prob_box: float = 0.25

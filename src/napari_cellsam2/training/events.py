@@ -1,0 +1,114 @@
+"""What a training run reports, as plain dataclasses (the GUI plots them, the CLI prints them).
+
+A run yields, in order: ``StartEvent``; per step ``StepEvent``; per epoch ``EpochEvent``,
+``ValidationEvent`` (when there is a validation set) and ``CheckpointEvent``; and exactly one
+terminal event - ``DoneEvent`` (finished or cancelled) or ``ErrorEvent`` (stopped by a failure
+during training; the last good checkpoint is kept and named). Problems found before training
+starts (bad config, missing data, nothing to resume) raise instead of yielding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "CheckpointEvent",
+    "DoneEvent",
+    "EpochEvent",
+    "ErrorEvent",
+    "Event",
+    "StartEvent",
+    "StepEvent",
+    "ValidationEvent",
+    "event_record",
+]
+
+
+@dataclass(frozen=True)
+class StartEvent:
+    """Training is about to take its first step (model, data and optimizer are ready)."""
+
+    log_dir: Path
+    start_epoch: int  # 1-based epoch the run starts in (> 1 when resuming)
+    start_step: int  # optimizer steps already done (> 0 when resuming)
+    num_epochs: int
+    steps_per_epoch: int
+    total_steps: int
+    trainable: int
+    total_params: int
+    mode: Literal["lora", "full"]
+    device: str
+    num_processes: int
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    epoch: int  # 1-based
+    step: int  # 1-based within the epoch
+    global_step: int  # 1-based over the whole run, continued on resume
+    total_steps: int
+    loss: float  # mean over processes
+    parts: dict[str, float] = field(default_factory=dict)  # focal, dice, iou, obj, total
+    lr: float = 0.0  # learning rate of the first parameter group after this step
+    seconds: float = 0.0  # wall time of this step
+
+
+@dataclass(frozen=True)
+class EpochEvent:
+    epoch: int
+    train_loss: float  # mean step loss of the epoch (steps run in this session)
+
+
+@dataclass(frozen=True)
+class ValidationEvent:
+    epoch: int
+    val_loss: float
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckpointEvent:
+    epoch: int
+    path: Path  # folder loadable with ``load_model(path)``
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    path: Path | None  # final checkpoint folder (None only if nothing was ever saved)
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """Training stopped early; ``checkpoint`` is the last good one (or None)."""
+
+    kind: Literal["nan", "oom"]
+    message: str
+    checkpoint: Path | None = None
+    epoch: int = 0
+    global_step: int = 0
+
+
+Event = (
+    StartEvent | StepEvent | EpochEvent | ValidationEvent | CheckpointEvent | DoneEvent | ErrorEvent
+)
+
+_TYPES = {
+    StartEvent: "start",
+    StepEvent: "step",
+    EpochEvent: "epoch",
+    ValidationEvent: "validation",
+    CheckpointEvent: "checkpoint",
+    DoneEvent: "done",
+    ErrorEvent: "error",
+}
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """A JSON-ready dict of an event with its ``type`` (one line of ``metrics.jsonl``)."""
+    record: dict[str, Any] = {"type": _TYPES[type(event)]}
+    for key, value in asdict(event).items():
+        record[key] = str(value) if isinstance(value, Path) else value
+    return record

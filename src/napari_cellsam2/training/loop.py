@@ -1,0 +1,699 @@
+"""The fine-tuning loop: a generator of events that the CLI, the napari dock and scripts consume.
+
+``train(cfg)`` yields :mod:`.events` while it trains SAM 2 on CTC clips; the caller decides how to
+show them (progress bar, plot, log). It can be cancelled between steps (a clean checkpoint is
+saved), resumes exactly where the last checkpoint left off, and runs data-parallel under
+``accelerate launch`` (see ``python -m napari_cellsam2.training``).
+
+Optimisation: AdamW over the parameter groups of :mod:`.params`, gradient-norm clipping at
+``scratch.grad_clip``, learning rate ``lr * f(step)`` with a linear warm-up over the first 5 % of
+the steps followed by a cosine decay to ``min_lr_ratio * lr`` at the last step. bf16 autocast on
+CUDA when ``scratch.amp``; fp32 elsewhere. Every epoch starts from RNG states derived from
+``scratch.seed`` and the epoch number (data order, augmentation, prompt sampling), so a resumed
+run sees the same data as an uninterrupted one.
+
+Resolution: SAM 2 weights do not depend on the input size, so a model whose ``image_size``
+differs from ``scratch.resolution`` is rebuilt at ``scratch.resolution`` with the same weights
+(:mod:`napari_cellsam2.model.resolution`); checkpoints record that size, so tracking with the
+fine-tuned model runs at the size it was trained at.
+
+Log directory (``launcher.experiment_log_dir``)::
+
+    config.yaml                 resolved configuration of the latest run
+    metrics.jsonl               one JSON object per event (type: start/step/epoch/validation/...)
+    checkpoints/epoch_001/      model (full) or adapter (LoRA) + train_state.pt/.json, per epoch
+    checkpoints/step_000005/    written on cancel mid-epoch (removed once a later epoch is saved)
+    checkpoints/last.json       {"checkpoint": "epoch_002", ...}: the newest, replaced atomically
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..model.device import autocast_context, resolve_device
+from ..model.resolution import with_image_size
+from .config import ScratchConfig, TrainConfig, to_dataclass
+from .data import ClipBatch, collate_clips
+from .events import (
+    CheckpointEvent,
+    DoneEvent,
+    EpochEvent,
+    ErrorEvent,
+    Event,
+    StartEvent,
+    StepEvent,
+    ValidationEvent,
+    event_record,
+)
+from .params import apply_lora, build_param_groups, count_parameters, freeze_encoder
+
+__all__ = [
+    "Objective",
+    "Trainer",
+    "TrainingError",
+    "last_checkpoint",
+    "lr_factor",
+    "train",
+]
+
+Objective = Callable[
+    [nn.Module, ClipBatch, ScratchConfig, torch.Generator | None],
+    tuple[torch.Tensor, dict[str, float]],
+]
+Cancel = Callable[[], bool] | threading.Event | None
+
+CHECKPOINTS = "checkpoints"
+LAST = "last.json"
+TRAIN_STATE = "train_state.pt"
+TRAIN_META = "train_state.json"
+METRICS = "metrics.jsonl"
+CONFIG = "config.yaml"
+WARMUP_FRACTION = 0.05
+
+
+class TrainingError(RuntimeError):
+    """A problem that stops training before it starts (nothing to resume, mismatched run...)."""
+
+
+def lr_factor(step: int, total: int, min_ratio: float, warmup: int) -> float:
+    """Multiplier of the base learning rate for optimizer step ``step`` (0-based) of ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup - 1)
+    progress = min(1.0, (step - warmup) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def last_checkpoint(log_dir: str | Path) -> Path | None:
+    """The newest checkpoint folder of a training log directory, or None."""
+    pointer = Path(log_dir) / CHECKPOINTS / LAST
+    if not pointer.is_file():
+        return None
+    folder = pointer.parent / json.loads(pointer.read_text())["checkpoint"]
+    return folder if folder.is_dir() else None
+
+
+def train(
+    cfg: DictConfig | TrainConfig,
+    *,
+    cancel: Cancel = None,
+    dataset: Dataset | None = None,
+    val_dataset: Dataset | None = None,
+    objective: Objective | None = None,
+) -> Iterator[Event]:
+    """Train with ``cfg`` and yield events; see :class:`Trainer`."""
+    return Trainer(cfg, dataset=dataset, val_dataset=val_dataset, objective=objective).run(cancel)
+
+
+def _seed(*parts: int | str) -> int:
+    """A 32-bit seed mixed from integers and short labels (stable across runs and processes)."""
+    words = [p if isinstance(p, int) else int.from_bytes(p.encode()[:8], "little") for p in parts]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+def _cancel_fn(cancel: Cancel) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    if callable(cancel):
+        return cancel
+    raise TypeError(f"cancel must be a callable or threading.Event, got {type(cancel).__name__}")
+
+
+def _check_scratch(sc: ScratchConfig) -> None:
+    positive = ("num_epochs", "num_frames", "batch_size", "max_num_objects", "resolution")
+    for name in positive:
+        if getattr(sc, name) < 1:
+            raise ValueError(f"scratch.{name} must be >= 1, got {getattr(sc, name)}")
+    for name in ("steps_per_epoch", "val_steps"):
+        if getattr(sc, name) is not None and getattr(sc, name) < 1:
+            raise ValueError(f"scratch.{name} must be >= 1 or null, got {getattr(sc, name)}")
+    if not 0.0 <= sc.min_lr_ratio <= 1.0:
+        raise ValueError(f"scratch.min_lr_ratio must be in [0, 1], got {sc.min_lr_ratio}")
+    if sc.resolution % 32:
+        raise ValueError(f"scratch.resolution must be a multiple of 32, got {sc.resolution}")
+    if sc.seed < 0:
+        raise ValueError(f"scratch.seed must be >= 0, got {sc.seed}")
+
+
+def _trainable_settings(sc: ScratchConfig) -> dict[str, Any]:
+    """The options that decide which parameters train (they must not change on resume)."""
+    if sc.use_lora:
+        return {
+            "lora_rank": sc.lora_rank,
+            "lora_alpha": sc.lora_alpha,
+            "lora_dropout": sc.lora_dropout,
+            "lora_targets": list(sc.lora_targets),
+        }
+    return {"freeze_encoder": sc.freeze_encoder}
+
+
+def _val_clips(count: int, val_steps: int | None, batch_size: int) -> list[int]:
+    """Validation clip indices: all, or ``val_steps`` batches of evenly spaced clips (the same
+    every epoch, spread over all sequences rather than the first one)."""
+    wanted = count if val_steps is None else min(count, val_steps * batch_size)
+    return sorted({int(i) for i in np.linspace(0, count - 1, wanted).round()})
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+class _ObjectiveModule(nn.Module):
+    """Routes the objective through ``forward`` so DistributedDataParallel sees a forward pass."""
+
+    def __init__(self, net: nn.Module, objective: Objective, scratch: ScratchConfig) -> None:
+        super().__init__()
+        self.net = net
+        self.objective = objective
+        self.scratch = scratch
+
+    @property
+    def sam(self) -> nn.Module:
+        """The Sam2VideoModel itself (LoRA layers are injected into it in place)."""
+        from peft import PeftModel
+
+        return self.net.base_model.model if isinstance(self.net, PeftModel) else self.net
+
+    def forward(
+        self, batch: ClipBatch, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.objective(self.sam, batch, self.scratch, generator)
+
+
+@dataclass(frozen=True)
+class _ResumePoint:
+    folder: Path
+    epoch: int  # completed epochs
+    step_in_epoch: int  # steps done in the next epoch (> 0 after a cancel mid-epoch)
+    global_step: int
+
+
+class Trainer:
+    """One training run of ``cfg``; :meth:`run` yields the events.
+
+    ``dataset``/``val_dataset`` replace the clip datasets built from ``cfg.dataset`` (the napari
+    dock trains on in-memory corrections); when ``dataset`` is given without ``val_dataset`` there
+    is no validation. ``objective`` replaces :func:`.objective.clip_loss` (for tests).
+    Nothing happens until the first event is requested; errors found before the first step
+    raise (:class:`TrainingError`, ``ValueError``, the data module's errors), failures during
+    training end the stream with an :class:`~.events.ErrorEvent`.
+    """
+
+    def __init__(
+        self,
+        cfg: DictConfig | TrainConfig,
+        *,
+        dataset: Dataset | None = None,
+        val_dataset: Dataset | None = None,
+        objective: Objective | None = None,
+    ) -> None:
+        self.cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
+        self.conf: TrainConfig = to_dataclass(self.cfg)
+        self.scratch = self.conf.scratch
+        self.log_dir = Path(self.conf.launcher.experiment_log_dir)
+        self.ckpt_dir = self.log_dir / CHECKPOINTS
+        self._train_set = dataset
+        self._val_set = val_dataset
+        self._objective = objective
+        self._wandb: Any = None
+        self._metrics: Any = None
+
+    # ------------------------------------------------------------------ public
+    def run(self, cancel: Cancel = None) -> Iterator[Event]:
+        """Train; yield StartEvent, StepEvent..., per epoch EpochEvent/ValidationEvent/
+        CheckpointEvent, and finally DoneEvent or ErrorEvent (see :mod:`.events`)."""
+        is_cancelled = _cancel_fn(cancel)
+        self._setup()
+        try:
+            yield from self._epochs(is_cancelled)
+        finally:  # also when the consumer stops iterating
+            if self._metrics is not None:
+                self._metrics.close()
+            if self._wandb is not None:
+                self._wandb.finish()
+
+    # ------------------------------------------------------------------- setup
+    def _setup(self) -> None:
+        """Everything that can fail for a bad config or bad data, before anything is written."""
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        sc = self.scratch
+        _check_scratch(sc)
+        device = resolve_device(self.conf.model.device)
+        self.accelerator = acc = Accelerator(
+            cpu=device.type == "cpu",
+            device_placement=False,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+        self.device = acc.device if acc.num_processes > 1 else device
+        self.resume = self._resume_point() if self.conf.launcher.resume else None
+        if self.resume is None and (self.ckpt_dir / LAST).exists():
+            raise TrainingError(
+                f"{self.log_dir} already holds a training run; set launcher.resume=true to "
+                "continue it or choose another launcher.experiment_log_dir"
+            )
+        if sc.use_wandb and acc.is_main_process:
+            try:
+                import wandb  # noqa: F401
+            except ImportError as err:
+                raise TrainingError(
+                    "scratch.use_wandb=true needs the wandb package (pip install wandb)"
+                ) from err
+        self._build_datasets()
+        self._build_model()
+        self._build_optimizer()
+
+    def _resume_point(self) -> _ResumePoint:
+        folder = last_checkpoint(self.log_dir)
+        if folder is None:
+            raise TrainingError(
+                f"launcher.resume=true but there is nothing to resume in {self.log_dir}: "
+                f"no {CHECKPOINTS}/{LAST} pointing at a checkpoint folder"
+            )
+        meta_path = folder / TRAIN_META
+        if not meta_path.is_file() or not (folder / TRAIN_STATE).is_file():
+            raise TrainingError(f"checkpoint {folder} has no {TRAIN_META}/{TRAIN_STATE}")
+        meta = json.loads(meta_path.read_text())
+        mode = "lora" if self.scratch.use_lora else "full"
+        if meta["mode"] != mode:
+            raise TrainingError(
+                f"cannot resume {folder}: it was trained in {meta['mode']} mode but "
+                f"scratch.use_lora={self.scratch.use_lora}"
+            )
+        if meta["base"] != self.conf.model.base:
+            raise TrainingError(
+                f"cannot resume {folder}: it was trained from model.base={meta['base']!r}, "
+                f"not {self.conf.model.base!r}"
+            )
+        now, saved = _trainable_settings(self.scratch), meta.get("trainable", {})
+        changed = {k: (old, now[k]) for k, old in saved.items() if now[k] != old}
+        if changed:
+            raise TrainingError(
+                f"cannot resume {folder}: what is trained changed since it was saved "
+                + ", ".join(f"scratch.{k}: {a} -> {b}" for k, (a, b) in changed.items())
+            )
+        if meta["epoch"] >= self.scratch.num_epochs:
+            raise TrainingError(
+                f"{folder} already completed {meta['epoch']} epoch(s) >= scratch.num_epochs="
+                f"{self.scratch.num_epochs}; raise scratch.num_epochs to train further"
+            )
+        return _ResumePoint(folder, meta["epoch"], meta["step_in_epoch"], meta["global_step"])
+
+    def _build_datasets(self) -> None:
+        """Open the train/val clip datasets; the data module raises for missing/empty data."""
+        if self._train_set is None:
+            from .data import CTCClipDataset
+
+            self._train_set = CTCClipDataset.from_config(self.conf, self.conf.dataset.train_split)
+            if self.conf.dataset.val_split and self._val_set is None:
+                self._val_set = CTCClipDataset.from_config(
+                    self.conf, self.conf.dataset.val_split, augment=False
+                )
+        sc = self.scratch
+        for what, data in (("training", self._train_set), ("validation", self._val_set)):
+            if data is None:
+                continue
+            if len(data) == 0:
+                raise ValueError(f"the {what} dataset holds no clips")
+            for name in ("resolution", "num_frames"):  # a dataset built outside the config
+                value = getattr(data, name, getattr(sc, name))
+                if value != getattr(sc, name):
+                    raise ValueError(
+                        f"the {what} dataset has {name}={value} but scratch.{name}="
+                        f"{getattr(sc, name)}; build it with the config's values"
+                    )
+
+    def _build_model(self) -> None:
+        from ..model.loading import load_model
+
+        sc = self.scratch
+        torch.manual_seed(sc.seed)  # LoRA initialisation
+        full_resume = self.resume is not None and not sc.use_lora
+        spec = str(self.resume.folder) if full_resume else self.conf.model.base
+        sam = with_image_size(load_model(spec, self.device).model, sc.resolution)
+        if sc.use_lora:
+            if self.resume is not None:
+                from peft import PeftModel
+
+                net = PeftModel.from_pretrained(sam, self.resume.folder, is_trainable=True)
+            else:
+                net = apply_lora(sam, sc)
+        else:
+            net = sam
+            if sc.freeze_encoder:
+                freeze_encoder(net)
+        self.net = net.to(self.device)
+        self.params = count_parameters(self.net)
+        objective = self._objective
+        if objective is None:
+            from .objective import clip_loss
+
+            objective = clip_loss
+        self.module = _ObjectiveModule(self.net, objective, sc)
+
+    def _build_optimizer(self) -> None:
+        sc, acc = self.scratch, self.accelerator
+        groups = build_param_groups(self.net, sc)
+        self.trainable = [p for g in groups for p in g["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=max(g["lr"] for g in groups))
+        state = None
+        if self.resume is not None:
+            state = torch.load(
+                self.resume.folder / TRAIN_STATE, map_location="cpu", weights_only=True
+            )
+            try:
+                optimizer.load_state_dict(state["optimizer"])
+            except ValueError as err:
+                raise TrainingError(
+                    f"cannot resume {self.resume.folder}: its optimizer state does not match "
+                    f"this configuration ({err}); did scratch.freeze_encoder or "
+                    "scratch.lora_targets change?"
+                ) from err
+        self._order = torch.Generator()  # data order; reseeded every epoch
+        loader = DataLoader(
+            self._train_set,
+            batch_size=sc.batch_size,
+            shuffle=True,
+            generator=self._order,
+            collate_fn=collate_clips,
+            num_workers=sc.num_workers,
+        )
+        self.module, self.optimizer, self.loader = acc.prepare(self.module, optimizer, loader)
+        batches = len(self.loader)
+        self.steps_per_epoch = min(batches, sc.steps_per_epoch or batches)
+        self.total_steps = self.steps_per_epoch * sc.num_epochs
+        warmup = int(WARMUP_FRACTION * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            partial(lr_factor, total=self.total_steps, min_ratio=sc.min_lr_ratio, warmup=warmup),
+        )
+        if state is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+            factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+            for group, base in zip(optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+                group["lr"] = base * factor
+        self.val_loader = None
+        if self._val_set is not None:
+            clips = _val_clips(len(self._val_set), sc.val_steps, sc.batch_size)
+            self.val_loader = DataLoader(
+                Subset(self._val_set, clips[acc.process_index :: acc.num_processes]),
+                batch_size=sc.batch_size,
+                collate_fn=collate_clips,
+                num_workers=sc.num_workers,
+            )
+
+    # -------------------------------------------------------------------- loop
+    def _start_logging(self) -> None:
+        """Create the log directory contents (main process only)."""
+        if not self.accelerator.is_main_process:
+            return
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(self.log_dir / CONFIG, OmegaConf.to_yaml(self.cfg))
+        self._metrics = (self.log_dir / METRICS).open("a")
+        if self.scratch.use_wandb:
+            import wandb
+
+            self._wandb = wandb
+            wandb.init(
+                project="napari-cellsam2",
+                name=self.log_dir.name,
+                dir=str(self.log_dir),
+                config=OmegaConf.to_container(self.cfg),
+                resume="allow" if self.resume else None,
+            )
+
+    def _emit(self, event: Event) -> Event:
+        if self.accelerator.is_main_process:
+            record = event_record(event)
+            self._metrics.write(json.dumps(record) + "\n")
+            self._metrics.flush()
+            if self._wandb is not None and isinstance(event, StepEvent | ValidationEvent):
+                step = event.global_step if isinstance(event, StepEvent) else self.global_step
+                values = {k: v for k, v in record.items() if isinstance(v, int | float)}
+                values.update({f"parts/{k}": v for k, v in record.get("parts", {}).items()})
+                self._wandb.log({f"{record['type']}/{k}": v for k, v in values.items()}, step=step)
+        return event
+
+    def _epochs(self, is_cancelled: Callable[[], bool]) -> Iterator[Event]:
+        sc, acc = self.scratch, self.accelerator
+        start = self.resume.epoch + 1 if self.resume else 1
+        skip = self.resume.step_in_epoch if self.resume else 0
+        self.global_step = self.resume.global_step if self.resume else 0
+        self.last_saved: Path | None = self.resume.folder if self.resume else None
+        self._start_logging()
+        yield self._emit(
+            StartEvent(
+                log_dir=self.log_dir,
+                start_epoch=start,
+                start_step=self.global_step,
+                num_epochs=sc.num_epochs,
+                steps_per_epoch=self.steps_per_epoch,
+                total_steps=self.total_steps,
+                trainable=self.params.trainable,
+                total_params=self.params.total,
+                mode="lora" if sc.use_lora else "full",
+                device=str(self.device),
+                num_processes=acc.num_processes,
+            )
+        )
+        for epoch in range(start, sc.num_epochs + 1):
+            self._seed_epoch(epoch)
+            loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
+            step, losses = skip, []
+            for batch in islice(loader, max(0, self.steps_per_epoch - skip)):
+                if is_cancelled():
+                    acc.set_trigger()  # every process stops at the same step
+                if acc.check_trigger():
+                    path = self._save_partial(epoch, step)
+                    yield self._emit(DoneEvent(path, cancelled=True))
+                    return
+                try:
+                    event = self._step(batch.to(self.device), epoch, step + 1)
+                except torch.OutOfMemoryError:
+                    yield self._emit(self._oom_event(epoch))
+                    return
+                if isinstance(event, ErrorEvent):
+                    yield self._emit(event)
+                    return
+                step += 1
+                losses.append(event.loss)
+                yield self._emit(event)
+            skip = 0
+            yield self._emit(EpochEvent(epoch, float(np.mean(losses)) if losses else math.nan))
+            if self.val_loader is not None:
+                yield self._emit(self._validate(epoch))
+            path = self._save(f"epoch_{epoch:03d}", epoch, 0)
+            yield self._emit(CheckpointEvent(epoch, path))
+        yield self._emit(DoneEvent(self.last_saved, cancelled=False))
+
+    def _seed_epoch(self, epoch: int) -> None:
+        """Deterministic per-epoch RNG: the data order is the same on every process (the loader
+        shards it); the data module seeds augmentation by (seed, epoch, clip); global RNGs
+        (dropout) differ per process."""
+        from accelerate.utils import set_seed
+
+        set_seed(_seed(self.scratch.seed, "epoch", epoch), device_specific=True)
+        self._order.manual_seed(_seed(self.scratch.seed, "order", epoch))
+        if hasattr(self._train_set, "set_epoch"):
+            self._train_set.set_epoch(epoch)
+
+    def _autocast(self):
+        return autocast_context(self.device) if self.scratch.amp else autocast_context("cpu")
+
+    def _reduce_parts(self, parts: dict[str, float]) -> dict[str, float]:
+        if not parts:
+            return {}
+        keys = sorted(parts)
+        values = torch.tensor([float(parts[k]) for k in keys], device=self.device)
+        values = self.accelerator.reduce(values, "mean")
+        return dict(zip(keys, values.tolist(), strict=True))
+
+    def _step(self, batch: ClipBatch, epoch: int, step: int) -> StepEvent | ErrorEvent:
+        acc = self.accelerator
+        start = time.perf_counter()
+        self.module.train()
+        generator = torch.Generator().manual_seed(
+            _seed(self.scratch.seed, "prompts", acc.process_index, self.global_step)
+        )
+        with self._autocast():
+            loss, parts = self.module(batch, generator)
+        mean_loss = float(acc.reduce(loss.detach().float(), "mean"))
+        if not math.isfinite(mean_loss):
+            return self._nan_event(epoch, f"loss is {mean_loss}")
+        acc.backward(loss)
+        max_norm = self.scratch.grad_clip if self.scratch.grad_clip > 0 else math.inf
+        grad_norm = float(acc.clip_grad_norm_(self.trainable, max_norm))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._nan_event(epoch, f"gradient norm is {grad_norm}")
+        lr = max(g["lr"] for g in self.optimizer.param_groups)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        return StepEvent(
+            epoch=epoch,
+            step=step,
+            global_step=self.global_step,
+            total_steps=self.total_steps,
+            loss=mean_loss,
+            parts=self._reduce_parts(parts),
+            lr=lr,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _nan_event(self, epoch: int, what: str) -> ErrorEvent:
+        kept = self.last_saved
+        return ErrorEvent(
+            kind="nan",
+            message=(
+                f"training stopped at step {self.global_step + 1}: {what}. "
+                + (f"The last good checkpoint is {kept}." if kept else "No checkpoint was saved.")
+                + " Try a lower learning rate or scratch.grad_clip, or check the data."
+            ),
+            checkpoint=kept,
+            epoch=epoch,
+            global_step=self.global_step,
+        )
+
+    def _oom_event(self, epoch: int) -> ErrorEvent:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        sc, kept = self.scratch, self.last_saved
+        return ErrorEvent(
+            kind="oom",
+            message=(
+                f"out of memory on {self.device} at step {self.global_step + 1}. Lower "
+                f"scratch.max_num_objects (now {sc.max_num_objects}) first, then "
+                f"scratch.num_frames (now {sc.num_frames}) or scratch.batch_size (now "
+                f"{sc.batch_size}). "
+                + (f"The last checkpoint is {kept}." if kept else "No checkpoint was saved.")
+            ),
+            checkpoint=kept,
+            epoch=epoch,
+            global_step=self.global_step,
+        )
+
+    @torch.no_grad()
+    def _validate(self, epoch: int) -> ValidationEvent:
+        """Mean loss over the validation clips: no augmentation, and prompts seeded by the clip
+        index, so every epoch (and any number of processes) sees the same prompts."""
+        from accelerate.utils import gather_object, set_seed
+
+        acc, sc = self.accelerator, self.scratch
+        self.module.eval()
+        sam = acc.unwrap_model(self.module).sam
+        objective = acc.unwrap_model(self.module).objective
+        set_seed(_seed(sc.seed, "validation"), device_specific=True)
+        clips = self.val_loader.dataset.indices
+        loss_sum, seen, part_sums = 0.0, 0, {}
+        for index, batch in enumerate(self.val_loader):
+            generator = torch.Generator().manual_seed(
+                _seed(sc.seed, "val", clips[index * sc.batch_size])
+            )
+            with self._autocast():
+                loss, parts = objective(sam, batch.to(self.device), sc, generator)
+            size = batch.pixel_values.shape[0]
+            loss_sum += float(loss) * size
+            seen += size
+            for key, value in parts.items():
+                part_sums[key] = part_sums.get(key, 0.0) + float(value) * size
+        # Processes may hold different numbers of clips (even none): gather plain objects.
+        total, count, sums = 0.0, 0, {}
+        for rank_loss, rank_seen, rank_parts in gather_object([(loss_sum, seen, part_sums)]):
+            total, count = total + rank_loss, count + rank_seen
+            for key, value in rank_parts.items():
+                sums[key] = sums.get(key, 0.0) + value
+        return ValidationEvent(
+            epoch=epoch,
+            val_loss=total / count,
+            parts={key: value / count for key, value in sums.items()},
+        )
+
+    # ------------------------------------------------------------- checkpoints
+    def _save_partial(self, epoch: int, step_in_epoch: int) -> Path | None:
+        """Checkpoint on cancel, unless nothing changed since the last one."""
+        if self.last_saved is not None and step_in_epoch == 0:
+            return self.last_saved
+        name = f"step_{self.global_step:06d}"
+        return self._save(name, epoch - 1, step_in_epoch)
+
+    def _save(self, name: str, epochs_done: int, step_in_epoch: int) -> Path:
+        """Write ``checkpoints/name`` atomically and point ``last.json`` at it."""
+        acc = self.accelerator
+        folder = self.ckpt_dir / name
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            self._write_checkpoint(folder, epochs_done, step_in_epoch)
+        acc.wait_for_everyone()
+        self.last_saved = folder
+        return folder
+
+    def _write_checkpoint(self, folder: Path, epochs_done: int, step_in_epoch: int) -> None:
+        from ..model.checkpoint import save_adapter_checkpoint, save_model_checkpoint
+
+        acc, sc = self.accelerator, self.scratch
+        net = acc.unwrap_model(self.module).net
+        meta = {
+            "epoch": epochs_done,
+            "step_in_epoch": step_in_epoch,
+            "global_step": self.global_step,
+            "mode": "lora" if sc.use_lora else "full",
+            "base": self.conf.model.base,
+            "resolution": sc.resolution,
+            "trainable": _trainable_settings(sc),
+            "num_processes": acc.num_processes,
+            "seed": sc.seed,
+        }
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=self.ckpt_dir))
+        try:
+            target = tmp / "ckpt"
+            if sc.use_lora:
+                save_adapter_checkpoint(net, target, self.conf.model.base, {"training": meta})
+            else:
+                save_model_checkpoint(net, target, {"training": meta}, self.conf.model.base)
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                },
+                target / TRAIN_STATE,
+            )
+            (target / TRAIN_META).write_text(json.dumps(meta, indent=2))
+            old = None
+            if folder.exists():
+                old = tmp / "old"
+                os.replace(folder, old)
+            os.replace(target, folder)
+            pointer = {"checkpoint": folder.name, **meta}
+            _atomic_write_text(self.ckpt_dir / LAST, json.dumps(pointer, indent=2))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if folder.name.startswith("epoch_"):
+            for stale in self.ckpt_dir.glob("step_*"):
+                shutil.rmtree(stale, ignore_errors=True)

@@ -1,0 +1,363 @@
+"""The training loop's Python API: events, checkpoints, cancel, resume, failures, parameter modes.
+
+A tiny random SAM 2 and in-memory mother-machine clips keep every run to a few CPU seconds.
+Where the test is about the loop rather than SAM 2's loss, a cheap stand-in objective (a
+per-pixel foreground loss on the image features) replaces ``clip_loss``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from napari_cellsam2.ctc import Lineage
+from napari_cellsam2.datasets import mother_machine
+from napari_cellsam2.model.loading import load_model
+from napari_cellsam2.model.tiny import build_random_model, hiera_tiny_config, tiny_config
+from napari_cellsam2.training.config import ScratchConfig, load_config
+from napari_cellsam2.training.data import CTCClipDataset
+from napari_cellsam2.training.events import (
+    CheckpointEvent,
+    DoneEvent,
+    EpochEvent,
+    ErrorEvent,
+    StartEvent,
+    StepEvent,
+    ValidationEvent,
+)
+from napari_cellsam2.training.loop import TrainingError, last_checkpoint, lr_factor, train
+from napari_cellsam2.training.params import (
+    apply_lora,
+    build_param_groups,
+    count_parameters,
+    freeze_encoder,
+)
+
+RES = 128  # below the tiny model's 256: also exercises the resolution rebuild
+
+
+def clips(num_frames: int = 2, augment: bool = True, seed: int = 0) -> CTCClipDataset:
+    """Clips of a 5-frame, 96x24 synthetic mother machine with two divisions."""
+    seq = mother_machine(frames=5, height=96, width=24, seed=seed, doubling_frames=3)
+    lineage = Lineage.from_labels(seq.labels, seq.parents)
+    return CTCClipDataset.from_arrays(
+        seq.images,
+        seq.labels,
+        lineage,
+        num_frames=num_frames,
+        resolution=RES,
+        max_num_objects=2,
+        max_num_bkgd_objects=1,
+        augment=augment,
+        seed=0,
+    )
+
+
+def config(log_dir: Path, *overrides: str):
+    return load_config(
+        [
+            f"launcher.experiment_log_dir={log_dir}",
+            "model.base=tiny",
+            "model.device=cpu",
+            f"scratch.resolution={RES}",
+            "scratch.num_frames=2",
+            "scratch.num_epochs=2",
+            "scratch.steps_per_epoch=2",
+            "scratch.num_correction_clicks=0",
+            *overrides,
+        ]
+    )
+
+
+def feature_loss(model, batch, scratch, generator):
+    """Stand-in objective: foreground of each frame from the lowest-resolution features."""
+    pixels = batch.pixel_values.flatten(0, 1)
+    features = model.get_image_features(pixels).fpn_hidden_states[-1]  # (HW, B*T, C)
+    size = pixels.shape[-1] // 16
+    fg = F.adaptive_avg_pool2d(batch.targets.amax(2).flatten(0, 1)[:, None], size)
+    loss = F.binary_cross_entropy_with_logits(features.mean(-1), fg.flatten(1).T)
+    return loss, {"bce": loss.item(), "total": loss.item()}
+
+
+def run(cfg, **kwargs) -> list:
+    return list(train(cfg, **kwargs))
+
+
+def of(events, kind) -> list:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def metrics(log_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---- full runs ------------------------------------------------------------------------------
+def test_lora_run_trains_adapters_only_and_checkpoints_load(tmp_path):
+    """Real objective: events in order, base weights untouched, adapters learned, checkpoint
+    loads as a model whose adapted layers differ from the base and the rest match it."""
+    log = tmp_path / "run"
+    events = run(
+        config(log, "scratch.num_epochs=1"), dataset=clips(), val_dataset=clips(augment=False)
+    )
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == [
+        "StartEvent", "StepEvent", "StepEvent", "EpochEvent", "ValidationEvent",
+        "CheckpointEvent", "DoneEvent",
+    ]  # fmt: skip
+    start = events[0]
+    assert start.mode == "lora" and 0 < start.trainable < start.total_params
+    steps = of(events, StepEvent)
+    assert [s.global_step for s in steps] == [1, 2]
+    assert all(
+        math.isfinite(s.loss) and {"focal", "dice", "iou", "obj"} <= set(s.parts) for s in steps
+    )
+    assert steps[0].lr > steps[1].lr  # cosine decay towards min_lr_ratio
+    assert math.isfinite(of(events, ValidationEvent)[0].val_loss)
+    done = events[-1]
+    assert done == DoneEvent(log / "checkpoints" / "epoch_001", cancelled=False)
+    assert last_checkpoint(log) == done.path
+
+    base = build_random_model(tiny_config()).state_dict()
+    loaded = load_model(done.path, "cpu")
+    assert loaded.image_size == RES
+    state = loaded.model.state_dict()
+    qkv = "vision_encoder.backbone.blocks.0.attn.qkv.weight"
+    assert not torch.equal(state[qkv], base[qkv])  # adapter merged/applied
+    for frozen in (
+        "vision_encoder.backbone.blocks.0.mlp.proj_in.weight",
+        "mask_decoder.iou_prediction_head.proj_out.weight",
+        "memory_encoder.projection.weight",
+    ):
+        torch.testing.assert_close(state[frozen], base[frozen], rtol=0, atol=0)
+    records = metrics(log)
+    assert [r["type"] for r in records][:2] == ["start", "step"]
+    assert (log / "config.yaml").is_file()
+
+
+def test_full_mode_single_frame_batch_two_freeze_encoder(tmp_path):
+    """num_frames=1 (segmentation) with batch_size=2 in full mode; the frozen encoder keeps its
+    weights, the decoder changes, and the checkpoint round-trips exactly."""
+    log = tmp_path / "run"
+    cfg = config(
+        log,
+        "scratch.use_lora=false",
+        "scratch.freeze_encoder=true",
+        "scratch.num_frames=1",
+        "scratch.batch_size=2",
+        "scratch.num_epochs=1",
+        "scratch.steps_per_epoch=1",
+        "scratch.base_lr=1e-3",
+    )
+    events = run(cfg, dataset=clips(num_frames=1))
+    assert of(events, ValidationEvent) == []  # a given dataset without val_dataset: no validation
+    assert events[0].mode == "full"
+    done = events[-1]
+    assert isinstance(done, DoneEvent) and not done.cancelled
+    base = build_random_model(tiny_config()).state_dict()
+    state = load_model(done.path, "cpu").model.state_dict()
+    enc = [k for k in base if k.startswith("vision_encoder.")]
+    assert enc and all(torch.equal(state[k], base[k]) for k in enc)
+    dec = "mask_decoder.transformer.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(state[dec], base[dec])
+
+
+def test_cancel_saves_loadable_checkpoint_and_resume_continues_mid_epoch(tmp_path):
+    log = tmp_path / "run"
+    stop = threading.Event()
+    events = []
+    for event in train(config(log), dataset=clips(), objective=feature_loss, cancel=stop):
+        events.append(event)
+        if isinstance(event, StepEvent):
+            stop.set()  # cancel after the first step
+    assert [type(e) for e in events] == [StartEvent, StepEvent, DoneEvent]
+    done = events[-1]
+    assert done.cancelled and done.path == log / "checkpoints" / "step_000001"
+    assert last_checkpoint(log) == done.path
+    assert load_model(done.path, "cpu").image_size == RES
+
+    resumed = run(config(log, "launcher.resume=true"), dataset=clips(), objective=feature_loss)
+    steps = of(resumed, StepEvent)
+    assert (resumed[0].start_epoch, resumed[0].start_step) == (1, 1)
+    assert [(s.epoch, s.step, s.global_step) for s in steps] == [(1, 2, 2), (2, 1, 3), (2, 2, 4)]
+    assert not (log / "checkpoints" / "step_000001").exists()  # superseded by epoch_001
+    assert resumed[-1] == DoneEvent(log / "checkpoints" / "epoch_002", cancelled=False)
+
+
+def test_cancel_callable_before_first_step(tmp_path):
+    events = run(config(tmp_path), dataset=clips(), objective=feature_loss, cancel=lambda: True)
+    assert [type(e) for e in events] == [StartEvent, DoneEvent]
+    assert events[-1].cancelled and load_model(events[-1].path, "cpu").image_size == RES
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    calls = []
+
+    def nan_at_third(model, batch, scratch, generator):
+        loss, parts = feature_loss(model, batch, scratch, generator)
+        calls.append(1)
+        return (loss * math.nan if len(calls) == 3 else loss), parts
+
+    events = run(config(tmp_path), dataset=clips(), objective=nan_at_third)
+    error = events[-1]
+    good = tmp_path / "checkpoints" / "epoch_001"
+    assert isinstance(error, ErrorEvent) and error.kind == "nan"
+    assert error.checkpoint == good and str(good) in error.message
+    assert len(of(events, StepEvent)) == 2 and of(events, DoneEvent) == []
+    assert last_checkpoint(tmp_path) == good
+    assert not (tmp_path / "checkpoints" / "epoch_002").exists()
+    assert metrics(tmp_path)[-1]["type"] == "error"
+    # the kept checkpoint: weights (safetensors), optimizer/scheduler state (weights_only), meta
+    state = torch.load(good / "train_state.pt", weights_only=True)
+    assert set(state) == {"optimizer", "scheduler"} and state["scheduler"]["last_epoch"] == 2
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {2}
+    meta = json.loads((good / "train_state.json").read_text())
+    assert (meta["epoch"], meta["step_in_epoch"], meta["global_step"]) == (1, 0, 2)
+    assert json.loads((tmp_path / "checkpoints" / "last.json").read_text())["checkpoint"] == (
+        "epoch_001"
+    )
+    (weights,) = good.glob("*.safetensors")
+    assert all(torch.isfinite(t).all() for t in load_file(weights).values())
+    losses = [s.loss for s in of(events, StepEvent)]
+    assert of(events, EpochEvent)[0].train_loss == pytest.approx(sum(losses) / 2)
+
+
+def test_out_of_memory_suggests_smaller_clips(tmp_path):
+    def oom(model, batch, scratch, generator):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    events = run(config(tmp_path, "scratch.max_num_objects=7"), dataset=clips(), objective=oom)
+    error = events[-1]
+    assert isinstance(error, ErrorEvent) and error.kind == "oom" and error.checkpoint is None
+    assert "scratch.max_num_objects (now 7)" in error.message
+    assert error.message.index("max_num_objects") < error.message.index("scratch.num_frames")
+
+
+def test_stop_at_epoch_end_and_resume_equals_uninterrupted_run(tmp_path):
+    """Per-epoch seeding + restored optimizer moments and schedule: 1 + 1 epochs == 2 epochs."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    straight = run(config(a), dataset=clips(), objective=feature_loss)
+    stop = threading.Event()
+    first = []
+    for event in train(config(b), dataset=clips(), objective=feature_loss, cancel=stop):
+        first.append(event)
+        stop.set() if isinstance(event, CheckpointEvent) else None
+    assert first[-1] == DoneEvent(b / "checkpoints" / "epoch_001", cancelled=True)
+    resumed = run(config(b, "launcher.resume=true"), dataset=clips(), objective=feature_loss)
+    assert [s.global_step for s in of(resumed, StepEvent)] == [3, 4]
+    assert [s.lr for s in of(resumed, StepEvent)] == [s.lr for s in of(straight, StepEvent)][2:]
+    (wa,) = (a / "checkpoints" / "epoch_002").glob("*.safetensors")
+    (wb,) = (b / "checkpoints" / "epoch_002").glob("*.safetensors")
+    ta, tb = load_file(wa), load_file(wb)
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        torch.testing.assert_close(tb[key], ta[key], rtol=1e-5, atol=1e-7)
+    state = torch.load(b / "checkpoints" / "epoch_002" / "train_state.pt", weights_only=True)
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {4}
+
+
+# ---- errors before training -----------------------------------------------------------------
+def test_resume_without_checkpoint_is_a_clear_error_and_writes_nothing(tmp_path):
+    log = tmp_path / "empty"
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        next(train(config(log, "launcher.resume=true"), dataset=clips()))
+    assert not log.exists()
+
+
+def test_missing_data_fails_before_the_log_dir_is_created(tmp_path):
+    log = tmp_path / "run"
+    cfg = config(log, f"dataset.data_dir={tmp_path / 'nowhere'}")
+    with pytest.raises(ValueError, match="nowhere"):
+        next(train(cfg))
+    assert not log.exists()
+
+
+def test_existing_run_needs_resume_and_wandb_needs_its_package(tmp_path, monkeypatch):
+    run(config(tmp_path, "scratch.num_epochs=1"), dataset=clips(), objective=feature_loss)
+    with pytest.raises(TrainingError, match=r"launcher\.resume=true"):
+        next(train(config(tmp_path), dataset=clips()))
+    with pytest.raises(TrainingError, match="already completed 1 epoch"):
+        next(
+            train(config(tmp_path, "launcher.resume=true", "scratch.num_epochs=1"), dataset=clips())
+        )
+    resume = config(tmp_path, "launcher.resume=true", "scratch.lora_rank=4")
+    with pytest.raises(TrainingError, match=r"scratch\.lora_rank: 8 -> 4"):
+        next(train(resume, dataset=clips()))
+    with pytest.raises(TrainingError, match=r"trained in lora mode"):
+        next(
+            train(
+                config(tmp_path, "launcher.resume=true", "scratch.use_lora=false"), dataset=clips()
+            )
+        )
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    with pytest.raises(TrainingError, match="pip install wandb"):
+        next(train(config(tmp_path / "w", "scratch.use_wandb=true"), dataset=clips()))
+
+
+# ---- parameters and schedule ----------------------------------------------------------------
+def test_lora_on_real_hiera_tiny_architecture():
+    model = build_random_model(hiera_tiny_config(256))
+    peft_model = apply_lora(model, ScratchConfig())
+    count = count_parameters(peft_model)
+    assert str(count) == "trainable 433,408 / 39,395,906 (1.10%)"
+    names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert all("lora_" in n for n in names)
+    for part in (
+        "vision_encoder.backbone.blocks.11.attn.qkv",
+        "mask_decoder.transformer",
+        "memory_attention.layers.0.cross_attn_image",
+        "memory_attention.layers.0.self_attn",
+    ):
+        assert any(part in n for n in names), part
+    groups = build_param_groups(peft_model, ScratchConfig(lora_lr=2e-3))
+    assert {g["lr"] for g in groups} == {2e-3}
+    with pytest.raises(ValueError, match=r"scratch\.lora_targets=\['nowhere'\]"):
+        apply_lora(build_random_model(tiny_config()), ScratchConfig(lora_targets=["nowhere"]))
+
+
+def test_full_mode_groups_layer_decay_and_no_decay_set():
+    model = build_random_model(tiny_config())
+    scratch = ScratchConfig(use_lora=False, vision_lr=1e-4, base_lr=1e-3, layer_decay=0.5)
+    groups = build_param_groups(model, scratch)
+    names = {n: p for n, p in model.named_parameters()}
+    group_of = {id(p): g for g in groups for p in g["params"]}
+    lr = {n: group_of[id(p)]["lr"] for n, p in names.items()}
+    wd = {n: group_of[id(p)]["weight_decay"] for n, p in names.items()}
+    blocks = [lr[f"vision_encoder.backbone.blocks.{i}.attn.qkv.weight"] for i in range(5)]
+    assert blocks == pytest.approx([1e-4 * 0.5**k for k in (4, 3, 2, 1, 0)])  # deeper -> higher
+    assert lr["vision_encoder.backbone.pos_embed"] == pytest.approx(1e-4 * 0.5**5)
+    assert lr["vision_encoder.neck.convs.0.weight"] == 1e-4
+    assert lr["mask_decoder.transformer.layers.0.self_attn.q_proj.weight"] == 1e-3
+    for no_decay in (
+        "vision_encoder.backbone.pos_embed",
+        "vision_encoder.backbone.blocks.0.layer_norm1.weight",
+        "mask_decoder.transformer.layers.0.self_attn.q_proj.bias",
+        "mask_decoder.iou_token.weight",
+        "memory_temporal_positional_encoding",
+        "no_memory_embedding",
+        "prompt_encoder.point_embed.weight",
+    ):
+        assert wd[no_decay] == 0.0, no_decay
+    assert wd["mask_decoder.transformer.layers.0.self_attn.q_proj.weight"] == scratch.weight_decay
+    assert wd["vision_encoder.backbone.patch_embed.projection.weight"] == scratch.weight_decay
+
+    assert freeze_encoder(model) > 0
+    frozen = build_param_groups(model, scratch)
+    assert not any(g["name"].startswith("encoder") for g in frozen)
+
+
+def test_lr_schedule_warmup_then_cosine_to_min():
+    assert lr_factor(0, 100, 0.1, warmup=5) == pytest.approx(0.2)
+    assert lr_factor(4, 100, 0.1, warmup=5) == pytest.approx(1.0)
+    assert lr_factor(5, 100, 0.1, warmup=5) == pytest.approx(1.0)
+    assert lr_factor(99, 100, 0.1, warmup=5) == pytest.approx(0.1)
+    values = [lr_factor(k, 100, 0.1, warmup=5) for k in range(5, 100)]
+    assert all(a >= b for a, b in itertools.pairwise(values))
