@@ -31,6 +31,17 @@ def wait(predicate, timeout: float = 600.0) -> None:
             raise TimeoutError("the demo did not finish in time")
 
 
+def close_toasts() -> None:
+    """Dismiss napari's notification pop-ups so they do not cover the picture."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for widget in QApplication.topLevelWidgets() + QApplication.allWidgets():
+        if isinstance(widget, NapariQtNotification):
+            widget.close()
+    for _ in range(20):
+        QApplication.processEvents()
+
+
 def main() -> None:
     viewer = napari.Viewer(title="CellSAM2")
     viewer.window._qt_window.resize(1500, 950)
@@ -52,8 +63,7 @@ def main() -> None:
     viewer.layers["cellsam2 clicks"].visible = False
     viewer.dims.set_current_step(0, 25)
     widget.tabs.setCurrentIndex(1)
-    for _ in range(20):
-        QApplication.processEvents()
+    close_toasts()
     OUT.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(OUT / "tracking.png"), canvas_only=False)
 
@@ -68,8 +78,7 @@ def main() -> None:
     train.start()
     wait(lambda: not state.busy)
     train.plot.redraw()
-    for _ in range(20):
-        QApplication.processEvents()
+    close_toasts()
     viewer.screenshot(str(OUT / "finetune.png"), canvas_only=False)
     viewer.close()
 

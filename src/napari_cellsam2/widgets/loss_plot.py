@@ -21,7 +21,7 @@ class LossPlot(QWidget):
         super().__init__(parent)
         self.figure = Figure(figsize=(4, 2.4), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(180)
+        self.canvas.setMinimumSize(220, 180)  # the figure's inch size must not widen the dock
         self.axes = self.figure.add_subplot(1, 1, 1)
         self.train_steps: list[int] = []
         self.train_losses: list[float] = []
