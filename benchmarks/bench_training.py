@@ -138,7 +138,16 @@ def main() -> None:
     parser.add_argument("--specs", default=",".join(SPECS))
     parser.add_argument("--one", nargs=2, metavar=("SPEC", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="torch CPU threads (0 = torch's default); on a shared CPU use fewer than the cores: "
+        "oversubscribed OpenMP threads make every small op wait for a descheduled thread",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.one:
         print(json.dumps(one(*args.one, args)))
         return
@@ -148,6 +157,7 @@ def main() -> None:
         for mode in MODES:
             flags = [f"--{k}={getattr(args, k)}" for k in ("device", "steps", "warmup")]
             flags += [f"--resolution={args.resolution}", f"--frames={args.frames}"]
+            flags += [f"--threads={args.threads}"]
             done = subprocess.run(
                 [sys.executable, __file__, "--one", spec, mode, *flags],
                 capture_output=True,
@@ -175,7 +185,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "machine": machine(args.device),
-        "settings": {k: getattr(args, k) for k in ("resolution", "frames", "steps", "warmup")},
+        "settings": {
+            k: getattr(args, k) for k in ("resolution", "frames", "steps", "warmup", "threads")
+        },
         "rows": rows,
     }
     tmp = args.out.with_name(f".{args.out.name}.tmp")
