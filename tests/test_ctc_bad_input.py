@@ -150,3 +150,23 @@ def test_cli_info_fails_nonzero_naming_the_file(ctc_sequence, capsys):
     assert main(["info", str(ctc_sequence)]) == 2
     err = capsys.readouterr().err
     assert str(frame) in err and "corrupt or truncated TIFF" in err
+
+
+def test_writer_never_replaces_a_folder_of_another_kind(ctc_sequence, division_labels):
+    """A mistyped output path (here the image folder) is refused, not deleted."""
+    before = sorted(p.name for p in ctc_sequence.iterdir())
+    lin = Lineage.from_labels(division_labels, {2: 1, 3: 1})
+    with pytest.raises(CTCFormatError, match="refusing to replace it"):
+        write_res(ctc_sequence, division_labels, lin)
+    assert sorted(p.name for p in ctc_sequence.iterdir()) == before
+    write_res(ctc_sequence.parent / "01_RES", division_labels, lin)
+    write_res(ctc_sequence.parent / "01_RES", division_labels, lin)  # an earlier result: replaced
+
+
+def test_written_folders_get_normal_permissions(tmp_path, division_labels):
+    import os
+
+    out = write_res(tmp_path / "01_RES", division_labels, Lineage.from_labels(division_labels))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask

@@ -8,9 +8,10 @@ replaced only by a complete one.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,14 +27,41 @@ def frame_digits(first_frame: int, count: int) -> int:
     return 4 if first_frame + count - 1 >= 1000 else 3
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
-def atomic_folder(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder that replaces ``target`` only if the block succeeds."""
+def atomic_folder(
+    target: str | Path, replaceable: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
+    """Yield a temporary folder that replaces ``target`` only if the block succeeds.
+
+    An existing ``target`` is replaced only when every entry in it satisfies ``replaceable``
+    (e.g. an earlier result of the same kind), so a mistyped output path can never delete a
+    sequence or hand-made ground truth. The new folder gets the usual permissions (umask).
+    """
     target = Path(target)
+    if target.exists():
+        foreign = (
+            [p.name for p in target.iterdir() if replaceable is None or not replaceable(p)]
+            if target.is_dir()
+            else []
+        )
+        if not target.is_dir() or foreign:
+            raise CTCFormatError(
+                target,
+                f"exists and holds other files ({', '.join(sorted(foreign)[:3]) or 'a file'}); "
+                "refusing to replace it: choose a new folder or an earlier output of this kind",
+            )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
+        for folder in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+            folder.chmod(0o777 & ~_umask())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -51,6 +79,12 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _frames_of(prefix: str, *extra: str) -> Callable[[Path], bool]:
+    """Entries an earlier output of one kind may hold: its frames and the named extras."""
+    pattern = re.compile(rf"^{prefix}\d{{3,4}}\.tiff?$")
+    return lambda p: bool(pattern.match(p.name)) or p.name in extra
 
 
 def as_label_stack(labels, source: str | Path = "<labels>") -> np.ndarray:
@@ -80,7 +114,7 @@ def write_images(folder: str | Path, images, first_frame: int = 0) -> Path:
     if arr.ndim < 3:
         raise CTCFormatError(folder, f"images must be (T,Y,X[,C]), got shape {arr.shape}")
     digits = frame_digits(first_frame, len(arr))
-    with atomic_folder(folder) as tmp:
+    with atomic_folder(folder, _frames_of("t")) as tmp:
         _write_frames(tmp, "t", arr, range(first_frame, first_frame + len(arr)), digits)
     return Path(folder)
 
@@ -89,7 +123,7 @@ def _tracked(folder, labels, lineage, first_frame, prefix, txt) -> Path:
     arr = as_label_stack(labels, folder)
     lineage.validate(arr, source=Path(folder) / txt, first_frame=first_frame)
     digits = frame_digits(first_frame, len(arr))
-    with atomic_folder(folder) as tmp:
+    with atomic_folder(folder, _frames_of(prefix, txt)) as tmp:
         _write_frames(tmp, prefix, arr, range(first_frame, first_frame + len(arr)), digits)
         lineage.write(tmp / txt)
     return Path(folder)
@@ -124,7 +158,7 @@ def write_gt(
     if bad:
         raise CTCFormatError(gt_folder / "SEG", f"SEG frame {bad[0]} outside the sequence")
     digits = frame_digits(first_frame, len(arr))
-    with atomic_folder(gt_folder) as tmp:
+    with atomic_folder(gt_folder, lambda p: p.is_dir() and p.name in ("TRA", "SEG")) as tmp:
         _write_frames(
             tmp / "TRA", "man_track", arr, range(first_frame, first_frame + len(arr)), digits
         )

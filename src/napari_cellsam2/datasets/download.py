@@ -150,7 +150,7 @@ def layout_splits(extracted: Path, out: Path) -> Path:
         split = next((p for p in seq.relative_to(extracted).parts if p in SPLITS), None)
         by_split.setdefault(split, []).append(seq)
     splits = _split_sequences(sequences) if None in by_split else by_split
-    with atomic_folder(out) as tmp:
+    with atomic_folder(out, lambda p: p.name in SPLITS) as tmp:
         for split, seqs in splits.items():
             for i, seq in enumerate(seqs, start=1):
                 dest = tmp / str(split) / "CTC" / f"{i:02d}"

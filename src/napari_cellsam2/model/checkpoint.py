@@ -10,16 +10,14 @@ half-written checkpoint under the final name.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from torch import nn
+
+from ..ctc.writer import atomic_folder
 
 __all__ = [
     "CELLSAM2_JSON",
@@ -69,26 +67,14 @@ def _info(
     return info
 
 
-@contextmanager
-def _atomic_folder(folder: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder next to ``folder``; on success it replaces ``folder``."""
+def _atomic_folder(folder: str | Path):
+    """The CTC writer's atomic folder; it replaces only an earlier checkpoint (a folder that
+    holds ``cellsam2.json``), never an unrelated folder."""
     final = Path(folder).expanduser().resolve()
     if final.exists() and not final.is_dir():
         raise FileExistsError(f"checkpoint destination {final} exists and is not a folder")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        yield tmp
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    earlier = (final / CELLSAM2_JSON).is_file()
+    return atomic_folder(final, lambda _entry: earlier)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
