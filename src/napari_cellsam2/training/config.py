@@ -6,9 +6,10 @@ Section and option names mirror the CellSAM2 seed (``train_ctc.py``): ``launcher
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -95,9 +96,15 @@ def _fail(problem: str) -> ConfigError:
 
 
 def load_config(
-    overrides: Sequence[str] = (), yaml_file: str | Path | None = None, *, require_log_dir=True
+    overrides: Sequence[str] = (),
+    yaml_file: str | Path | None = None,
+    *,
+    values: Mapping[str, Any] | None = None,
+    require_log_dir: bool = True,
 ) -> DictConfig:
-    """Defaults ← YAML file ← ``key=value`` overrides, type-checked against :class:`TrainConfig`."""
+    """Defaults ← YAML file ← ``key=value`` overrides ← ``values`` (dotted key → Python value,
+    never parsed as text: paths with spaces, ``#`` or ``:`` stay as they are), type-checked against
+    :class:`TrainConfig`."""
     cfg = OmegaConf.structured(TrainConfig)
     try:
         if yaml_file is not None:
@@ -109,6 +116,10 @@ def load_config(
             if "=" not in item:
                 raise _fail(f"override {item!r} is not of the form key=value")
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+        for key, value in (values or {}).items():
+            if key not in valid_keys():
+                raise _fail(f"unknown config key {key!r}")
+            OmegaConf.update(cfg, key, value, merge=False)
         if require_log_dir and OmegaConf.is_missing(cfg.launcher, "experiment_log_dir"):
             raise _fail("launcher.experiment_log_dir is required")
         OmegaConf.resolve(cfg)

@@ -73,14 +73,14 @@ def layers_dataset(cfg, images, labels, parents: dict[int, int]):
     )  # fmt: skip
 
 
-def run_training(overrides: list[str], layers: tuple | None, cancel: threading.Event):
+def run_training(values: dict[str, object], layers: tuple | None, cancel: threading.Event):
     """Worker body: config, data and model are built here, off the Qt main thread; then every
     training event is yielded (the loop checks ``cancel`` between steps)."""
     from ..training.config import load_config
     from ..training.loop import train
 
     yield_cpu_to_gui()
-    cfg = load_config(overrides)
+    cfg = load_config(values=values)
     dataset = layers_dataset(cfg, *layers) if layers is not None else None
     yield from train(cfg, cancel=cancel, dataset=dataset)
 
@@ -147,8 +147,8 @@ class TrainPanel(QWidget):
         form.addRow(self.plot)
 
     # ---- configuration ---------------------------------------------------------------------
-    def overrides(self) -> list[str]:
-        """The panel as ``key=value`` overrides of the shared training config."""
+    def overrides(self) -> dict[str, object]:
+        """The panel as values of the shared training config (dotted keys)."""
         run = Path(self.log_dir.text()) / time.strftime("run-%Y%m%d-%H%M%S")
         model = self.state.model
         items = {
@@ -169,7 +169,7 @@ class TrainPanel(QWidget):
             items["scratch.steps_per_epoch"] = self.steps.value()
         if self.source.currentText() == FOLDER:
             items["dataset.data_dir"] = self.folder.text().strip()
-        return [f"{k}={v}" for k, v in items.items()]
+        return items
 
     def _layers(self) -> tuple | None:
         """(images, labels, parents) of the chosen layers; None when training on a folder."""
