@@ -9,7 +9,7 @@ import pytest
 
 from napari_cellsam2._reader import read_ctc
 from napari_cellsam2._writer import write_labels, write_labels_tracks
-from napari_cellsam2.ctc import CTCFormatError, open_path, read_res
+from napari_cellsam2.ctc import CTCFormatError, Lineage, open_path, read_res
 from napari_cellsam2.ctc.napari_layers import META_KEY, PARENTS_KEY, tracks_from_labels
 
 PARENTS = {2: 1, 3: 1}
@@ -83,10 +83,15 @@ def test_float_labels_give_clear_error_and_no_folder(tmp_path: Path, division_la
     assert leftovers(tmp_path) == []
 
 
-def test_impossible_link_is_refused_before_writing(tmp_path: Path, division_labels):
-    with pytest.raises(CTCFormatError, match=r"res_track\.txt: parent 4 ends at frame 5"):
-        write_labels(str(tmp_path / "01_RES"), division_labels, labels_meta({2: 4}))
-    assert leftovers(tmp_path) == []
+def test_impossible_link_is_dropped_and_gaps_are_split(tmp_path: Path, division_labels):
+    """The napari writer repairs hand-edited layers exactly as the dock's export does."""
+    write_labels(str(tmp_path / "a_RES"), division_labels, labels_meta({2: 4}))  # 4 spans all
+    assert Lineage.read(tmp_path / "a_RES" / "res_track.txt")[2].parent == 0
+    painted = division_labels.copy()
+    painted[2][painted[2] == 4] = 0  # cell 4 erased on one frame
+    write_labels(str(tmp_path / "b_RES"), painted, labels_meta({}))
+    lineage = Lineage.read(tmp_path / "b_RES" / "res_track.txt")
+    assert lineage[4].end == 1 and [t.parent for t in lineage if t.label > 4] == [4]
 
 
 def test_single_frame_labels_are_refused(tmp_path: Path, division_labels):

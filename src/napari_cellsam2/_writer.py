@@ -3,7 +3,8 @@
 Parent links come from, in order: a tracks layer's ``graph`` (multi-layer writer), the labels
 layer's ``metadata["cellsam2_parents"]`` (set by our reader, sample and tracker), or none. The CTC
 first frame comes from ``metadata["cellsam2"]["first_frame"]`` (0 if absent). Writing goes
-through :func:`write_res`: validated first, atomic, so a bad layer leaves no folder behind.
+through :func:`make_consistent` (gaps split, impossible links dropped, as the dock export does)
+and :func:`write_res`: validated first, atomic, so a bad layer leaves no folder behind.
 """
 
 from __future__ import annotations
@@ -12,22 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .ctc import Lineage, label_presence, write_res
+from .ctc import write_res
 from .ctc.napari_layers import META_KEY, PARENTS_KEY, parents_from_graph
+from .ctc.repair import make_consistent
 from .ctc.writer import as_label_stack
 
 FullLayerData = tuple[Any, dict[str, Any], str]
-
-
-def res_lineage(labels, parents: Mapping[int, int], first_frame: int = 0) -> Lineage:
-    """Lineage of a (T, …) label stack with ``parents`` (daughter -> parent).
-
-    Links to labels no longer present are dropped (they go stale when a label is deleted while
-    correcting); the others are kept as given and checked by the CTC rules when written.
-    """
-    presence = label_presence(labels, first_frame)
-    kept = {int(d): int(p) for d, p in parents.items() if int(d) in presence and int(p) in presence}
-    return Lineage.from_presence(presence, kept)
 
 
 def write_res_layer(
@@ -39,8 +30,8 @@ def write_res_layer(
     if parents is None:
         parents = metadata.get(PARENTS_KEY) or {}
     first_frame = int((metadata.get(META_KEY) or {}).get("first_frame", 0))
-    lineage = res_lineage(labels, parents, first_frame)
-    return write_res(path, labels, lineage, first_frame=first_frame)
+    fixed, lineage = make_consistent(labels, parents, first_frame)  # as the dock's export does
+    return write_res(path, fixed, lineage, first_frame=first_frame)
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
