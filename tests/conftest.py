@@ -38,3 +38,15 @@ def ctc_sequence(tmp_path: Path, division_labels: np.ndarray) -> Path:
     write_images(tmp_path / "01", images.astype(np.uint16))
     write_gt(tmp_path / "01_GT", division_labels, lineage, seg_frames=[0, 3])
     return tmp_path / "01"
+
+
+def pytest_configure(config):
+    """One torch/OpenMP thread per process: on a 2-core CI machine shared with Xvfb, the Qt
+    thread and the accelerate test's second process, oversubscribed OpenMP threads make each
+    small op wait for a descheduled thread (measured: tests ~10x slower under load)."""
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)

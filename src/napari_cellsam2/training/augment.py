@@ -161,6 +161,7 @@ def apply_intensity(
 ) -> np.ndarray:
     """Jitter a (T, H, W, C) clip in [0, 1]; returns float32 clipped to [0, 1]."""
     out = images.astype(np.float32, copy=True)
+    np.clip(out, 0.0, 1.0, out=out)  # resampling can undershoot 0; a power of it would be NaN
     if params.gamma != 1.0:
         out = np.power(out, params.gamma, dtype=np.float32)
     if params.gain != 1.0 or params.offset != 0.0:

@@ -7,6 +7,7 @@ Hand edits made with napari's paint tools are respected: the layer is made CTC-v
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from napari.layers import Labels, Tracks
@@ -28,7 +29,7 @@ from .layer_combo import LayerCombo
 from .state import DockState
 
 
-def layer_lineage_inputs(viewer, labels: Labels) -> tuple[np.ndarray, dict[int, int], int]:
+def layer_lineage_inputs(viewer, labels: Labels) -> tuple[Any, dict[int, int], int]:
     """Labels array, parent links and first CTC frame of a labels layer.
 
     Links come from the layer's metadata or, failing that, from a Tracks layer of the viewer.
@@ -40,7 +41,7 @@ def layer_lineage_inputs(viewer, labels: Labels) -> tuple[np.ndarray, dict[int, 
                 parents = parents_from_graph(layer.graph)
                 break
     first = int((labels.metadata.get(META_KEY) or {}).get("first_frame", 0))
-    return np.asarray(labels.data), parents, first
+    return labels.data, parents, first  # may be lazy: workers read it, not the GUI thread
 
 
 def _path_row(edit: QLineEdit, title: str, parent: QWidget) -> QHBoxLayout:
@@ -129,8 +130,9 @@ class ExportPanel(QWidget):
         labels, parents, first = layer_lineage_inputs(self.state.viewer, layer)
 
         def score():
-            fixed, lineage = make_consistent(labels, parents, first)
-            return evaluate_arrays(Path(gt), fixed, lineage, first_frame=first)
+            fixed, lineage = make_consistent(np.asarray(labels), parents, first)
+            # one process: forking a Qt application with running threads can deadlock
+            return evaluate_arrays(Path(gt), fixed, lineage, first_frame=first, workers=1)
 
         self._run(score, on_done=self.show_scores)
 

@@ -22,12 +22,20 @@ class DockState(QObject):
         super().__init__()
         self.viewer = viewer
         self.model: Any = None  # napari_cellsam2.model.loading.LoadedModel
-        self.busy = False
+        self._jobs = 0
+
+    @property
+    def busy(self) -> bool:
+        """True while any background job of the dock runs."""
+        return self._jobs > 0
 
     def set_model(self, model: Any) -> None:
         self.model = model
         self.model_changed.emit(model)
 
     def set_busy(self, busy: bool) -> None:
-        self.busy = busy
-        self.busy_changed.emit(busy)
+        """A job starts (True) or ends (False); overlapping jobs are counted."""
+        was = self.busy
+        self._jobs = max(0, self._jobs + (1 if busy else -1))
+        if self.busy != was:
+            self.busy_changed.emit(self.busy)

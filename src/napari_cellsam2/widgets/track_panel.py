@@ -8,36 +8,23 @@ Key bindings on the clicks and tracking layers: ``n`` new cell, ``x`` flips clic
 from __future__ import annotations
 
 import numpy as np
-from napari.layers import Image, Labels, Tracks
+from napari.layers import Labels
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QGridLayout,
-    QLabel,
-    QPushButton,
-    QSpinBox,
     QWidget,
 )
 
-from ..ctc.napari_layers import META_KEY, PARENTS_KEY, layer_meta, tracks_from_labels
-from ..tracking import DIRECTIONS, PointPrompt, TrackingSession
-from .layer_combo import LayerCombo
+from ..ctc.napari_layers import META_KEY, PARENTS_KEY, layer_meta
+from ..tracking import PointPrompt, TrackingSession
+from .lineage_view import LineageView
 from .prompt_layers import PromptLayers
 from .state import DockState
+from .track_form import build_track_form
 from .workers import yield_cpu_to_gui
 
 LABELS_NAME = "cellsam2 tracking"
-TRACKS_NAME = "cellsam2 lineage"
-
-
-def _button(text: str, slot) -> QPushButton:
-    button = QPushButton(text)
-    button.clicked.connect(slot)
-    return button
 
 
 class TrackPanel(QWidget):
@@ -52,57 +39,40 @@ class TrackPanel(QWidget):
         self.worker = None
         self._undo = None  # a TrackingSession snapshot from before the last tracking action
         self._dividing = False
+        self.lineage_view = LineageView(state)
         self.pending_previews = 0  # previews queued or running (tests and scripts wait on it)
         self._daughter_clicks: list[tuple[float, float]] = []
-        self.image = LayerCombo(state.viewer, Image)
-        self.seed_layer = LayerCombo(state.viewer, Labels)
-        self.cell = QSpinBox()
-        self.cell.setRange(1, 65535)
-        self.negative = QCheckBox("negative clicks (x)")
-        self.negative.toggled.connect(lambda on: self.prompts and self.prompts.set_positive(not on))
-        self.auto_divide = QCheckBox("detect divisions automatically")
-        self.direction = QComboBox()
-        self.direction.addItems(DIRECTIONS)
-        self.direction.setCurrentText("both")
-        self.start_frame, self.end_frame = QSpinBox(), QSpinBox()
-        for box in (self.start_frame, self.end_frame):
-            box.setRange(-1, 1_000_000)
-            box.setValue(-1)
-            box.setSpecialValueText("auto")
-        self.status = QLabel("load a model, pick the image, start a session")
-        self.status.setWordWrap(True)
-        self.track_button = _button("Track", self.track)
-        self.cancel_button = _button("Cancel", self.cancel)
-        self.cancel_button.setEnabled(False)
-
-        grid = QGridLayout()
         actions = [
             ("Start session", self.start_session), ("New cell (n)", self.new_cell),
             ("Seed from labels", self.seed), ("Use painted frame", self.use_painted),
             ("Divide cell", self.begin_divide), ("Delete cell", self.delete_cell),
             ("Undo", self.undo),
         ]  # fmt: skip
-        for i, (text, slot) in enumerate(actions):
-            grid.addWidget(_button(text, slot), i // 2, i % 2)
-        grid.addWidget(self.track_button, 4, 0)
-        grid.addWidget(self.cancel_button, 4, 1)
-        form = QFormLayout(self)
-        form.addRow("Image", self.image)
-        form.addRow("Seed labels", self.seed_layer)
-        form.addRow("Cell ID", self.cell)
-        form.addRow("", self.negative)
-        form.addRow("", self.auto_divide)
-        form.addRow("Direction", self.direction)
-        form.addRow("From frame", self.start_frame)
-        form.addRow("To frame", self.end_frame)
-        form.addRow(grid)
-        form.addRow(self.status)
+        build_track_form(self, state.viewer, actions)
+        self.negative.toggled.connect(lambda on: self.prompts and self.prompts.set_positive(not on))
+        state.busy_changed.connect(self._busy)
+        state.model_changed.connect(self._model_changed)
+
+    def _busy(self, busy: bool) -> None:
+        """While a job runs, session-changing actions wait (Cancel stays available)."""
+        for button in [*self.action_buttons, self.track_button]:
+            button.setEnabled(not busy)
+        if self.labels_layer is not None:
+            self.labels_layer.editable = not busy
+
+    def _model_changed(self, _model) -> None:
+        """A new model (e.g. "Use this model" after fine-tuning) takes over the session; the
+        tracked labels and their lineage stay, new clicks and tracking use the new model."""
+        if self.session is not None:
+            self.start_session(keep_labels=True)
 
     # ---- session ----------------------------------------------------------------------------
     def current_frame(self) -> int:
         return int(self.state.viewer.dims.current_step[0])
 
-    def start_session(self) -> None:
+    def start_session(self, keep_labels: bool = False) -> None:
+        """A new session on the chosen image; ``keep_labels`` carries the current tracking
+        layer (results, corrections, lineage) over instead of starting empty."""
         image = self.image.layer()
         if self.state.model is None or image is None:
             show_error("load a model (Model panel) and choose a (T, Y, X) image layer first")
@@ -117,12 +87,21 @@ class TrackPanel(QWidget):
             show_error(str(exc))
             return
         viewer = self.state.viewer
-        if LABELS_NAME in viewer.layers:
-            viewer.layers.remove(LABELS_NAME)
-        meta = layer_meta("res", sequence=image.name, first_frame=first)
-        meta[PARENTS_KEY] = {}
-        self.labels_layer = viewer.add_labels(self.session.labels, name=LABELS_NAME, metadata=meta)
-        self.prompts = PromptLayers(viewer, self.on_click, self.on_box)
+        old = self.labels_layer if LABELS_NAME in viewer.layers else None
+        if keep_labels and old is not None and old.data.shape == self.session.labels.shape:
+            self.session.labels[...] = old.data
+            self.session.sync_labels()
+            old.data = self.session.labels
+        else:
+            if old is not None:
+                viewer.layers.remove(LABELS_NAME)
+            meta = layer_meta("res", sequence=image.name, first_frame=first)
+            meta[PARENTS_KEY] = {}
+            self.labels_layer = viewer.add_labels(
+                self.session.labels, name=LABELS_NAME, metadata=meta
+            )
+        if self.prompts is None or self.prompts.points not in viewer.layers:
+            self.prompts = PromptLayers(viewer, self.on_click, self.on_box)
         self.prompts.set_positive(not self.negative.isChecked())
         for layer in (self.prompts.points, self.labels_layer):
             layer.bind_key("n", lambda _layer: self.new_cell(), overwrite=True)
@@ -142,8 +121,15 @@ class TrackPanel(QWidget):
             self.status.setText(f"click cell {self.cell.value()}")
 
     # ---- prompts (instant preview in a worker) ----------------------------------------------
+    def _ready(self) -> bool:
+        """A session exists and no job is changing it (clicks would wait for SAM 2)."""
+        if self.state.busy:
+            show_info("a job is running: wait for it or press Cancel, then click again")
+            return False
+        return self._require_session() is not None
+
     def on_click(self, frame: int, x: float, y: float, positive: bool) -> None:
-        if not self._require_session():
+        if not self._ready():
             return
         if self._dividing:
             self._daughter_clicks.append((x, y))
@@ -154,7 +140,7 @@ class TrackPanel(QWidget):
                                                     [1 if positive else 0]), frame)  # fmt: skip
 
     def on_box(self, frame: int, box: tuple[float, float, float, float]) -> None:
-        if self._require_session():
+        if self._ready():
             self._guard(lambda: self.session.add_box(self.cell.value(), frame, box), frame)
 
     def _guard(self, action, frame: int) -> None:
@@ -246,6 +232,7 @@ class TrackPanel(QWidget):
             return
         self._snapshot()
         self._bar = progress(total=len(run), desc="tracking")
+
         def stream():
             yield_cpu_to_gui()
             yield from run
@@ -275,31 +262,12 @@ class TrackPanel(QWidget):
         self.track_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self._refresh()
-        self.update_lineage()  # ends the busy state once the lineage is shown
+        self.update_lineage()  # a job of its own: the dock stays busy until it is shown
+        self.state.set_busy(False)
 
     def _refresh(self) -> None:
         if self.labels_layer is not None:
             self.labels_layer.refresh()
 
     def update_lineage(self) -> None:
-        """Parent links into the labels layer's metadata and a Tracks layer of the lineage;
-        the centroids (one read of every frame) are computed in a worker."""
-        s = self.session
-        parents = {i: s.parent(i) for i in s.object_ids if s.parent(i)}
-        self.labels_layer.metadata[PARENTS_KEY] = parents
-        worker = thread_worker(tracks_from_labels, start_thread=False)(s.labels, parents)
-        worker.returned.connect(lambda tracks: self._show_tracks(*tracks, parents))
-        worker.errored.connect(lambda exc: show_error(str(exc)))
-        worker.finished.connect(lambda: self.state.set_busy(False))
-        self.lineage_worker = worker
-        self.state.set_busy(True)
-        worker.start()
-
-    def _show_tracks(self, data: np.ndarray, graph: dict, parents: dict[int, int]) -> None:
-        viewer = self.state.viewer
-        if TRACKS_NAME in viewer.layers:
-            viewer.layers.remove(TRACKS_NAME)
-        if len(data):
-            meta = layer_meta("tracks", of="res")
-            meta[PARENTS_KEY] = parents
-            viewer.add_layer(Tracks(data, graph=graph, name=TRACKS_NAME, metadata=meta))
+        self.lineage_view.update(self.session, self.labels_layer)

@@ -1,0 +1,45 @@
+"""The lineage of a tracking session as a napari Tracks layer, computed off the GUI thread."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Labels, Tracks
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error
+
+from ..ctc.napari_layers import PARENTS_KEY, layer_meta, tracks_from_labels
+from .state import DockState
+
+TRACKS_NAME = "cellsam2 lineage"
+
+
+class LineageView:
+    """Keeps the labels layer's parent links and the ``cellsam2 lineage`` Tracks layer current."""
+
+    def __init__(self, state: DockState) -> None:
+        self.state = state
+        self.worker = None
+
+    def update(self, session, labels_layer: Labels) -> None:
+        """Parent links into the layer's metadata (earlier sessions' links are kept) and the
+        Tracks layer; the centroids (one read of every frame) are computed in a worker, and
+        the dock stays busy until they are shown."""
+        parents = dict(labels_layer.metadata.get(PARENTS_KEY) or {})
+        parents.update({i: session.parent(i) for i in session.object_ids if session.parent(i)})
+        labels_layer.metadata[PARENTS_KEY] = parents
+        worker = thread_worker(tracks_from_labels, start_thread=False)(session.labels, parents)
+        worker.returned.connect(lambda tracks: self._show(*tracks, parents))
+        worker.errored.connect(lambda exc: show_error(str(exc)))
+        worker.finished.connect(lambda: self.state.set_busy(False))
+        self.worker = worker
+        self.state.set_busy(True)
+        worker.start()
+
+    def _show(self, data: np.ndarray, graph: dict, parents: dict[int, int]) -> None:
+        viewer = self.state.viewer
+        if TRACKS_NAME in viewer.layers:
+            viewer.layers.remove(TRACKS_NAME)
+        if len(data):
+            meta = layer_meta("tracks", of="res")
+            meta[PARENTS_KEY] = parents
+            viewer.add_layer(Tracks(data, graph=graph, name=TRACKS_NAME, metadata=meta))

@@ -1,0 +1,74 @@
+"""The controls of the track panel (layout only; the panel wires the behaviour)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from napari.layers import Image, Labels
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from ..tracking import DIRECTIONS
+from .layer_combo import LayerCombo
+
+
+def _button(text: str, slot) -> QPushButton:
+    button = QPushButton(text)
+    button.clicked.connect(slot)
+    return button
+
+
+def build_track_form(
+    panel: Any, viewer: Any, actions: list[tuple[str, Callable[[], None]]]
+) -> QWidget:
+    """Create the panel's controls as its attributes and lay them out on it."""
+    panel.image = LayerCombo(viewer, Image)
+    panel.seed_layer = LayerCombo(viewer, Labels)
+    panel.cell = QSpinBox()
+    panel.cell.setRange(1, 65535)
+    panel.negative = QCheckBox("negative clicks (x)")
+    panel.auto_divide = QCheckBox("detect divisions automatically")
+    panel.direction = QComboBox()
+    panel.direction.addItems(DIRECTIONS)
+    panel.direction.setCurrentText("both")
+    panel.start_frame, panel.end_frame = QSpinBox(), QSpinBox()
+    for box in (panel.start_frame, panel.end_frame):
+        box.setRange(-1, 1_000_000)
+        box.setValue(-1)
+        box.setSpecialValueText("auto")
+    panel.status = QLabel("load a model, pick the image, start a session")
+    panel.status.setWordWrap(True)
+    panel.track_button = _button("Track", panel.track)
+    panel.cancel_button = _button("Cancel", panel.cancel)
+    panel.cancel_button.setEnabled(False)
+
+    grid = QGridLayout()
+    panel.action_buttons: list[QPushButton] = []
+    grid = QGridLayout()
+    panel.action_buttons = []
+    for i, (text, slot) in enumerate(actions):
+        panel.action_buttons.append(_button(text, slot))
+        grid.addWidget(panel.action_buttons[-1], i // 2, i % 2)
+    grid.addWidget(panel.track_button, 4, 0)
+    grid.addWidget(panel.cancel_button, 4, 1)
+    form = QFormLayout(panel)
+    form.addRow("Image", panel.image)
+    form.addRow("Seed labels", panel.seed_layer)
+    form.addRow("Cell ID", panel.cell)
+    form.addRow("", panel.negative)
+    form.addRow("", panel.auto_divide)
+    form.addRow("Direction", panel.direction)
+    form.addRow("From frame", panel.start_frame)
+    form.addRow("To frame", panel.end_frame)
+    form.addRow(grid)
+    form.addRow(panel.status)
+    return panel
