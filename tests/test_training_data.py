@@ -330,3 +330,13 @@ def test_clear_errors_before_training(data_dir: Path, tmp_path: Path) -> None:
         lazy[4]
     with pytest.raises(ValueError, match="max_num_objects"):
         CTCClipDataset(data_dir, "val", max_num_objects=0)
+
+
+def test_gamma_jitter_never_makes_nan_from_resampling_undershoot():
+    import numpy as np
+
+    from napari_cellsam2.training.augment import IntensityParams, apply_intensity
+
+    clip = np.full((1, 4, 4, 1), -1e-6, np.float32)  # bilinear resampling can dip below 0
+    out = apply_intensity(clip, IntensityParams(1.0, 0.0, 0.8, 0.0, 0.0), np.random.default_rng(0))
+    assert np.isfinite(out).all() and out.min() >= 0.0
