@@ -9,7 +9,8 @@ import pytest
 from qtpy.QtCore import QTimer
 
 from napari_cellsam2.widgets import CellSAM2Widget
-from napari_cellsam2.widgets.track_panel import LABELS_NAME, TRACKS_NAME
+from napari_cellsam2.widgets.lineage_view import TRACKS_NAME
+from napari_cellsam2.widgets.track_panel import LABELS_NAME
 
 pytestmark = pytest.mark.gui
 
@@ -128,6 +129,15 @@ def test_user_story_track_correct_finetune_use_export_evaluate(dock, qtbot, tmp_
     _wait_idle(qtbot, widget.state)
     assert widget.state.model.spec == str(train.checkpoint)
     assert widget.state.model.kind == "lora"
+    # the tracker now runs the fine-tuned model and keeps what was tracked and corrected
+    assert track.session.model is widget.state.model.model
+    np.testing.assert_array_equal(labels.data[:10], before)
+    track.cell.setValue(cells[1])
+    _click(qtbot, track, 30, *_gt_centre(viewer, 0, cells[1]))
+    track.track()
+    _wait_idle(qtbot, widget.state)
+    assert cells[1] in np.unique(labels.data[30])
+    np.testing.assert_array_equal(labels.data[:10], before)
 
     export = widget.export_panel
     export.layer.select("mother machine TRA")
@@ -144,7 +154,11 @@ def test_user_story_track_correct_finetune_use_export_evaluate(dock, qtbot, tmp_
     _wait_idle(qtbot, widget.state, timeout=120_000)
     shown = {export.table.item(i, 0).text() for i in range(export.table.rowCount())}
     assert {"TRA", "SEG", "DET", "LNK"} <= shown
-    assert 0.0 <= export.scores["DET"] <= 1.0
+    assert 0.0 < export.scores["DET"] < 1.0  # two tracked cells of many
+    export.layer.select("mother machine TRA")  # the ground truth scores perfectly against itself
+    export.evaluate()
+    _wait_idle(qtbot, widget.state, timeout=120_000)
+    assert export.scores["TRA"] == export.scores["DET"] == export.scores["SEG"] == 1.0
 
     assert worst_tracking < 0.2, f"main thread blocked {worst_tracking * 1000:.0f} ms (tracking)"
     assert worst_training < 0.2, f"main thread blocked {worst_training * 1000:.0f} ms (training)"

@@ -127,7 +127,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .evaluation.compare import compare
+    from .evaluation.compare import MODES, compare
 
     compare(
         args.base,
@@ -135,7 +135,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         args.out,
         steps=args.steps,
         seed=args.seed,
-        modes=args.modes,
+        modes=args.modes or MODES,
         seeding=("gt", "clicks") if args.clicks else ("gt",),
         overrides=args.overrides,
         annotate_tracks=not args.no_annotate,
@@ -150,8 +150,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _add_compare_parser(sub) -> None:
-    from .evaluation.compare import MODES
-
     p = sub.add_parser(
         "compare",
         help="zero-shot vs LoRA vs full fine-tuning: CTC metrics, clicks, time, memory",
@@ -164,8 +162,8 @@ def _add_compare_parser(sub) -> None:
     p.add_argument(
         "--modes",
         type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
-        default=list(MODES),
-        help=f"comma-separated subset of {','.join(MODES)} (default all)",
+        default=None,
+        help="comma-separated subset of zero-shot,lora,full (default all; checked by compare)",
     )
     p.add_argument("--clicks", action="store_true", help="also track from one click per cell")
     p.add_argument("--no-annotate", action="store_true", help="skip the simulated annotator")
@@ -251,10 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``cellsam2-train key=value ...``: the seed's ``train_ctc.py`` as a console script."""
     return main(["train", *(sys.argv[1:] if argv is None else argv)])
+
 
 if __name__ == "__main__":
     sys.exit(main())

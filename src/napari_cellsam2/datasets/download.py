@@ -62,6 +62,8 @@ def record_files(record: str = MOMA_RECORD, api_url: str = ZENODO_API) -> list[R
         meta = json.load(response)
     files = []
     for entry in meta.get("files", []):
+        if Path(entry["key"]).name != entry["key"] or entry["key"] in ("", ".", ".."):
+            raise DownloadError(f"record {record}: unsafe file name {entry['key']!r}")
         checksum = entry.get("checksum", "")
         files.append(
             RemoteFile(
