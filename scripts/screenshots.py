@@ -61,6 +61,8 @@ def main() -> None:
     wait(lambda: not state.busy)
     wait(lambda: "cellsam2 lineage" in viewer.layers)
     viewer.layers["cellsam2 clicks"].visible = False
+    viewer.layers["mother machine TRA"].visible = False
+    viewer.layers["cellsam2 tracking"].contour = 1  # outlines: the image stays visible
     viewer.dims.set_current_step(0, 25)
     widget.tabs.setCurrentIndex(1)
     close_toasts()

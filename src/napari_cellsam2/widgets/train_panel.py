@@ -118,6 +118,7 @@ class TrainPanel(QWidget):
         self.use_button.setEnabled(False)
         self.bar = QProgressBar()
         self.eta = QLabel("")
+        self.eta.setWordWrap(True)  # long checkpoint paths must not widen the dock
         self.plot = LossPlot()
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
