@@ -110,8 +110,8 @@ class ExportPanel(QWidget):
             return
         labels, parents, first = layer_lineage_inputs(self.state.viewer, layer)
         folder = Path(out)
-        if fmt == "gt" and not folder.name.endswith("_GT"):
-            folder = folder.parent / f"{folder.name}_GT"
+        if fmt == "gt" and not folder.name.endswith("_GT"):  # 01, 01_RES -> 01_GT
+            folder = folder.parent / f"{folder.name.removesuffix('_RES')}_GT"
 
         def done(result) -> None:
             _, lineage = result

@@ -51,6 +51,7 @@ class ModelPanel(QWidget):
         super().__init__(parent)
         self.state = state
         self.worker = None
+        self._generation = 0  # load requests so far
         self.spec = QComboBox()
         self.spec.setEditable(True)
         for hub_id in HUB_MODELS:
@@ -124,7 +125,11 @@ class ModelPanel(QWidget):
         self.load_button.setEnabled(False)
         self.state.set_busy(True)
         worker = thread_worker(load_model, start_thread=False)(spec, device)
-        worker.returned.connect(self.state.set_model)
+        self._generation += 1
+        generation = self._generation  # only the newest request may replace the model
+        worker.returned.connect(
+            lambda model: generation == self._generation and self.state.set_model(model)
+        )
         worker.errored.connect(self._failed)
         worker.finished.connect(self._done)
         self.worker = worker

@@ -66,8 +66,3 @@ class PromptLayers:
             t = round(float(corners[0, 0]))
             (y0, x0), (y1, x1) = corners[:, 1:].min(0), corners[:, 1:].max(0)
             self.on_box(t, (float(x0), float(y0), float(x1), float(y1)))
-
-    def clear(self) -> None:
-        """Forget drawn prompts (after they were sent to the session)."""
-        self.points.data = np.zeros((0, 3))
-        self.boxes.data = []

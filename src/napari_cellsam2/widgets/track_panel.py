@@ -41,7 +41,7 @@ class TrackPanel(QWidget):
         self._dividing = False
         self.lineage_view = LineageView(state)
         self.pending_previews = 0  # previews queued or running (tests and scripts wait on it)
-        self._daughter_clicks: list[tuple[float, float]] = []
+        self._daughter_clicks: list[tuple[int, float, float]] = []
         actions = [
             ("Start session", self.start_session), ("New cell (n)", self.new_cell),
             ("Seed from labels", self.seed), ("Use painted frame", self.use_painted),
@@ -132,7 +132,7 @@ class TrackPanel(QWidget):
         if not self._ready():
             return
         if self._dividing:
-            self._daughter_clicks.append((x, y))
+            self._daughter_clicks.append((frame, x, y))
             if len(self._daughter_clicks) == 2:
                 self._finish_divide(frame)
             return
@@ -188,7 +188,10 @@ class TrackPanel(QWidget):
 
     def _finish_divide(self, frame: int) -> None:
         clicks, self._dividing, self._daughter_clicks = self._daughter_clicks, False, []
-        prompts = [PointPrompt(np.array([c]), np.array([1])) for c in clicks]
+        if clicks[0][0] != clicks[1][0]:
+            show_error("click both daughters on the same frame (where they first appear)")
+            return
+        prompts = [PointPrompt(np.array([c[1:]]), np.array([1])) for c in clicks]
         self._snapshot()
         try:
             daughters = self.session.divide(self.cell.value(), frame, prompts)
