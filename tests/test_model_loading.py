@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import Sam2VideoInferenceSession, Sam2VideoModel
+from transformers import Sam2VideoModel
 
 from napari_cellsam2.model.checkpoint import (
     CELLSAM2_JSON,
@@ -28,27 +28,10 @@ from napari_cellsam2.model.loading import (
     load_model,
 )
 from napari_cellsam2.model.tiny import build_random_model, tiny_config
+from sam2_reference import track_point
 
 LORA_TARGETS = ["attn.qkv", "attn.proj", "q_proj", "k_proj", "v_proj", "o_proj"]
 POINT = (90.0, 150.0)
-
-
-def track_point(
-    model: Sam2VideoModel, video: torch.Tensor, xy: tuple[float, float]
-) -> torch.Tensor:
-    """Prompt frame 0 with one positive point and propagate; returns (T, h, w) mask logits."""
-    size = video.shape[-1]
-    session = Sam2VideoInferenceSession(
-        video=video, video_height=size, video_width=size, dtype=torch.float32
-    )
-    idx = session.obj_id_to_idx(1)
-    points = torch.tensor([[[list(xy)]]], dtype=torch.float32)
-    labels = torch.tensor([[[1]]], dtype=torch.int32)
-    session.add_point_inputs(idx, 0, {"point_coords": points, "point_labels": labels})
-    session.obj_with_new_inputs = [1]
-    model(inference_session=session, frame_idx=0)
-    out = {o.frame_idx: o.pred_masks for o in model.propagate_in_video_iterator(session, 0)}
-    return torch.stack([out[t][0, 0] for t in range(video.shape[0])])
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

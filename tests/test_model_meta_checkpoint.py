@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import Sam2VideoInferenceSession, Sam2VideoModel
+from transformers import Sam2VideoModel
 
 from napari_cellsam2.model.loading import load_model
 from napari_cellsam2.model.meta_checkpoint import (
@@ -18,6 +18,7 @@ from napari_cellsam2.model.meta_checkpoint import (
     meta_to_hf_state_dict,
 )
 from napari_cellsam2.model.tiny import build_random_model, tiny_config
+from sam2_reference import track_point
 
 # Real parameter names from Meta's SAM 2.1 code (sam2 1.1.0) and transformers' names for them.
 META_TO_HF_EXAMPLES = dict(
@@ -113,24 +114,6 @@ META_TO_HF_EXAMPLES = dict(
         ("obj_ptr_tpos_proj.bias", "temporal_positional_encoding_projection_layer.bias"),
     ]
 )
-
-
-def track_point(
-    model: Sam2VideoModel, video: torch.Tensor, xy: tuple[float, float]
-) -> torch.Tensor:
-    """Prompt frame 0 with one positive point and propagate; returns (T, h, w) mask logits."""
-    size = video.shape[-1]
-    session = Sam2VideoInferenceSession(
-        video=video, video_height=size, video_width=size, dtype=torch.float32
-    )
-    idx = session.obj_id_to_idx(1)
-    points = torch.tensor([[[list(xy)]]], dtype=torch.float32)
-    labels = torch.tensor([[[1]]], dtype=torch.int32)
-    session.add_point_inputs(idx, 0, {"point_coords": points, "point_labels": labels})
-    session.obj_with_new_inputs = [1]
-    model(inference_session=session, frame_idx=0)
-    out = {o.frame_idx: o.pred_masks for o in model.propagate_in_video_iterator(session, 0)}
-    return torch.stack([out[t][0, 0] for t in range(video.shape[0])])
 
 
 @pytest.fixture(scope="module")

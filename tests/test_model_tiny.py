@@ -7,34 +7,12 @@ import warnings
 
 import pytest
 import torch
-from transformers import Sam2VideoInferenceSession, Sam2VideoModel
+from transformers import Sam2VideoModel
 
 from napari_cellsam2.model import device as device_mod
 from napari_cellsam2.model.device import autocast_context, resolve_device
 from napari_cellsam2.model.tiny import build_random_model, hiera_tiny_config, tiny_config
-
-
-def track_point(
-    model: Sam2VideoModel, video: torch.Tensor, xy: tuple[float, float]
-) -> torch.Tensor:
-    """Prompt frame 0 with one positive point and propagate; returns (T, h, w) mask logits."""
-    size = video.shape[-1]
-    session = Sam2VideoInferenceSession(
-        video=video, video_height=size, video_width=size, dtype=torch.float32
-    )
-    idx = session.obj_id_to_idx(1)
-    session.add_point_inputs(
-        idx,
-        0,
-        {
-            "point_coords": torch.tensor([[[list(xy)]]], dtype=torch.float32),
-            "point_labels": torch.tensor([[[1]]], dtype=torch.int32),
-        },
-    )
-    session.obj_with_new_inputs = [1]
-    model(inference_session=session, frame_idx=0)
-    out = {o.frame_idx: o.pred_masks for o in model.propagate_in_video_iterator(session, 0)}
-    return torch.stack([out[t][0, 0] for t in range(video.shape[0])])
+from sam2_reference import track_point
 
 
 def test_tiny_model_is_small_seeded_and_predicts_objects():

@@ -5,36 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import Sam2VideoInferenceSession
 
 from napari_cellsam2.model.preprocess import preprocess_frames
 from napari_cellsam2.model.tiny import build_random_model, tiny_config
 from napari_cellsam2.tracking import TrackingSession
+from sam2_reference import track_point
 
 
 def _reference_masks(model, frames: np.ndarray, xy: tuple[float, float]) -> np.ndarray:
-    """transformers' propagate_in_video_iterator from one click on frame 0 → (T, Y, X) bool."""
+    """transformers' propagation from one click on frame 0, as (T, Y, X) bool masks."""
     video, box = preprocess_frames(frames, model.config.image_size)
-    session = Sam2VideoInferenceSession(
-        video=video, video_height=box.height, video_width=box.width, dtype=torch.float32
-    )
-    idx = session.obj_id_to_idx(1)
-    point = torch.tensor(box.points_to_model(np.array([xy])), dtype=torch.float32)
-    session.add_point_inputs(
-        idx,
-        0,
-        {
-            "point_coords": point[None, None],
-            "point_labels": torch.tensor([[[1]]], dtype=torch.int32),
-        },
-    )
-    session.obj_with_new_inputs = [1]
-    with torch.inference_mode():
-        model(inference_session=session, frame_idx=0)
-        logits = {
-            o.frame_idx: o.pred_masks[0, 0] for o in model.propagate_in_video_iterator(session, 0)
-        }
-    return np.stack([box.logits_to_original(logits[t]).numpy() > 0 for t in range(len(frames))])
+    point = box.points_to_model(np.array([xy]))[0]
+    logits = track_point(model, video, tuple(point), box.height, box.width)
+    return np.stack([box.logits_to_original(frame).numpy() > 0 for frame in logits])
 
 
 def test_session_matches_transformers_propagation():
