@@ -107,7 +107,58 @@ def check_label_frame(path: Path, frame: np.ndarray) -> None:
         raise CTCFormatError(path, f"label image has negative values (min {frame.min()})")
 
 
-class LazyFrames:
+class FrameArray:
+    """Read-only numpy-style indexing over ``frame(position)``: what napari and the tracker
+    need from a lazy (T, ...) stack. Subclasses set ``frame_shape`` and ``dtype``."""
+
+    frame_shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def frame(self, position: int) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.frame_shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self.frame(i)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            pos = int(first) + (len(self) if first < 0 else 0)
+            if not 0 <= pos < len(self):
+                raise IndexError(f"frame {first} out of range for {len(self)} frames")
+            out = self.frame(pos)
+            return out[rest] if rest else out
+        positions = range(len(self))[first] if isinstance(first, slice) else np.asarray(first)
+        if len(positions):
+            stack = np.stack([self.frame(int(p)) for p in positions])
+        else:
+            stack = np.zeros((0, *self.frame_shape), self.dtype)
+        return stack[(slice(None), *rest)] if rest else stack
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self[:]
+        return arr.astype(dtype) if dtype is not None else arr
+
+
+class LazyFrames(FrameArray):
     """A read-only (T, ...) array-like over frame files, read on demand with a small LRU cache.
 
     Opening reads only the first file's header, so a 1000-frame sequence opens instantly; napari
@@ -129,18 +180,6 @@ class LazyFrames:
     @property
     def indices(self) -> tuple[int, ...]:
         return self.files.indices
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.files.paths), *self.frame_shape)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
 
     def __len__(self) -> int:
         return len(self.files.paths)
@@ -171,40 +210,13 @@ class LazyFrames:
                 self._cache.popitem(last=False)
         return data
 
-    def __iter__(self):
-        for i in range(len(self)):
-            yield self.frame(i)
-
-    def __getitem__(self, key):
-        if not isinstance(key, tuple):
-            key = (key,)
-        first, rest = key[0], key[1:]
-        if isinstance(first, (int, np.integer)):
-            pos = int(first)
-            if pos < 0:
-                pos += len(self)
-            if not 0 <= pos < len(self):
-                raise IndexError(f"frame {first} out of range for {len(self)} frames")
-            return self.frame(pos)[rest] if rest else self.frame(pos)
-        positions = range(len(self))[first] if isinstance(first, slice) else np.asarray(first)
-        stack = (
-            np.stack([self.frame(int(p)) for p in positions])
-            if len(positions)
-            else (np.zeros((0, *self.frame_shape), self.dtype))
-        )
-        return stack[(slice(None), *rest)] if rest else stack
-
-    def __array__(self, dtype=None, copy=None):
-        arr = self[:]
-        return arr.astype(dtype) if dtype is not None else arr
-
     def check_all(self) -> None:
         """Read every frame: shapes, decodability and (for labels) dtype/sign. Slow by design."""
         for i in range(len(self)):
             self.frame(i)
 
 
-class PlacedFrames:
+class PlacedFrames(FrameArray):
     """Frames on some indices only (CTC SEG) placed on a full frame range; zeros elsewhere."""
 
     def __init__(self, frames: LazyFrames, first: int, count: int) -> None:
@@ -215,18 +227,6 @@ class PlacedFrames:
         self.dtype = frames.dtype
         self.frame_shape = frames.frame_shape
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.count, *self.frame_shape)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
     def __len__(self) -> int:
         return self.count
 
@@ -235,21 +235,3 @@ class PlacedFrames:
         if pos is None:
             return np.zeros(self.frame_shape, self.dtype)
         return self.frames.frame(pos)
-
-    def __getitem__(self, key):
-        if not isinstance(key, tuple):
-            key = (key,)
-        first, rest = key[0], key[1:]
-        if isinstance(first, (int, np.integer)):
-            pos = int(first) + (self.count if first < 0 else 0)
-            if not 0 <= pos < self.count:
-                raise IndexError(f"frame {first} out of range for {self.count} frames")
-            out = self.frame(pos)
-            return out[rest] if rest else out
-        positions = range(self.count)[first] if isinstance(first, slice) else np.asarray(first)
-        stack = np.stack([self.frame(int(p)) for p in positions])
-        return stack[(slice(None), *rest)] if rest else stack
-
-    def __array__(self, dtype=None, copy=None):
-        arr = self[:]
-        return arr.astype(dtype) if dtype is not None else arr
