@@ -242,3 +242,13 @@ def test_demo_prefers_cached_hub_weights(make_napari_viewer, tmp_path, monkeypat
     viewer = make_napari_viewer()
     widget = demo.open_demo(viewer, load=False)
     assert widget.model_panel.current_spec() == demo.DEFAULT_MODEL
+
+
+def test_moving_to_a_frame_prefetches_its_features(dock, qtbot):
+    viewer, widget = dock
+    track = widget.track_panel
+    track.image.select("mother machine")
+    track.start_session()
+    assert 7 not in track.session._features
+    viewer.dims.set_current_step(0, 7)
+    qtbot.waitUntil(lambda: 7 in track.session._features, timeout=30_000)

@@ -12,6 +12,7 @@ from napari.layers import Labels
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QWidget,
 )
@@ -50,6 +51,11 @@ class TrackPanel(QWidget):
         ]  # fmt: skip
         build_track_form(self, state.viewer, actions)
         self.negative.toggled.connect(lambda on: self.prompts and self.prompts.set_positive(not on))
+        self._prefetch_timer = QTimer(self)
+        self._prefetch_timer.setSingleShot(True)
+        self._prefetch_timer.setInterval(300)  # the user settled on a frame
+        self._prefetch_timer.timeout.connect(self._prefetch)
+        state.viewer.dims.events.current_step.connect(lambda _e: self._prefetch_timer.start())
         state.busy_changed.connect(self._busy)
         state.model_changed.connect(self._model_changed)
 
@@ -59,6 +65,15 @@ class TrackPanel(QWidget):
             button.setEnabled(not busy)
         if self.labels_layer is not None:
             self.labels_layer.editable = not busy
+
+    def _prefetch(self) -> None:
+        """Encode the frame the user moved to in the background, so the first click there
+        only runs SAM 2's prompt encoder and mask decoder."""
+        if self.session is not None and not self.state.busy:
+            worker = thread_worker(self.session.prefetch, start_thread=False)(self.current_frame())
+            worker.errored.connect(lambda exc: None)  # a preview or click reports real errors
+            self.prefetch_worker = worker
+            worker.start()
 
     def _model_changed(self, _model) -> None:
         """A new model (e.g. "Use this model" after fine-tuning) takes over the session; the
