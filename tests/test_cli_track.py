@@ -6,20 +6,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tifffile
-import torch
 
 from napari_cellsam2.cli import main
 from napari_cellsam2.ctc import open_path
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_track_from_gt_first_frame_and_evaluate(ctc_sequence: Path, tmp_path: Path, capsys):

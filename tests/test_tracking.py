@@ -25,15 +25,6 @@ from napari_cellsam2.tracking import session as session_module
 T, H, W = 10, 48, 64  # non-square on purpose
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model is faster single-threaded on the shared 2-core test machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     return build_random_model(tiny_config(64))

@@ -29,14 +29,6 @@ from napari_cellsam2.tracking.run import apply_prompt_entries
 T, H, W = 6, 40, 56
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     return build_random_model(tiny_config(64))

@@ -38,15 +38,6 @@ from napari_cellsam2.training.prompts import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model is faster on one thread, and the test machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_model(size: int, seed: int = 0):
     """Tiny random SAM 2 that looks trained where it matters to these tests.
 
