@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Labels, Tracks
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -66,7 +65,6 @@ class ExportPanel(QWidget):
     def __init__(self, state: DockState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
-        self.worker = None
         self.layer = LayerCombo(state.viewer, Labels)
         self.out = QLineEdit()
         self.out.setPlaceholderText("…/01_RES")
@@ -92,15 +90,6 @@ class ExportPanel(QWidget):
         form.addRow(self.evaluate_button)
         form.addRow(self.table)
 
-    def _run(self, func, *args, on_done) -> None:
-        self.state.set_busy(True)
-        worker = thread_worker(func, start_thread=False)(*args)
-        worker.returned.connect(on_done)
-        worker.errored.connect(lambda exc: show_error(str(exc)))
-        worker.finished.connect(lambda: self.state.set_busy(False))
-        self.worker = worker
-        worker.start()
-
     def export(self, fmt: str) -> None:
         from ..ctc.repair import export_labels
 
@@ -117,7 +106,7 @@ class ExportPanel(QWidget):
             _, lineage = result
             show_info(f"wrote {folder}: {len(lineage)} tracks, {len(lineage.divisions)} divisions")
 
-        self._run(export_labels, folder, labels, parents, first, fmt, on_done=done)
+        self.state.run_job(export_labels, folder, labels, parents, first, fmt, on_return=done)
 
     def evaluate(self) -> None:
         from ..ctc.repair import make_consistent
@@ -134,7 +123,7 @@ class ExportPanel(QWidget):
             # one process: forking a Qt application with running threads can deadlock
             return evaluate_arrays(Path(gt), fixed, lineage, first_frame=first, workers=1)
 
-        self._run(score, on_done=self.show_scores)
+        self.state.run_job(score, on_return=self.show_scores)
 
     def show_scores(self, scores: dict) -> None:
         rows = [(k, v) for k, v in scores.items() if isinstance(v, float | int) or v is None]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from napari.layers import Labels, Tracks
-from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error
 
 from ..ctc.napari_layers import PARENTS_KEY, layer_meta, tracks_from_labels
 from .state import DockState
@@ -18,7 +16,6 @@ class LineageView:
 
     def __init__(self, state: DockState) -> None:
         self.state = state
-        self.worker = None
 
     def update(self, session, labels_layer: Labels) -> None:
         """Parent links into the layer's metadata (earlier sessions' links are kept) and the
@@ -27,13 +24,12 @@ class LineageView:
         parents = dict(labels_layer.metadata.get(PARENTS_KEY) or {})
         parents.update({i: session.parent(i) for i in session.object_ids if session.parent(i)})
         labels_layer.metadata[PARENTS_KEY] = parents
-        worker = thread_worker(tracks_from_labels, start_thread=False)(session.labels, parents)
-        worker.returned.connect(lambda tracks: self._show(*tracks, parents))
-        worker.errored.connect(lambda exc: show_error(str(exc)))
-        worker.finished.connect(lambda: self.state.set_busy(False))
-        self.worker = worker
-        self.state.set_busy(True)
-        worker.start()
+        self.state.run_job(
+            tracks_from_labels,
+            session.labels,
+            parents,
+            on_return=lambda tracks: self._show(*tracks, parents),
+        )
 
     def _show(self, data: np.ndarray, graph: dict, parents: dict[int, int]) -> None:
         viewer = self.state.viewer

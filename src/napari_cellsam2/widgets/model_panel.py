@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QComboBox,
@@ -50,7 +49,6 @@ class ModelPanel(QWidget):
     def __init__(self, state: DockState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
-        self.worker = None
         self._generation = 0  # load requests so far
         self.spec = QComboBox()
         self.spec.setEditable(True)
@@ -123,17 +121,16 @@ class ModelPanel(QWidget):
         device = self.device.currentText()
         self.status.setText(f"loading {spec} …")
         self.load_button.setEnabled(False)
-        self.state.set_busy(True)
-        worker = thread_worker(load_model, start_thread=False)(spec, device)
         self._generation += 1
         generation = self._generation  # only the newest request may replace the model
-        worker.returned.connect(
-            lambda model: generation == self._generation and self.state.set_model(model)
+        self.state.run_job(
+            load_model,
+            spec,
+            device,
+            on_return=lambda model: generation == self._generation and self.state.set_model(model),
+            on_error=self._failed,
+            on_finish=lambda: self.load_button.setEnabled(True),
         )
-        worker.errored.connect(self._failed)
-        worker.finished.connect(self._done)
-        self.worker = worker
-        worker.start()
 
     def _load_requested(self, spec: str) -> None:
         folder = Path(spec)
@@ -143,11 +140,6 @@ class ModelPanel(QWidget):
     def _failed(self, exc: Exception) -> None:
         self.status.setText(f"could not load: {exc}")
         show_error(str(exc))
-
-    def _done(self) -> None:
-        self.load_button.setEnabled(True)
-        self.state.set_busy(False)
-        self.worker = None
 
     def _show_model(self, model) -> None:
         note = " (random weights: demo only)" if model.kind in ("tiny", "hiera-tiny-random") else ""

@@ -6,8 +6,11 @@ panel stays small and testable on its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, Signal
 
 
@@ -23,6 +26,7 @@ class DockState(QObject):
         self.viewer = viewer
         self.model: Any = None  # napari_cellsam2.model.loading.LoadedModel
         self._jobs = 0
+        self._workers: set[Any] = set()  # running workers, kept alive until they finish
 
     @property
     def busy(self) -> bool:
@@ -39,3 +43,35 @@ class DockState(QObject):
         self._jobs = max(0, self._jobs + (1 if busy else -1))
         if self.busy != was:
             self.busy_changed.emit(self.busy)
+
+    def run_job(
+        self,
+        func: Callable,
+        *args: Any,
+        on_return: Callable | None = None,
+        on_yield: Callable | None = None,
+        on_error: Callable[[Exception], Any] | None = None,
+        on_finish: Callable[[], Any] | None = None,
+        busy: bool = True,
+    ) -> Any:
+        """Run ``func(*args)`` (a function or generator) in a napari worker thread.
+
+        Results, yields, errors (default: a notification) and the end come back on the Qt main
+        thread. ``busy`` jobs are counted in :attr:`busy` until they finish (after
+        ``on_finish``, so a follow-up job started there keeps the dock busy without a gap).
+        """
+        worker = thread_worker(func, start_thread=False)(*args)
+        if on_return is not None:
+            worker.returned.connect(on_return)
+        if on_yield is not None:
+            worker.yielded.connect(on_yield)
+        worker.errored.connect(on_error or (lambda exc: show_error(str(exc))))
+        if on_finish is not None:
+            worker.finished.connect(on_finish)
+        worker.finished.connect(lambda: self._workers.discard(worker))
+        if busy:
+            worker.finished.connect(lambda: self.set_busy(False))
+            self.set_busy(True)
+        self._workers.add(worker)
+        worker.start()
+        return worker

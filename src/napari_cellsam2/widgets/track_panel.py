@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 from napari.layers import Labels
-from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
@@ -70,10 +69,9 @@ class TrackPanel(QWidget):
         """Encode the frame the user moved to in the background, so the first click there
         only runs SAM 2's prompt encoder and mask decoder."""
         if self.session is not None and not self.state.busy:
-            worker = thread_worker(self.session.prefetch, start_thread=False)(self.current_frame())
-            worker.errored.connect(lambda exc: None)  # a preview or click reports real errors
-            self.prefetch_worker = worker
-            worker.start()
+            self.state.run_job(  # errors surface with the next preview or click
+                self.session.prefetch, self.current_frame(), on_error=lambda _exc: None, busy=False
+            )
 
     def _model_changed(self, _model) -> None:
         """A new model (e.g. "Use this model" after fine-tuning) takes over the session; the
@@ -169,11 +167,13 @@ class TrackPanel(QWidget):
 
     def preview(self, frame: int) -> None:
         self.pending_previews += 1
-        worker = thread_worker(self.session.predict_frame, start_thread=False)(frame)
-        worker.returned.connect(lambda _masks: self._refresh())
-        worker.errored.connect(lambda exc: show_error(str(exc)))
-        worker.finished.connect(self._preview_done)
-        worker.start()
+        self.state.run_job(
+            self.session.predict_frame,
+            frame,
+            on_return=lambda _masks: self._refresh(),
+            on_finish=self._preview_done,
+            busy=False,
+        )
 
     def _preview_done(self) -> None:
         self.pending_previews -= 1
@@ -255,15 +255,14 @@ class TrackPanel(QWidget):
             yield_cpu_to_gui()
             yield from run
 
-        worker = thread_worker(stream, start_thread=False)()
-        worker.yielded.connect(self.on_frame)
-        worker.errored.connect(lambda exc: show_error(f"tracking stopped: {exc}"))
-        worker.finished.connect(self._tracking_done)
-        self.worker = worker
         self.track_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.state.set_busy(True)
-        worker.start()
+        self.worker = self.state.run_job(
+            stream,
+            on_yield=self.on_frame,
+            on_error=lambda exc: show_error(f"tracking stopped: {exc}"),
+            on_finish=self._tracking_done,
+        )
 
     def on_frame(self, result) -> None:
         self._bar.update(1)
@@ -281,7 +280,6 @@ class TrackPanel(QWidget):
         self.cancel_button.setEnabled(False)
         self._refresh()
         self.update_lineage()  # a job of its own: the dock stays busy until it is shown
-        self.state.set_busy(False)
 
     def _refresh(self) -> None:
         if self.labels_layer is not None:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
@@ -91,7 +90,6 @@ class TrainPanel(QWidget):
     def __init__(self, state: DockState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
-        self.worker = None
         self.cancel_event = threading.Event()
         self.checkpoint: Path | None = None
         self.mode = QComboBox()
@@ -197,18 +195,18 @@ class TrainPanel(QWidget):
         self.checkpoint = None
         self._times: list[float] = []
         self._progress = progress(total=0, desc="fine-tuning")
-        worker = thread_worker(run_training, start_thread=False)(
-            self.overrides(), layers, self.cancel_event
-        )
-        worker.yielded.connect(self.on_event)
-        worker.errored.connect(lambda exc: show_error(f"training failed: {exc}"))
-        worker.finished.connect(self._finished)
-        self.worker = worker
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.use_button.setEnabled(False)
-        self.state.set_busy(True)
-        worker.start()
+        self.state.run_job(
+            run_training,
+            self.overrides(),
+            layers,
+            self.cancel_event,
+            on_yield=self.on_event,
+            on_error=lambda exc: show_error(f"training failed: {exc}"),
+            on_finish=self._finished,
+        )
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -252,8 +250,6 @@ class TrainPanel(QWidget):
         self.plot.redraw()
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        self.state.set_busy(False)
-        self.worker = None
 
     def use_model(self) -> None:
         """Swap the tracker to the fine-tuned checkpoint/adapter (loaded in the background)."""
