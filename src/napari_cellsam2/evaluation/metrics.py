@@ -25,6 +25,9 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "CCA",
 )
 
+# The AOGM score and its graph-operation counts, computed with TRA.
+_AOGM = ("AOGM", "AOGM_0", "AOGM_NS", "AOGM_FN", "AOGM_FP", "AOGM_ED", "AOGM_EA", "AOGM_EC")
+
 # score name -> the py-ctcmetrics metrics it needs
 _PROVIDERS: dict[str, tuple[str, ...]] = {
     "Valid": ("Valid",),
@@ -37,20 +40,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "CCA": ("CCA",),
     "OP_CSB": ("SEG", "DET"),
     "OP_CTB": ("SEG", "TRA"),
-    **{
-        name: ("TRA",)
-        for name in (
-            "TRA",
-            "AOGM",
-            "AOGM_0",
-            "AOGM_NS",
-            "AOGM_FN",
-            "AOGM_FP",
-            "AOGM_ED",
-            "AOGM_EA",
-            "AOGM_EC",
-        )
-    },
+    **{name: ("TRA",) for name in ("TRA", *_AOGM)},
     **{name: ("MOTA",) for name in ("MOTA", "TP", "FP", "FN", "IDSW", "Precision", "Recall")},
     **{name: ("IDF1",) for name in ("IDF1", "IDP", "IDR", "IDTP", "IDFP", "IDFN")},
     "HOTA": ("HOTA",),
@@ -61,26 +51,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "gt_divisions": ("BC(0)",),
 }
 # Scores that are counts (of graph operations, matches, tracks), not fractions.
-_COUNTS = frozenset(
-    {
-        "AOGM",
-        "AOGM_0",
-        "AOGM_NS",
-        "AOGM_FN",
-        "AOGM_FP",
-        "AOGM_ED",
-        "AOGM_EA",
-        "AOGM_EC",
-        "TP",
-        "FP",
-        "FN",
-        "IDSW",
-        "IDTP",
-        "IDFP",
-        "IDFN",
-        "gt_divisions",
-    }
-)
+_COUNTS = frozenset({*_AOGM, "TP", "FP", "FN", "IDSW", "IDTP", "IDFP", "IDFN", "gt_divisions"})
 _INDEXED = re.compile(r"^(BC|tp_div|fp_div|fn_div|BIO|OP_CLB)\((\d+)\)$")
 
 
