@@ -5,7 +5,7 @@ in the track files*, so it silently goes wrong when a sequence does not start at
 covers fewer frames than GT, or when a folder holds stray ``.tif`` files. Here frames are paired by
 the indices in their names, track files are shifted to start at 0, frames RES lacks become ``None``
 (py-ctcmetrics' own "no result mask" case, scored as misses), and RES masks whose dtype would
-overflow in its label offsetting are copied as int64.
+overflow in its label offsetting, or that have no background pixel, are staged as fixed copies.
 """
 
 from __future__ import annotations
@@ -48,20 +48,30 @@ def _check_shapes(gt: GroundTruth, res: TrackedMasks) -> None:
             )
 
 
-def _overflow_safe(res: TrackedMasks, gt_max_label: int, scratch: Path) -> dict[int, str]:
-    """RES paths by frame index, copied as int64 where py-ctcmetrics' offsetting would overflow.
+def _staged_masks(res: TrackedMasks, gt_max_label: int, scratch: Path) -> dict[int, str]:
+    """RES paths by frame index, with copies in ``scratch`` where py-ctcmetrics would misread.
 
-    py-ctcmetrics adds (largest GT label in the frame + 1) to the RES mask in place, in the RES
-    file's dtype, so a uint8/uint16 RES with large labels would wrap around.
+    * It adds (largest GT label in the frame + 1) to the RES mask in place, in the file's dtype,
+      so a uint8/uint16 RES with large labels would wrap around: such masks are copied as int64.
+    * Its matcher assumes every frame has background and drops a frame's first label otherwise:
+      a frame labelled to the last pixel is copied with one pixel of its largest object cleared
+      (only in this scoring copy; the result folder is untouched).
     """
     paths = dict(zip(res.masks.indices, map(str, res.masks.files.paths), strict=True))
     res_max = max(res.lineage.tracks, default=0)
-    if np.iinfo(res.masks.dtype).max >= gt_max_label + res_max + 1:
-        return paths
-    scratch.mkdir(parents=True, exist_ok=True)
+    widen = np.iinfo(res.masks.dtype).max < gt_max_label + res_max + 1
     for pos, idx in enumerate(res.masks.indices):
+        frame = res.masks.frame(pos)
+        full = frame.size > 0 and bool(frame.all())
+        if not (widen or full):
+            continue
+        mask = frame.astype(np.int64)
+        if full:
+            largest = np.bincount(mask.ravel()).argmax()
+            mask.flat[np.flatnonzero(mask == largest)[0]] = 0
+        scratch.mkdir(parents=True, exist_ok=True)
         copy = scratch / res.masks.files.paths[pos].name
-        tifffile.imwrite(copy, res.masks.frame(pos).astype(np.int64))
+        tifffile.imwrite(copy, mask)
         paths[idx] = str(copy)
     return paths
 
@@ -73,7 +83,7 @@ def align(gt: GroundTruth, res: TrackedMasks, scratch: Path, gt_max_label: int) 
     TRA range are an error; GT frames without a RES mask are listed in ``missing``.
     """
     _check_shapes(gt, res)
-    comp = _overflow_safe(res, gt_max_label, scratch / "res")
+    comp = _staged_masks(res, gt_max_label, scratch / "res")
     out = AlignedSequence()
     if gt.tra is not None:
         indices = gt.tra.masks.indices

@@ -240,19 +240,10 @@ def _mean_scores(per_sequence: dict[str, dict[str, float | None]]) -> dict[str, 
 def score_result(result: TrackingResult, seq: CTCSequence, folder: Path) -> dict[str, Any]:
     """CTC scores of a tracking ``result`` on ``seq``, written as the CTC folder ``folder``.
 
-    Two py-ctcmetrics gaps are closed here. Its matcher assumes every frame has background and
-    drops a frame's first label otherwise, so on a frame labelled to the last pixel (a
-    degenerate model does that) one pixel of the largest object is written as background. It
-    leaves an empty result unscored; that result found nothing, so every score the GT defines
-    (those of the GT scored against itself) is 0.
+    An empty result is left unscored by the evaluation; for a comparison it found nothing, so
+    every score the GT defines (those of the GT scored against itself) is 0.
     """
     labels = result.labels
-    full = [t for t in range(len(labels)) if labels[t].all()]
-    if full:
-        labels = labels.copy()
-        for t in full:
-            largest = np.bincount(labels[t].ravel()).argmax()
-            labels[t].flat[np.flatnonzero(labels[t] == largest)[0]] = 0
     res = write_res(folder, labels, result.lineage, first_frame=result.first_frame)
     if labels.any():
         return evaluate_folders(seq.gt.folder, res)
