@@ -14,8 +14,8 @@ def yield_cpu_to_gui() -> None:
     The worker thread gets a lower scheduling priority (Linux: per-thread nice; threads it
     starts inherit it), and PyTorch's CPU thread pool leaves one core to the Qt main thread:
     with as many busy OpenMP threads as cores, every small op waits on a descheduled thread and
-    SAM 2 steps become tens of times slower (measured: 57 s vs 1.1 s for one training step of
-    the tiny model on 2 busy cores).
+    SAM 2 steps become many times slower (compare ``benchmarks/bench_training.py --threads 1``
+    with ``--threads 2`` on a 2-core machine that has other work).
     """
     import torch
 
