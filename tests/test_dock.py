@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
-from qtpy.QtCore import QTimer
 
 from napari_cellsam2.widgets import CellSAM2Widget
 from napari_cellsam2.widgets.lineage_view import TRACKS_NAME
+from napari_cellsam2.widgets.responsiveness import MainThreadPing
 from napari_cellsam2.widgets.track_panel import LABELS_NAME
 
 pytestmark = pytest.mark.gui
-
-
-class Ping:
-    """Measures how long the Qt main thread keeps a 20 ms timer waiting."""
-
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self.last = time.perf_counter()
-        self.timer = QTimer()
-        self.timer.setInterval(20)
-        self.timer.timeout.connect(self._tick)
-        self.timer.start()
-
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        self.worst = max(self.worst, now - self.last - 0.020)
-        self.last = now
-
-    def stop(self) -> float:
-        self.timer.stop()
-        return self.worst
 
 
 def _wait_idle(qtbot, state, timeout=120_000) -> None:
@@ -101,27 +78,29 @@ def test_user_story_track_correct_finetune_use_export_evaluate(dock, qtbot, tmp_
 
     track.direction.setCurrentText("forward")
     track.track()
-    ping = Ping()  # measured while frames stream in (napari's own progress-bar set-up excluded)
-    qtbot.waitUntil(lambda: track._bar.n == track._bar.total, timeout=120_000)
-    worst_tracking = ping.stop()
+    ping = MainThreadPing()  # frames stream in, then the lineage shows (bar set-up excluded)
     _wait_idle(qtbot, widget.state)
+    tracking = ping.stop()
     for t in range(labels.data.shape[0]):
         assert set(cells) <= set(np.unique(labels.data[t])), f"frame {t} lost a cell"
-    qtbot.waitUntil(lambda: TRACKS_NAME in viewer.layers, timeout=30_000)
+    tracks = viewer.layers[TRACKS_NAME]
 
     # a correction on a later frame re-tracks from there only
     before = np.array(labels.data[:10])
     track.cell.setValue(cells[0])
     _click(qtbot, track, 10, *_gt_centre(viewer, 10, cells[0]))
     track.track()
+    ping = MainThreadPing()
     _wait_idle(qtbot, widget.state)
+    retracking = ping.stop()
     np.testing.assert_array_equal(labels.data[:10], before)
+    assert viewer.layers[TRACKS_NAME] is tracks  # updated in place, not removed and re-added
 
     train = _train(widget, tmp_path)  # (napari adds its progress bar to the activity dock)
-    ping = Ping()
+    ping = MainThreadPing()
     qtbot.waitUntil(lambda: "training finished" in train.eta.text(), timeout=300_000)
-    worst_training = ping.stop()
     _wait_idle(qtbot, widget.state)
+    training = ping.stop()
     assert len(train.plot.train_losses) == 2 and all(np.isfinite(train.plot.train_losses))
     assert train.checkpoint is not None and train.use_button.isEnabled()
     with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
@@ -160,8 +139,18 @@ def test_user_story_track_correct_finetune_use_export_evaluate(dock, qtbot, tmp_
     _wait_idle(qtbot, widget.state, timeout=120_000)
     assert export.scores["TRA"] == export.scores["DET"] == export.scores["SEG"] == 1.0
 
-    assert worst_tracking < 0.2, f"main thread blocked {worst_tracking * 1000:.0f} ms (tracking)"
-    assert worst_training < 0.2, f"main thread blocked {worst_training * 1000:.0f} ms (training)"
+    for job, ping in [
+        ("tracking", tracking),
+        ("re-tracking", retracking),
+        ("training", training),
+    ]:
+        cpu, wall = ping.worst_cpu, ping.worst_wall
+        # the GUI thread's own work is held to the 200 ms budget in CPU time, which machine
+        # load does not stretch; benchmarks/bench_dock.py measures the wall time
+        assert cpu < 0.2, f"main thread busy {cpu * 1000:.0f} ms at once ({job})"
+        # waits that use no CPU (a lock, a sleep, file I/O) show only in wall time: a generous
+        # bound still catches a real blocking call
+        assert wall < 1.0, f"main thread blocked {wall * 1000:.0f} ms ({job})"
 
 
 def test_cancel_tracking_leaves_a_consistent_resumable_session(dock, qtbot):

@@ -32,10 +32,20 @@ class LineageView:
         )
 
     def _show(self, data: np.ndarray, graph: dict, parents: dict[int, int]) -> None:
+        """Update the Tracks layer in place: removing a layer makes napari run a full garbage
+        collection on the GUI thread (about half a second in a busy viewer)."""
         viewer = self.state.viewer
-        if TRACKS_NAME in viewer.layers:
-            viewer.layers.remove(TRACKS_NAME)
-        if len(data):
-            meta = layer_meta("tracks", of="res")
-            meta[PARENTS_KEY] = parents
+        layer = viewer.layers[TRACKS_NAME] if TRACKS_NAME in viewer.layers else None  # noqa: SIM401
+        if not len(data):
+            if layer is not None:
+                viewer.layers.remove(layer)
+            return
+        meta = layer_meta("tracks", of="res")
+        meta[PARENTS_KEY] = parents
+        if layer is None:
             viewer.add_layer(Tracks(data, graph=graph, name=TRACKS_NAME, metadata=meta))
+            return
+        layer.graph = {}  # the old graph may name tracks the new data no longer has
+        layer.data = data
+        layer.graph = graph
+        layer.metadata = meta

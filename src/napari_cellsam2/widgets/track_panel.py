@@ -100,19 +100,22 @@ class TrackPanel(QWidget):
             show_error(str(exc))
             return
         viewer = self.state.viewer
-        old = self.labels_layer if LABELS_NAME in viewer.layers else None
+        old = viewer.layers[LABELS_NAME] if LABELS_NAME in viewer.layers else None  # noqa: SIM401
         if keep_labels and old is not None and old.data.shape == self.session.labels.shape:
             self.session.labels[...] = old.data
             self.session.sync_labels()
             old.data = self.session.labels
+            self.labels_layer = old
         else:
-            if old is not None:
-                viewer.layers.remove(LABELS_NAME)
             meta = layer_meta("res", sequence=image.name, first_frame=first)
             meta[PARENTS_KEY] = {}
-            self.labels_layer = viewer.add_labels(
-                self.session.labels, name=LABELS_NAME, metadata=meta
-            )
+            if old is not None:  # reused: removing a layer costs a full GC on the GUI thread
+                old.data, old.metadata = self.session.labels, meta
+                self.labels_layer = old
+            else:
+                self.labels_layer = viewer.add_labels(
+                    self.session.labels, name=LABELS_NAME, metadata=meta
+                )
         if self.prompts is None or self.prompts.points not in viewer.layers:
             self.prompts = PromptLayers(viewer, self.on_click, self.on_box)
         self.prompts.set_positive(not self.negative.isChecked())
