@@ -1,12 +1,13 @@
 """GPU check: does tracking on CUDA (bf16 autocast, and fp32) agree with the CPU fp32 reference?
 
 Tracks one CTC sequence, every GT cell of its first frame seeded as a mask, with the same model
-on ``cpu`` (fp32, the reference), ``cuda`` with autocast disabled (fp32) and ``cuda`` with the
-engine's default bf16 autocast, then compares the label stacks:
+on ``cpu`` (fp32, the reference), ``cuda`` in strict fp32 (autocast and TF32 off) and ``cuda``
+with the engine's default bf16 autocast, then compares the label stacks and object scores:
 
   pixel_agreement   fraction of pixels with the same label as the CPU result
   mean_iou          mean over (cell, frame) pairs present in either result of the cell's IoU
   presence_agree    fraction of (cell, frame) pairs where both results agree the cell exists
+  score_diff_*      largest difference of object-score logits (first propagated frame / all)
   gt_mean_iou       the same mean IoU against the GT TRA masks (how good the model is)
 
 Usage (on a machine with CUDA):
@@ -30,26 +31,35 @@ from napari_cellsam2.model.loading import load_model
 from napari_cellsam2.tracking import session as session_module
 from napari_cellsam2.tracking.session import TrackingSession
 
+RUNS = {  # name: (device, autocast)
+    "cpu-fp32": ("cpu", False),
+    "cuda-fp32": ("cuda", False),
+    "cuda-bf16": ("cuda", True),
+}
+
 
 def track(spec: str, device: str, images: np.ndarray, seed: np.ndarray, autocast: bool) -> dict:
+    """Track with the engine; ``autocast=False`` on CUDA is strict fp32 (TF32 off too)."""
     loaded = load_model(spec, device)
     original = session_module.autocast_context
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     if not autocast:
         session_module.autocast_context = lambda _device: contextlib.nullcontext()
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         session = TrackingSession(loaded.model, images)
         session.seed_from_labels(0, seed)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
-        for _ in session.propagate("forward"):
-            pass
+        scores = [r.scores for r in session.propagate("forward")]
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     finally:
         session_module.autocast_context = original
-    return {"labels": np.array(session.labels), "seconds": seconds}
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    return {"labels": np.array(session.labels), "scores": scores, "seconds": seconds}
 
 
 def compare(a: np.ndarray, b: np.ndarray) -> dict:
@@ -67,11 +77,26 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict:
     }
 
 
+def score_difference(a: list[dict], b: list[dict]) -> dict:
+    """Object-score (presence logit) differences: on the first propagated frame, where both
+    runs start from the same memory, and over all frames, where differences compound."""
+    diffs = [[abs(x[k] - y[k]) for k in x.keys() & y.keys()] for x, y in zip(a, b, strict=True)]
+    flat = [d for frame in diffs for d in frame]
+    return {
+        "score_diff_first_frame": max(diffs[1], default=0.0) if len(diffs) > 1 else 0.0,
+        "score_diff_max": max(flat, default=0.0),
+        "score_scale": float(np.mean([abs(v) for frame in a for v in frame.values()])),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model spec for load_model")
     parser.add_argument("--sequence", required=True, help="a CTC image folder with its _GT")
     parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument(
+        "--runs", default=",".join(RUNS), help="comma-separated; the first is the reference"
+    )
     parser.add_argument("--out", default="gpu_check.json")
     args = parser.parse_args()
 
@@ -79,28 +104,35 @@ def main() -> None:
     count = min(args.frames, len(seq.images))
     images = np.stack([np.asarray(seq.images[t]) for t in range(count)])
     gt = np.stack([np.asarray(seq.gt.tra.masks[t]) for t in range(count)])
-    if not torch.cuda.is_available():
-        parser.error("CUDA is not available: this check compares CUDA with the CPU")
-    runs = {
-        "cpu fp32": ("cpu", False),
-        "cuda fp32": ("cuda", False),
-        "cuda bf16 autocast": ("cuda", True),
-    }
+    names = args.runs.split(",")
+    if any(RUNS[name][0] == "cuda" for name in names) and not torch.cuda.is_available():
+        parser.error("CUDA is not available; use --runs cpu-fp32 to check the script itself")
     results, reference = {}, None
-    for name, (device, autocast) in runs.items():
+    for name in names:
+        device, autocast = RUNS[name]
         out = track(args.model, device, images, gt[0], autocast)
-        reference = out["labels"] if reference is None else reference
+        reference = out if reference is None else reference
         row = {"seconds": out["seconds"], "fps": count / out["seconds"]}
-        row.update(compare(reference, out["labels"]))
+        row.update(compare(reference["labels"], out["labels"]))
+        row["first_frame_pixel_agreement"] = float(
+            (reference["labels"][1] == out["labels"][1]).mean()
+        )
+        row.update(score_difference(reference["scores"], out["scores"]))
         row["gt_mean_iou"] = compare(gt, out["labels"])["mean_iou"]
         results[name] = row
-    print(f"{'run':<20} {'fps':>8} {'pixel agree':>12} {'mean IoU':>9} {'presence':>9}", end="")
-    print(f" {'IoU vs GT':>10}")
+    columns = {
+        "fps": "fps",
+        "pixel_agreement": "px agree",
+        "first_frame_pixel_agreement": "px agree t1",
+        "mean_iou": "mean IoU",
+        "presence_agree": "presence",
+        "score_diff_first_frame": "score d t1",
+        "score_diff_max": "score d max",
+        "gt_mean_iou": "IoU vs GT",
+    }
+    print(f"{'run':<10}" + "".join(f" {h:>11}" for h in columns.values()))
     for name, r in results.items():
-        print(
-            f"{name:<20} {r['fps']:8.2f} {r['pixel_agreement']:12.5f} {r['mean_iou']:9.4f} "
-            f"{r['presence_agree']:9.4f} {r['gt_mean_iou']:10.4f}"
-        )
+        print(f"{name:<10}" + "".join(f" {r[c]:11.5g}" for c in columns))
     info = {
         "model": args.model,
         "sequence": args.sequence,
