@@ -54,7 +54,9 @@ def one(spec: str, mode: str, args: argparse.Namespace) -> dict:
     from napari_cellsam2.training import ErrorEvent, StartEvent, StepEvent, load_config, train
     from napari_cellsam2.training.data import CTCClipDataset
 
-    seq = mother_machine(frames=args.frames + 3, seed=0)
+    # one clip per step, all in one epoch (a shorter movie ran out of clips before the
+    # timed steps: --warmup 2 --steps 5 timed only 2 steps)
+    seq = mother_machine(frames=args.frames - 1 + args.warmup + args.steps, seed=0)
     data = CTCClipDataset.from_arrays(
         seq.images,
         seq.labels,
@@ -99,6 +101,8 @@ def one(spec: str, mode: str, args: argparse.Namespace) -> dict:
             elif isinstance(event, ErrorEvent):
                 raise RuntimeError(f"{spec}/{mode}: {event.message}")
         timed = seconds[args.warmup :]
+        if len(timed) != args.steps:
+            raise RuntimeError(f"{spec}/{mode}: timed {len(timed)} steps, not {args.steps}")
         return {
             "spec": spec,
             "mode": mode,
