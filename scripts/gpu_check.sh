@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU validation in one go (about 8 minutes on one H100/H200): CLI training on CUDA with bf16
+# GPU validation in one go (about 9 minutes on one H100/H200): CLI training on CUDA with bf16
 # autocast (LoRA and full), CLI tracking on CUDA, CUDA-vs-CPU agreement of tracking
 # (scripts/gpu_check.py), and the tracking/training benchmarks with --device cuda.
 # Usage: bash scripts/gpu_check.sh OUT_DIR   (python with torch+CUDA and this package importable)
@@ -39,6 +39,9 @@ tar -czf "$OUT/gpu_runs.tar.gz" -C "$WORK" runs res_lora res_full data/test
 
 log "bench_training --device cuda"
 $PY benchmarks/bench_training.py --device cuda --steps 5 --warmup 2 --out "$OUT/training_cuda.json"
+log "profile_training_step --device cuda"
+$PY benchmarks/profile_training_step.py --device cuda --skip 12 --python-steps 1 --torch-steps 2 \
+  --out "$OUT/profile_training_step_cuda.json" | tail -n 3
 log "bench_tracking --device cuda"
 $PY benchmarks/bench_tracking.py --device cuda --hiera-frames 30 --hiera-frames-many 10 \
   --out "$OUT/tracking_cuda.json"
