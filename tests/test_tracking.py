@@ -425,6 +425,33 @@ def test_snapshot_and_restore_undo_everything(model, frames):
     np.testing.assert_array_equal(s.labels, before)
 
 
+def test_snapshot_keeps_only_the_frames_later_actions_change(model, frames):
+    """Undo must not copy a whole movie on every action: frames are kept as they change, and
+    paint edits on frames the undone actions never rewrote survive the undo."""
+    s = two_cells(model, frames)
+    for _ in s.propagate(end=4):
+        pass
+    saved = s.snapshot()
+    assert saved.frames == {}
+    s.labels[7][:2, :2] = 9  # painted outside the session, on a frame tracking will rewrite
+    s.labels[T - 1][:2, :2] = 9  # ... and on a frame it will not reach
+    before = s.labels.copy()
+    for _ in s.propagate(end=8):
+        pass
+    assert sorted(saved.frames) == [5, 6, 7, 8]
+    second = s.snapshot()  # a later snapshot is kept independently
+    with_cell_2 = [t for t in range(T) if (s.labels[t] == 2).any()]
+    s.remove_object(2)
+    assert sorted(second.frames) == with_cell_2
+    s.restore(saved)
+    np.testing.assert_array_equal(s.labels, before)  # the paint on frame T-1 included
+    s.restore(second)
+    assert sorted(t for t in range(T) if (s.labels[t] == 2).any()) == with_cell_2
+    other = two_cells(model, frames)
+    with pytest.raises(ValueError, match="another session"):
+        other.restore(saved)
+
+
 def test_painted_edits_are_exported_consistently(model, frames, tmp_path):
     s = TrackingSession(model, frames)
     s.add_mask(1, 0, disk(16, 20, 7))

@@ -21,6 +21,7 @@ conditioning frame, so a correction keeps anchoring the track. Mask prompts are 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -108,13 +109,18 @@ class _Pass:
     stop: int
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class SessionSnapshot:
-    """An opaque saved state of a :class:`TrackingSession` (see ``snapshot``/``restore``)."""
+    """An opaque saved state of a :class:`TrackingSession` (see ``snapshot``/``restore``).
 
-    labels: np.ndarray
+    Label frames are saved lazily: the session keeps a frame's old content the first time it
+    writes that frame after the snapshot, so a snapshot of a 1000-frame movie costs nothing
+    until frames change, and then one copy per changed frame (not a copy of the movie)."""
+
+    frames: dict[int, np.ndarray]  # frame -> labels before the session first changed it
     objects: dict[int, _Object]
     next_id: int
+    shape: tuple[int, ...]
 
 
 def _copy_object(o: _Object) -> _Object:
@@ -213,6 +219,7 @@ class TrackingSession:
         self._positions = SharedPositions()
         self._objects: dict[int, _Object] = {}
         self._next_id = 1
+        self._snapshots: weakref.WeakSet[SessionSnapshot] = weakref.WeakSet()
         self._version = 0
         self._lock = threading.RLock()
         config = self.model.config
@@ -475,8 +482,15 @@ class TrackingSession:
                     resume if mother.pending_fwd is None else min(mother.pending_fwd, resume)
                 )
 
+    def _keep_for_undo(self, t: int) -> None:
+        """Called before every write to ``labels[t]``: live snapshots keep its old content."""
+        for snapshot in self._snapshots:
+            if t not in snapshot.frames:
+                snapshot.frames[t] = self.labels[t].copy()
+
     def _clear_labels(self, o: _Object, which) -> None:
         for f in [f for f in o.areas if which(f)]:
+            self._keep_for_undo(f)
             frame = self.labels[f]
             frame[frame == o.id] = 0
             del o.areas[f]
@@ -592,6 +606,7 @@ class TrackingSession:
         return {o.id: s for o, s in zip(objs, scores, strict=True)}
 
     def _write(self, t: int, frame: np.ndarray) -> None:
+        self._keep_for_undo(t)
         self.labels[t] = frame
         counts = np.bincount(frame.ravel())
         for o in self._objects.values():
@@ -770,19 +785,25 @@ class TrackingSession:
             return presence
 
     def snapshot(self) -> SessionSnapshot:
-        """Everything needed to undo later actions: labels, objects, prompts, SAM 2 memory."""
+        """Everything needed to undo the session's later actions: the label frames they
+        change, objects, prompts, SAM 2 memory. Edits made to :attr:`labels` from outside
+        (napari's paint tools) are not undone, except on frames a later action rewrote."""
         with self._lock:
             objects = {i: _copy_object(o) for i, o in self._objects.items()}
-            return SessionSnapshot(self.labels.copy(), objects, self._next_id)
+            snapshot = SessionSnapshot({}, objects, self._next_id, self.labels.shape)
+            self._snapshots.add(snapshot)
+            return snapshot
 
     def restore(self, snapshot: SessionSnapshot) -> None:
         """Return to a :meth:`snapshot` (labels are restored in place, so views stay valid).
         A snapshot can be restored more than once."""
         with self._lock:
-            if snapshot.labels.shape != self.labels.shape:
-                raise ValueError("this snapshot belongs to another session (labels shape differs)")
+            if snapshot not in self._snapshots or snapshot.shape != self.labels.shape:
+                raise ValueError("this snapshot belongs to another session")
             self._bump()
-            self.labels[...] = snapshot.labels
+            for t, saved in snapshot.frames.items():
+                self._keep_for_undo(t)  # for other live snapshots
+                self.labels[t] = saved
             self._objects = {i: _copy_object(o) for i, o in snapshot.objects.items()}
             self._next_id = max(self._next_id, snapshot.next_id)
 
