@@ -22,6 +22,23 @@ def test_values_are_taken_literally():
     assert cfg.launcher.experiment_log_dir == "/a b #1/c: d" and cfg.model.base == "x y"
 
 
+def test_values_with_dollar_braces_stay_literal_and_survive_a_yaml_round_trip(tmp_path):
+    """A folder named like an OmegaConf interpolation is still just a folder."""
+    from omegaconf import OmegaConf
+
+    from napari_cellsam2.training.config import to_dataclass
+
+    log, data = "/runs/${x}", "C:\\data\\${y}"
+    cfg = load_config(values={"launcher.experiment_log_dir": log, "dataset.data_dir": data})
+    assert cfg.launcher.experiment_log_dir == log and cfg.dataset.data_dir == data
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg))  # as the training log saves it
+    again = to_dataclass(load_config(yaml_file=tmp_path / "config.yaml"))
+    assert again.launcher.experiment_log_dir == log and again.dataset.data_dir == data
+    # interpolation written as an override still works
+    cfg = load_config(["launcher.experiment_log_dir=/r/${scratch.dataset_name}"])
+    assert cfg.launcher.experiment_log_dir == "/r/" + cfg.scratch.dataset_name
+
+
 @pytest.mark.parametrize(
     ("overrides", "values", "match"),
     [

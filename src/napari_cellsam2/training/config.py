@@ -6,6 +6,7 @@ Section and option names mirror the CellSAM2 seed (``train_ctc.py``): ``launcher
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,24 @@ def _fail(problem: str) -> ConfigError:
     return ConfigError(f"{problem}\nvalid keys:\n  " + "\n  ".join(valid_keys()))
 
 
+def _literal(value: Any) -> Any:
+    """Escape OmegaConf interpolation in a string (a folder may be named ``a${b}``); the
+    backslashes just before ``${`` are doubled so that they stay what they were."""
+    if not isinstance(value, str):
+        return value
+    return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
+
+
+def _keep_literal(cfg: DictConfig) -> None:
+    """After ``OmegaConf.resolve`` every ``${`` left is literal text, but OmegaConf would read
+    it as an interpolation on the next access: escape it again."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for section, values in raw.items():
+        for name, value in values.items():
+            if isinstance(value, str) and "${" in value:
+                cfg[section][name] = _literal(value)
+
+
 def load_config(
     overrides: Sequence[str] = (),
     yaml_file: str | Path | None = None,
@@ -119,10 +138,11 @@ def load_config(
         for key, value in (values or {}).items():
             if key not in valid_keys():
                 raise _fail(f"unknown config key {key!r}")
-            OmegaConf.update(cfg, key, value, merge=False)
+            OmegaConf.update(cfg, key, _literal(value), merge=False)
         if require_log_dir and OmegaConf.is_missing(cfg.launcher, "experiment_log_dir"):
             raise _fail("launcher.experiment_log_dir is required")
         OmegaConf.resolve(cfg)
+        _keep_literal(cfg)
     except ConfigError:
         raise
     except OmegaConfBaseException as exc:
