@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .ctc import write_res
-from .ctc.napari_layers import META_KEY, PARENTS_KEY, parents_from_graph
+from .ctc.napari_layers import links_from_metadata, parents_from_graph
 from .ctc.repair import make_consistent
 from .ctc.writer import as_label_stack
 
@@ -25,11 +25,9 @@ def write_res_layer(
     path: str | Path, data, metadata: Mapping[str, Any] | None, parents=None
 ) -> Path:
     """Write labels ``data`` (with layer ``metadata``) to the RES folder ``path``."""
-    metadata = metadata or {}
     labels = as_label_stack(data, path)
-    if parents is None:
-        parents = metadata.get(PARENTS_KEY) or {}
-    first_frame = int((metadata.get(META_KEY) or {}).get("first_frame", 0))
+    stored, first_frame = links_from_metadata(metadata)
+    parents = stored if parents is None else parents
     fixed, lineage = make_consistent(labels, parents, first_frame)  # as the dock's export does
     return write_res(path, fixed, lineage, first_frame=first_frame)
 

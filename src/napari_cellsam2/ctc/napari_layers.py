@@ -330,6 +330,14 @@ def layers_from_path(path: str | Path, *, tracks: bool = True) -> list[LayerData
     return out
 
 
+def links_from_metadata(metadata: Mapping[str, Any] | None) -> tuple[dict[int, int], int]:
+    """The parent links and the first CTC frame a layer made by this plugin carries
+    (``{}`` and 0 for other layers)."""
+    metadata = metadata or {}
+    parents = {int(d): int(p) for d, p in (metadata.get(PARENTS_KEY) or {}).items()}
+    return parents, int((metadata.get(META_KEY) or {}).get("first_frame", 0))
+
+
 def parents_from_graph(graph: Mapping[int, Sequence[int] | int] | None) -> dict[int, int]:
     """napari tracks graph ``{daughter: [parent]}`` -> ``{daughter: parent}`` (CTC: one parent)."""
     out = {}

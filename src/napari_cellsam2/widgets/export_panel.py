@@ -7,10 +7,9 @@ Hand edits made with napari's paint tools are respected: the layer is made CTC-v
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from napari.layers import Labels, Tracks
+from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -23,24 +22,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..ctc.napari_layers import META_KEY, PARENTS_KEY, parents_from_graph
 from .layer_combo import LayerCombo
+from .layer_lineage import layer_lineage_inputs
 from .state import DockState
-
-
-def layer_lineage_inputs(viewer, labels: Labels) -> tuple[Any, dict[int, int], int]:
-    """Labels array, parent links and first CTC frame of a labels layer.
-
-    Links come from the layer's metadata or, failing that, from a Tracks layer of the viewer.
-    """
-    parents = dict(labels.metadata.get(PARENTS_KEY) or {})
-    if not parents:
-        for layer in viewer.layers:
-            if isinstance(layer, Tracks) and layer.graph:
-                parents = parents_from_graph(layer.graph)
-                break
-    first = int((labels.metadata.get(META_KEY) or {}).get("first_frame", 0))
-    return labels.data, parents, first  # may be lazy: workers read it, not the GUI thread
 
 
 def _path_row(edit: QLineEdit, title: str, parent: QWidget) -> QHBoxLayout:

@@ -33,8 +33,8 @@ from ..training.events import (
     StepEvent,
     ValidationEvent,
 )
-from .export_panel import layer_lineage_inputs
 from .layer_combo import LayerCombo
+from .layer_lineage import layer_lineage_inputs
 from .loss_plot import LossPlot
 from .state import DockState
 from .workers import yield_cpu_to_gui
