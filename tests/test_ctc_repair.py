@@ -35,3 +35,20 @@ def test_rule_breaking_parent_link_is_dropped(division_labels):
 def test_empty_labels():
     _, lineage = make_consistent(np.zeros((3, 4, 4), np.uint16))
     assert len(lineage) == 0
+
+
+def test_export_reports_progress_and_a_cancel_leaves_nothing(division_labels, tmp_path):
+    from napari_cellsam2.ctc import open_path
+    from napari_cellsam2.ctc.repair import iter_export_labels
+
+    labels, parents = division_labels, {2: 1, 3: 1}
+    steps = iter_export_labels(tmp_path / "01_GT", labels, parents, fmt="gt")
+    seen = [next(steps), next(steps)]
+    assert seen == [(1, 2 * len(labels)), (2, 2 * len(labels))]  # TRA, then SEG frames
+    steps.close()  # cancelled half-way
+    assert list(tmp_path.iterdir()) == []  # no folder, no temporary left behind
+
+    steps = iter_export_labels(tmp_path / "01_RES", labels, parents, fmt="res")
+    progress = list(steps)
+    assert progress[-1] == (len(labels), len(labels))
+    assert open_path(tmp_path / "01_RES").res.lineage.parents == parents

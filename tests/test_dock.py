@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -253,3 +255,31 @@ def test_reader_labels_become_paintable(make_napari_viewer, ctc_sequence):
     assert isinstance(tra.data, np.ndarray)
     tra.data[2, 0:2, 0:2] = 9  # a hand edit now works
     assert tra.data[2, 0, 0] == 9
+
+
+def test_export_shows_progress_and_cancel_writes_nothing(dock, qtbot, tmp_path, monkeypatch):
+    import tifffile
+
+    from napari_cellsam2.ctc import writer
+
+    viewer, widget = dock
+    export = widget.export_panel
+    written, imwrite = [], tifffile.imwrite
+
+    def slow_write(path, data, **kwargs):  # long enough to cancel half-way
+        written.append(path)
+        time.sleep(0.05)
+        imwrite(path, data, **kwargs)
+
+    monkeypatch.setattr(writer.tifffile, "imwrite", slow_write)
+    export.layer.select("mother machine TRA")
+    export.out.setText(str(tmp_path / "01_RES"))
+    export.export("res")
+    assert export.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: len(written) >= 2, timeout=30_000)
+    export.cancel()
+    _wait_idle(qtbot, widget.state)
+    frames = len(viewer.layers["mother machine TRA"].data)
+    assert 2 <= len(written) < frames
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one
+    assert not export.cancel_button.isEnabled()

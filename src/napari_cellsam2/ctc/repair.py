@@ -89,6 +89,28 @@ def make_consistent(
     return relabel_segments(labels, parts), lineage
 
 
+def iter_export_labels(
+    folder,
+    labels: np.ndarray,
+    parents: Mapping[int, int] | None = None,
+    first_frame: int = 0,
+    fmt: str = "res",
+):
+    """:func:`export_labels`, yielding ``(frames written, frames to write)`` as it goes; closing
+    the generator early (cancel) leaves nothing behind. Returns ``(labels, lineage)``."""
+    from .writer import iter_write_gt, iter_write_res
+
+    if fmt not in ("res", "gt"):
+        raise ValueError(f"unknown export format {fmt!r} (use 'res' or 'gt')")
+    fixed, lineage = make_consistent(np.asarray(labels), parents, first_frame)
+    if fmt == "res":
+        yield from iter_write_res(folder, fixed, lineage, first_frame)
+    else:
+        frames = list(range(first_frame, first_frame + len(fixed)))
+        yield from iter_write_gt(folder, fixed, lineage, seg_frames=frames, first_frame=first_frame)
+    return fixed, lineage
+
+
 def export_labels(
     folder,
     labels: np.ndarray,
@@ -98,14 +120,6 @@ def export_labels(
 ) -> tuple[np.ndarray, Lineage]:
     """Write (possibly hand-edited) labels as CTC ``res`` (RES) or ``gt`` (GT/TRA, SEG on all
     frames) after :func:`make_consistent`; returns what was written."""
-    from .writer import write_gt, write_res
+    from .writer import run_to_end
 
-    fixed, lineage = make_consistent(np.asarray(labels), parents, first_frame)
-    if fmt == "res":
-        write_res(folder, fixed, lineage, first_frame)
-    elif fmt == "gt":
-        frames = list(range(first_frame, first_frame + len(fixed)))
-        write_gt(folder, fixed, lineage, seg_frames=frames, first_frame=first_frame)
-    else:
-        raise ValueError(f"unknown export format {fmt!r} (use 'res' or 'gt')")
-    return fixed, lineage
+    return run_to_end(iter_export_labels(folder, labels, parents, first_frame, fmt))

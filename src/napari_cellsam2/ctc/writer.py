@@ -11,9 +11,11 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import tifffile
@@ -100,38 +102,104 @@ def as_label_stack(labels, source: str | Path = "<labels>") -> np.ndarray:
     return arr.astype(np.uint16 if top < 2**16 else np.uint32, copy=False)
 
 
-def _write_frames(folder: Path, prefix: str, stack, indices: Sequence[int], digits: int) -> None:
+Progress = tuple[int, int]  # (frames written, frames to write)
+T = TypeVar("T")
+
+
+def _frame_writes(folder: Path, prefix: str, stack, indices: Sequence[int], digits: int):
+    """Write frames one by one, yielding after each (the callers count progress)."""
     folder.mkdir(parents=True, exist_ok=True)
     for frame, idx in zip(stack, indices, strict=True):
         tifffile.imwrite(
             folder / f"{prefix}{idx:0{digits}d}.tif", np.asarray(frame), compression="zlib"
         )
+        yield
 
 
-def write_images(folder: str | Path, images, first_frame: int = 0) -> Path:
-    """Write a (T,Y,X) image stack as ``t000.tif`` … (4 digits from frame 1000 on)."""
+def run_to_end(steps: Generator[Progress, None, T]) -> T:
+    """Drive one of the ``iter_write_*`` generators to the end and return its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def iter_write_images(
+    folder: str | Path, images, first_frame: int = 0
+) -> Generator[Progress, None, Path]:
+    """:func:`write_images`, yielding progress after each frame; closing the generator early
+    (cancel) leaves nothing behind."""
     arr = np.asarray(images)
     if arr.ndim < 3:
         raise CTCFormatError(folder, f"images must be (T,Y,X[,C]), got shape {arr.shape}")
     digits = frame_digits(first_frame, len(arr))
+    indices = range(first_frame, first_frame + len(arr))
     with atomic_folder(folder, _frames_of("t")) as tmp:
-        _write_frames(tmp, "t", arr, range(first_frame, first_frame + len(arr)), digits)
+        for done, _ in enumerate(_frame_writes(tmp, "t", arr, indices, digits), 1):
+            yield done, len(arr)
     return Path(folder)
 
 
-def _tracked(folder, labels, lineage, first_frame, prefix, txt) -> Path:
+def write_images(folder: str | Path, images, first_frame: int = 0) -> Path:
+    """Write a (T,Y,X) image stack as ``t000.tif`` … (4 digits from frame 1000 on)."""
+    return run_to_end(iter_write_images(folder, images, first_frame))
+
+
+def iter_write_res(
+    folder: str | Path, labels, lineage: Lineage, first_frame: int = 0
+) -> Generator[Progress, None, Path]:
+    """:func:`write_res`, yielding progress after each frame; closing the generator early
+    (cancel) leaves nothing behind."""
     arr = as_label_stack(labels, folder)
-    lineage.validate(arr, source=Path(folder) / txt, first_frame=first_frame)
+    lineage.validate(arr, source=Path(folder) / "res_track.txt", first_frame=first_frame)
     digits = frame_digits(first_frame, len(arr))
-    with atomic_folder(folder, _frames_of(prefix, txt)) as tmp:
-        _write_frames(tmp, prefix, arr, range(first_frame, first_frame + len(arr)), digits)
-        lineage.write(tmp / txt)
+    indices = range(first_frame, first_frame + len(arr))
+    with atomic_folder(folder, _frames_of("mask", "res_track.txt")) as tmp:
+        for done, _ in enumerate(_frame_writes(tmp, "mask", arr, indices, digits), 1):
+            yield done, len(arr)
+        lineage.write(tmp / "res_track.txt")
     return Path(folder)
 
 
 def write_res(folder: str | Path, labels, lineage: Lineage, first_frame: int = 0) -> Path:
     """Write a CTC result: ``mask###.tif`` + ``res_track.txt`` (validated first)."""
-    return _tracked(folder, labels, lineage, first_frame, "mask", "res_track.txt")
+    return run_to_end(iter_write_res(folder, labels, lineage, first_frame))
+
+
+def iter_write_gt(
+    gt_folder: str | Path,
+    labels,
+    lineage: Lineage,
+    seg_frames: Sequence[int] | None = None,
+    seg_labels=None,
+    first_frame: int = 0,
+) -> Generator[Progress, None, Path]:
+    """:func:`write_gt`, yielding progress after each frame; closing the generator early
+    (cancel) leaves nothing behind."""
+    gt_folder = Path(gt_folder)
+    arr = as_label_stack(labels, gt_folder / "TRA")
+    lineage.validate(arr, source=gt_folder / "TRA" / "man_track.txt", first_frame=first_frame)
+    seg = arr if seg_labels is None else as_label_stack(seg_labels, gt_folder / "SEG")
+    if seg.shape != arr.shape:
+        raise CTCFormatError(gt_folder / "SEG", f"SEG shape {seg.shape} != TRA shape {arr.shape}")
+    frames = list(seg_frames or [])
+    bad = [f for f in frames if not first_frame <= f < first_frame + len(arr)]
+    if bad:
+        raise CTCFormatError(gt_folder / "SEG", f"SEG frame {bad[0]} outside the sequence")
+    digits = frame_digits(first_frame, len(arr))
+    total = len(arr) + len(frames)
+    with atomic_folder(gt_folder, lambda p: p.is_dir() and p.name in ("TRA", "SEG")) as tmp:
+        tra = _frame_writes(
+            tmp / "TRA", "man_track", arr, range(first_frame, first_frame + len(arr)), digits
+        )
+        seg_writes = _frame_writes(
+            tmp / "SEG", "man_seg", (seg[f - first_frame] for f in frames), frames, digits
+        )
+        for done, _ in enumerate(chain(tra, seg_writes if frames else ()), 1):
+            yield done, total
+        lineage.write(tmp / "TRA" / "man_track.txt")
+    return gt_folder
 
 
 def write_gt(
@@ -147,24 +215,6 @@ def write_gt(
     ``seg_frames`` are CTC frame indices to store in ``SEG/man_seg###.tif`` (from ``seg_labels``,
     default the TRA labels), so corrected annotations become training and evaluation data.
     """
-    gt_folder = Path(gt_folder)
-    arr = as_label_stack(labels, gt_folder / "TRA")
-    lineage.validate(arr, source=gt_folder / "TRA" / "man_track.txt", first_frame=first_frame)
-    seg = arr if seg_labels is None else as_label_stack(seg_labels, gt_folder / "SEG")
-    if seg.shape != arr.shape:
-        raise CTCFormatError(gt_folder / "SEG", f"SEG shape {seg.shape} != TRA shape {arr.shape}")
-    frames = list(seg_frames or [])
-    bad = [f for f in frames if not first_frame <= f < first_frame + len(arr)]
-    if bad:
-        raise CTCFormatError(gt_folder / "SEG", f"SEG frame {bad[0]} outside the sequence")
-    digits = frame_digits(first_frame, len(arr))
-    with atomic_folder(gt_folder, lambda p: p.is_dir() and p.name in ("TRA", "SEG")) as tmp:
-        _write_frames(
-            tmp / "TRA", "man_track", arr, range(first_frame, first_frame + len(arr)), digits
-        )
-        lineage.write(tmp / "TRA" / "man_track.txt")
-        if frames:
-            _write_frames(
-                tmp / "SEG", "man_seg", (seg[f - first_frame] for f in frames), frames, digits
-            )
-    return gt_folder
+    return run_to_end(
+        iter_write_gt(gt_folder, labels, lineage, seg_frames, seg_labels, first_frame)
+    )

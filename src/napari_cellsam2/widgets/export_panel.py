@@ -6,10 +6,12 @@ Hand edits made with napari's paint tools are respected: the layer is made CTC-v
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 from napari.layers import Labels
+from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -56,6 +58,10 @@ class ExportPanel(QWidget):
         self.gt.setPlaceholderText("…/01_GT")
         self.write_res = QPushButton("Write RES")
         self.write_gt = QPushButton("Write GT/TRA")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self._cancel = threading.Event()
         self.evaluate_button = QPushButton("Evaluate")
         self.table = QTableWidget(0, 2)
         self.table.setHorizontalHeaderLabels(["metric", "score"])
@@ -66,6 +72,7 @@ class ExportPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.write_res)
         buttons.addWidget(self.write_gt)
+        buttons.addWidget(self.cancel_button)
         form = QFormLayout(self)
         form.addRow("Labels", self.layer)
         form.addRow("Output", _path_row(self.out, "Output folder", self))
@@ -75,7 +82,8 @@ class ExportPanel(QWidget):
         form.addRow(self.table)
 
     def export(self, fmt: str) -> None:
-        from ..ctc.repair import export_labels
+        """Write the chosen layer in a worker, a frame at a time (progress bar, Cancel)."""
+        from ..ctc.repair import iter_export_labels
 
         layer, out = self.layer.layer(), self.out.text().strip()
         if layer is None or not out:
@@ -85,12 +93,39 @@ class ExportPanel(QWidget):
         folder = Path(out)
         if fmt == "gt" and not folder.name.endswith("_GT"):  # 01, 01_RES -> 01_GT
             folder = folder.parent / f"{folder.name.removesuffix('_RES')}_GT"
+        cancel = self._cancel = threading.Event()
+        bar = progress(total=len(labels), desc=f"writing {folder.name}")
+
+        def stream():
+            steps = iter_export_labels(folder, labels, parents, first, fmt)
+            while not cancel.is_set():
+                try:
+                    yield next(steps)
+                except StopIteration as stop:
+                    return stop.value
+            steps.close()  # removes the temporary folder: nothing is written
+            return None
+
+        def step(done_total: tuple[int, int]) -> None:
+            bar.total = done_total[1]
+            bar.update(done_total[0] - bar.n)
 
         def done(result) -> None:
+            if result is None:
+                show_info(f"export cancelled: {folder} was not written")
+                return
             _, lineage = result
             show_info(f"wrote {folder}: {len(lineage)} tracks, {len(lineage.divisions)} divisions")
 
-        self.state.run_job(export_labels, folder, labels, parents, first, fmt, on_return=done)
+        def finished() -> None:
+            bar.close()
+            self.cancel_button.setEnabled(False)
+
+        self.cancel_button.setEnabled(True)
+        self.state.run_job(stream, on_yield=step, on_return=done, on_finish=finished)
+
+    def cancel(self) -> None:
+        self._cancel.set()
 
     def evaluate(self) -> None:
         from ..ctc.repair import make_consistent
