@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -283,3 +284,12 @@ def test_export_shows_progress_and_cancel_writes_nothing(dock, qtbot, tmp_path, 
     assert 2 <= len(written) < frames
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one
     assert not export.cancel_button.isEnabled()
+
+    written.clear()  # evaluation writes a temporary result first: cancellable too
+    export.gt.setText(str(tmp_path / "01_GT"))  # never read: cancelled before scoring
+    export.evaluate()
+    qtbot.waitUntil(lambda: len(written) >= 2, timeout=30_000)
+    export.cancel()
+    _wait_idle(qtbot, widget.state)
+    assert 2 <= len(written) < frames and not Path(written[0]).parent.exists()
+    assert export.table.rowCount() == 0

@@ -17,13 +17,14 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from ..ctc import CTCFormatError, GroundTruth, Lineage, TrackedMasks, read_gt, read_res, write_res
+from ..ctc import CTCFormatError, GroundTruth, Lineage, TrackedMasks, read_gt, read_res
+from ..ctc.writer import Progress, iter_write_res, run_to_end
 from .alignment import AlignedSequence, align
 from .metrics import plan, requested
 
@@ -198,6 +199,23 @@ def evaluate_folders(
         return score_aligned(aligned, names, gt_data, res_data, max(1, int(workers)))
 
 
+def iter_evaluate_arrays(
+    gt: str | Path,
+    labels: np.ndarray,
+    lineage: Lineage,
+    first_frame: int = 0,
+    metrics: Sequence[str] | None = None,
+    *,
+    workers: int | None = None,
+    allow_partial: bool = True,
+) -> Generator[Progress, None, Scores]:
+    """:func:`evaluate_arrays`, yielding ``(frames written, frames)`` while the result is
+    written (the long part before scoring); closing it early removes the temporary result."""
+    with tempfile.TemporaryDirectory(prefix="cellsam2-res-") as tmp:
+        res = yield from iter_write_res(Path(tmp) / "RES", labels, lineage, first_frame)
+        return evaluate_folders(gt, res, metrics, workers=workers, allow_partial=allow_partial)
+
+
 def evaluate_arrays(
     gt: str | Path,
     labels: np.ndarray,
@@ -213,9 +231,10 @@ def evaluate_arrays(
     The result is written to a temporary RES folder with our writer (which validates it), with
     frame ``i`` of ``labels`` stored as CTC frame ``first_frame + i``.
     """
-    with tempfile.TemporaryDirectory(prefix="cellsam2-res-") as tmp:
-        res = write_res(Path(tmp) / "RES", labels, lineage, first_frame=first_frame)
-        return evaluate_folders(gt, res, metrics, workers=workers, allow_partial=allow_partial)
+    steps = iter_evaluate_arrays(
+        gt, labels, lineage, first_frame, metrics, workers=workers, allow_partial=allow_partial
+    )
+    return run_to_end(steps)
 
 
 def _ranges(indices: list[int]) -> str:

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 from .layer_combo import LayerCombo
 from .layer_lineage import layer_lineage_inputs
 from .state import DockState
+from .workers import until_cancelled
 
 
 def _path_row(edit: QLineEdit, title: str, parent: QWidget) -> QHBoxLayout:
@@ -96,19 +97,10 @@ class ExportPanel(QWidget):
         cancel = self._cancel = threading.Event()
         bar = progress(total=len(labels), desc=f"writing {folder.name}")
 
-        def stream():
-            steps = iter_export_labels(folder, labels, parents, first, fmt)
-            while not cancel.is_set():
-                try:
-                    yield next(steps)
-                except StopIteration as stop:
-                    return stop.value
-            steps.close()  # removes the temporary folder: nothing is written
-            return None
-
-        def step(done_total: tuple[int, int]) -> None:
-            bar.total = done_total[1]
-            bar.update(done_total[0] - bar.n)
+        def stream():  # cancelled: the temporary folder is removed, nothing is written
+            return (yield from until_cancelled(
+                iter_export_labels(folder, labels, parents, first, fmt), cancel
+            ))  # fmt: skip
 
         def done(result) -> None:
             if result is None:
@@ -117,32 +109,52 @@ class ExportPanel(QWidget):
             _, lineage = result
             show_info(f"wrote {folder}: {len(lineage)} tracks, {len(lineage.divisions)} divisions")
 
+        self._run(stream, bar, done)
+
+    def _run(self, stream, bar, on_return) -> None:
+        """A cancellable job that reports ``(done, total)`` frames on ``bar``."""
+
+        def step(done_total: tuple[int, int]) -> None:
+            bar.total = done_total[1]
+            bar.update(done_total[0] - bar.n)
+
         def finished() -> None:
             bar.close()
             self.cancel_button.setEnabled(False)
 
         self.cancel_button.setEnabled(True)
-        self.state.run_job(stream, on_yield=step, on_return=done, on_finish=finished)
+        self.state.run_job(stream, on_yield=step, on_return=on_return, on_finish=finished)
 
     def cancel(self) -> None:
         self._cancel.set()
 
     def evaluate(self) -> None:
+        """Score the chosen layer against a GT folder in a worker (progress while the result
+        is written, Cancel until scoring starts)."""
         from ..ctc.repair import make_consistent
-        from ..evaluation import evaluate_arrays
+        from ..evaluation.scoring import iter_evaluate_arrays
 
         layer, gt = self.layer.layer(), self.gt.text().strip()
         if layer is None or not gt:
             show_error("choose a labels layer and a ground-truth folder first")
             return
         labels, parents, first = layer_lineage_inputs(self.state.viewer, layer)
+        cancel = self._cancel = threading.Event()
+        bar = progress(total=len(labels), desc="evaluating")
 
         def score():
             fixed, lineage = make_consistent(np.asarray(labels), parents, first)
             # one process: forking a Qt application with running threads can deadlock
-            return evaluate_arrays(Path(gt), fixed, lineage, first_frame=first, workers=1)
+            steps = iter_evaluate_arrays(Path(gt), fixed, lineage, first_frame=first, workers=1)
+            return (yield from until_cancelled(steps, cancel))
 
-        self.state.run_job(score, on_return=self.show_scores)
+        def done(scores) -> None:
+            if scores is None:
+                show_info("evaluation cancelled")
+            else:
+                self.show_scores(scores)
+
+        self._run(score, bar, done)
 
     def show_scores(self, scores: dict) -> None:
         rows = [(k, v) for k, v in scores.items() if isinstance(v, float | int) or v is None]

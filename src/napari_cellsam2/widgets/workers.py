@@ -6,6 +6,10 @@ import contextlib
 import os
 import sys
 import threading
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+R = TypeVar("R")
 
 
 def yield_cpu_to_gui() -> None:
@@ -23,3 +27,15 @@ def yield_cpu_to_gui() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+def until_cancelled(steps: Generator[Any, None, R], cancel: threading.Event):
+    """Yield ``steps``' progress until ``cancel`` is set; return their result, or None when
+    cancelled (after closing them, in this worker thread, so they clean up at once)."""
+    while not cancel.is_set():
+        try:
+            yield next(steps)
+        except StopIteration as stop:
+            return stop.value
+    steps.close()
+    return None
