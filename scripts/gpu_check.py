@@ -1,8 +1,9 @@
 """GPU check: does tracking on CUDA (bf16 autocast, and fp32) agree with the CPU fp32 reference?
 
 Tracks one CTC sequence, every GT cell of its first frame seeded as a mask, with the same model
-on ``cpu`` (fp32, the reference), ``cuda`` in strict fp32 (autocast and TF32 off) and ``cuda``
-with the engine's default bf16 autocast, then compares the label stacks and object scores:
+on ``cpu`` (fp32, the reference), ``cuda`` at ``precision="fp32"`` (strict: TF32 off) and
+``cuda`` at ``precision="bf16"`` (what ``auto`` picks on CUDA), then compares the label stacks
+and object scores:
 
   pixel_agreement   fraction of pixels with the same label as the CPU result
   mean_iou          mean over (cell, frame) pairs present in either result of the cell's IoU
@@ -18,7 +19,6 @@ Prints a table and writes JSON (``--out``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -28,37 +28,27 @@ import torch
 
 from napari_cellsam2.ctc import open_sequence
 from napari_cellsam2.model.loading import load_model
-from napari_cellsam2.tracking import session as session_module
 from napari_cellsam2.tracking.session import TrackingSession
 
-RUNS = {  # name: (device, autocast)
-    "cpu-fp32": ("cpu", False),
-    "cuda-fp32": ("cuda", False),
-    "cuda-bf16": ("cuda", True),
+RUNS = {  # name: (device, precision)
+    "cpu-fp32": ("cpu", "fp32"),
+    "cuda-fp32": ("cuda", "fp32"),
+    "cuda-bf16": ("cuda", "bf16"),
 }
 
 
-def track(spec: str, device: str, images: np.ndarray, seed: np.ndarray, autocast: bool) -> dict:
-    """Track with the engine; ``autocast=False`` on CUDA is strict fp32 (TF32 off too)."""
+def track(spec: str, device: str, images: np.ndarray, seed: np.ndarray, precision: str) -> dict:
+    """Track with the engine at ``precision`` (``fp32`` on CUDA is strict: TF32 off too)."""
     loaded = load_model(spec, device)
-    original = session_module.autocast_context
-    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    if not autocast:
-        session_module.autocast_context = lambda _device: contextlib.nullcontext()
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        session = TrackingSession(loaded.model, images)
-        session.seed_from_labels(0, seed)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        scores = [r.scores for r in session.propagate("forward")]
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    finally:
-        session_module.autocast_context = original
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    session = TrackingSession(loaded.model, images, precision=precision)
+    session.seed_from_labels(0, seed)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    scores = [r.scores for r in session.propagate("forward")]
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
     return {"labels": np.array(session.labels), "scores": scores, "seconds": seconds}
 
 
@@ -109,8 +99,8 @@ def main() -> None:
         parser.error("CUDA is not available; use --runs cpu-fp32 to check the script itself")
     results, reference = {}, None
     for name in names:
-        device, autocast = RUNS[name]
-        out = track(args.model, device, images, gt[0], autocast)
+        device, precision = RUNS[name]
+        out = track(args.model, device, images, gt[0], precision)
         reference = out if reference is None else reference
         row = {"seconds": out["seconds"], "fps": count / out["seconds"]}
         row.update(compare(reference["labels"], out["labels"]))

@@ -67,3 +67,9 @@ def test_track_errors_name_the_culprit(ctc_sequence: Path, tmp_path: Path, capsy
     shutil.copytree(ctc_sequence, images_only)
     assert main([*base, str(images_only), "--prompts", "gt-first-frame"]) == 2
     assert "no GT TRA" in capsys.readouterr().err
+
+    seeded = [*base, str(ctc_sequence), "--prompts", "gt-first-frame", "--device", "cpu"]
+    assert main([*seeded, "--precision", "bf16"]) == 2
+    assert "bf16 precision needs a CUDA device" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*seeded, "--precision", "fp32"]) == 0 and out.is_dir()

@@ -293,3 +293,17 @@ def test_export_shows_progress_and_cancel_writes_nothing(dock, qtbot, tmp_path, 
     _wait_idle(qtbot, widget.state)
     assert 2 <= len(written) < frames and not Path(written[0]).parent.exists()
     assert export.table.rowCount() == 0
+
+
+def test_precision_choice_reaches_the_session_and_bf16_needs_cuda(dock, qtbot):
+    viewer, widget = dock
+    track = widget.track_panel
+    track.image.select("mother machine")
+    track.start_session()
+    track.precision.setCurrentText("fp32")
+    assert track.session.precision == "fp32"
+    track.precision.setCurrentText("bf16")  # the tiny model runs on the CPU here
+    assert track.session.precision == "fp32" and track.precision.currentText() == "fp32"
+    track.precision.setCurrentText("auto")
+    track.start_session()  # a new session takes the panel's choice
+    assert track.session.precision == "auto"

@@ -108,3 +108,17 @@ def test_autocast_context():
         cuda_ctx = autocast_context("cuda")
     assert isinstance(cuda_ctx, torch.autocast)
     assert cuda_ctx.fast_dtype == torch.bfloat16
+
+
+def test_precision_choices():
+    assert isinstance(autocast_context("cpu", "fp32"), contextlib.nullcontext)
+    with pytest.raises(ValueError, match="bf16 precision needs a CUDA device"):
+        autocast_context("cpu", "bf16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        autocast_context("cpu", "fp16")
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    with autocast_context("cuda", "fp32"):  # strict fp32: no TF32 inside, restored after
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags

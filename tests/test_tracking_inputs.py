@@ -143,9 +143,15 @@ def test_bad_session_options(model):
         ({"feature_cache_frames": 0}, "feature_cache_frames"),
         ({"division_min_fraction": 2.0}, "division_min_fraction"),
         ({"first_frame": -1}, "first_frame"),
+        ({"precision": "bf16"}, "needs a CUDA device"),
+        ({"precision": "half"}, "precision must be one of"),
     ]:
         with pytest.raises(ValueError, match=message):
             TrackingSession(model, frames, **kw)
+    session = TrackingSession(model, frames, precision="fp32")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        session.precision = "bf16"
+    assert session.precision == "fp32"
     model.train()
     try:
         with pytest.raises(ValueError, match="training mode"):

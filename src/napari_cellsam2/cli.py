@@ -100,6 +100,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
             device=args.device,
             direction=args.direction,
             auto_divide=args.auto_divide,
+            precision=args.precision,
             progress=True,
         )
     except TypeError as exc:  # e.g. frames of an unsupported dtype
@@ -229,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--direction", choices=["forward", "backward", "both"], default="both")
     p.add_argument("--auto-divide", action="store_true", help="detect divisions from split masks")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 autocast on CUDA, fp32 elsewhere; fp32: strict fp32 (CUDA: TF32 off)",
+    )
     p.add_argument("--evaluate", metavar="GT", help="print CTC metrics against this 01_GT folder")
     p.set_defaults(handler=_cmd_track)
 

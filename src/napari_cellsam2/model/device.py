@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-__all__ = ["autocast_context", "resolve_device"]
+__all__ = ["PRECISIONS", "autocast_context", "resolve_device"]
 
 
 def _mps_available() -> bool:
@@ -49,10 +49,37 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def autocast_context(device: torch.device | str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (fast, and SAM 2's memory path already runs in bf16 there);
-    a no-op on CPU and MPS, where bf16 is slow or unsupported and fp32 is the reference."""
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def autocast_context(
+    device: torch.device | str, precision: str = "auto"
+) -> contextlib.AbstractContextManager:
+    """The numeric precision SAM 2 runs in on ``device``.
+
+    ``auto``: bf16 autocast on CUDA (what SAM 2 is usually run in there), fp32 on CPU and MPS,
+    where bf16 is slow or unsupported. ``fp32``: full fp32 everywhere, on CUDA with TF32 off
+    too (TF32 convolutions alone changed a third of a near-random model's mask pixels against
+    the CPU, see docs/results/gpu.md). ``bf16``: bf16 autocast, CUDA only.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    if device.type != "cuda":
+        if precision == "bf16":
+            raise ValueError(f"bf16 precision needs a CUDA device, not {device}; use 'fp32'")
+        return contextlib.nullcontext()
+    if precision == "fp32":
+        return _no_tf32()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def _no_tf32():
+    """Strict fp32 matmuls and convolutions on CUDA for the block (the flags are global)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

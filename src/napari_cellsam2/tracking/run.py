@@ -54,13 +54,15 @@ def track_ctc_sequence(
     device: str = "auto",
     direction: str = "both",
     auto_divide: bool = False,
+    precision: str = "auto",
     progress: bool = False,
 ) -> TrackingSession:
     """Track ``sequence`` (a CTC image folder) and write a validated RES folder to ``out``.
 
     ``prompts`` is ``"gt-first-frame"`` (every object of the sibling ``NN_GT/TRA`` on the first
     frame becomes a mask prompt) or a CSV/JSON prompt file (``prompt_file``). ``model`` is a
-    spec for ``model.load_model`` or an already loaded model. Returns the session.
+    spec for ``model.load_model`` or an already loaded model; ``precision`` as for
+    :class:`TrackingSession`. Returns the session.
     """
     seq = open_path(sequence)
     if seq.images is None:
@@ -71,7 +73,11 @@ def track_ctc_sequence(
 
         model = load_model(model, device=device)
     session = TrackingSession(
-        model, seq.images, first_frame=seq.first_frame, auto_divide=auto_divide
+        model,
+        seq.images,
+        first_frame=seq.first_frame,
+        auto_divide=auto_divide,
+        precision=precision,
     )
     if entries is None:
         seed_from_gt(session, seq)

@@ -178,7 +178,9 @@ class TrackingSession:
     intensity normalisation (or :class:`IntensityNorm`). ``feature_cache_frames`` bounds the
     image features kept for instant clicks. With ``auto_divide`` a tracked mask that splits into
     two parts of at least ``division_min_area`` pixels and ``division_min_fraction`` of the
-    mother's previous area becomes a division (forward propagation only).
+    mother's previous area becomes a division (forward propagation only). ``precision``
+    (``auto``: bf16 on CUDA, else fp32; ``fp32``; ``bf16``, CUDA only) may be changed at any
+    time and applies from the next frame computed.
     """
 
     def __init__(
@@ -192,6 +194,7 @@ class TrackingSession:
         division_min_area: int = 20,
         division_min_fraction: float = 0.25,
         first_frame: int = 0,
+        precision: str = "auto",
     ) -> None:
         self.model = _unwrap(model)
         if self.model.training:
@@ -204,6 +207,7 @@ class TrackingSession:
                 f"{division_min_area}, {division_min_fraction}"
             )
         self.device = next(self.model.parameters()).device
+        self.precision = precision  # validated by the setter
         size = self.model.config.image_size
         size = int(size if isinstance(size, int) else size[0])
         norm = norm or getattr(model, "norm", None) or IntensityNorm()
@@ -482,6 +486,15 @@ class TrackingSession:
                     resume if mother.pending_fwd is None else min(mother.pending_fwd, resume)
                 )
 
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        autocast_context(self.device, value)  # raises for an unknown or unusable precision
+        self._precision = value
+
     def _keep_for_undo(self, t: int) -> None:
         """Called before every write to ``labels[t]``: live snapshots keep its old content."""
         for snapshot in self._snapshots:
@@ -504,7 +517,7 @@ class TrackingSession:
             if t in self._features:
                 return
             pixels = self.frames[t][None].to(self.device)
-            with torch.inference_mode(), autocast_context(self.device):
+            with torch.inference_mode(), autocast_context(self.device, self.precision):
                 out = self.model.get_image_features(pixels, return_dict=True)
             self._features.cache_vision_features(
                 t,
@@ -580,7 +593,7 @@ class TrackingSession:
         view, corrections = self._view(t, objs)
         try:
             with torch.inference_mode():
-                with autocast_context(self.device):
+                with autocast_context(self.device, self.precision):
                     out = self.model(inference_session=view, frame_idx=t, reverse=reverse)
                 logits = self._object_logits(t, objs, out.pred_masks)
                 scores = out.object_score_logits.float().reshape(-1).cpu().tolist()

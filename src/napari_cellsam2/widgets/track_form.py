@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..model.device import PRECISIONS
 from ..tracking import DIRECTIONS
 from .layer_combo import LayerCombo
 
@@ -40,6 +41,9 @@ def build_track_form(
     panel.direction = QComboBox()
     panel.direction.addItems(DIRECTIONS)
     panel.direction.setCurrentText("both")
+    panel.precision = QComboBox()
+    panel.precision.addItems(PRECISIONS)
+    panel.precision.setToolTip("auto: bf16 on CUDA, fp32 elsewhere; fp32: exact but slower on GPUs")
     panel.start_frame, panel.end_frame = QSpinBox(), QSpinBox()
     for box in (panel.start_frame, panel.end_frame):
         box.setRange(-1, 1_000_000)
@@ -67,6 +71,7 @@ def build_track_form(
     form.addRow("", panel.negative)
     form.addRow("", panel.auto_divide)
     form.addRow("Direction", panel.direction)
+    form.addRow("Precision", panel.precision)
     form.addRow("From frame", panel.start_frame)
     form.addRow("To frame", panel.end_frame)
     form.addRow(grid)

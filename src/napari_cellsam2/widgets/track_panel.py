@@ -50,6 +50,7 @@ class TrackPanel(QWidget):
         ]  # fmt: skip
         build_track_form(self, state.viewer, actions)
         self.negative.toggled.connect(lambda on: self.prompts and self.prompts.set_positive(not on))
+        self.precision.currentTextChanged.connect(self._set_precision)
         self._prefetch_timer = QTimer(self)
         self._prefetch_timer.setSingleShot(True)
         self._prefetch_timer.setInterval(300)  # the user settled on a frame
@@ -79,6 +80,16 @@ class TrackPanel(QWidget):
         if self.session is not None:
             self.start_session(keep_labels=True)
 
+    def _set_precision(self, value: str) -> None:
+        """Applies from the next frame computed, also while tracking runs."""
+        if self.session is None:
+            return
+        try:
+            self.session.precision = value
+        except ValueError as exc:  # bf16 without CUDA
+            show_error(str(exc))
+            self.precision.setCurrentText(self.session.precision)
+
     # ---- session ----------------------------------------------------------------------------
     def current_frame(self) -> int:
         return int(self.state.viewer.dims.current_step[0])
@@ -94,7 +105,7 @@ class TrackPanel(QWidget):
         try:
             self.session = TrackingSession(
                 self.state.model, image.data, auto_divide=self.auto_divide.isChecked(),
-                first_frame=first,
+                first_frame=first, precision=self.precision.currentText(),
             )  # fmt: skip
         except (ValueError, TypeError) as exc:
             show_error(str(exc))
