@@ -105,6 +105,8 @@ def test_user_story_track_correct_finetune_use_export_evaluate(dock, qtbot, tmp_
     _wait_idle(qtbot, widget.state)
     training = ping.stop()
     assert len(train.plot.train_losses) == 2 and all(np.isfinite(train.plot.train_losses))
+    # the movie's last frames are held out: one validation point per epoch, at its last step
+    assert train.plot.val_steps == [2] and np.isfinite(train.plot.val_losses[0])
     assert train.checkpoint is not None and train.use_button.isEnabled()
     with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
         train.use_model()
@@ -296,7 +298,7 @@ def test_export_shows_progress_and_cancel_writes_nothing(dock, qtbot, tmp_path, 
 
 
 def test_precision_choice_reaches_the_session_and_bf16_needs_cuda(dock, qtbot):
-    viewer, widget = dock
+    _viewer, widget = dock
     track = widget.track_panel
     track.image.select("mother machine")
     track.start_session()

@@ -340,3 +340,16 @@ def test_gamma_jitter_never_makes_nan_from_resampling_undershoot():
     clip = np.full((1, 4, 4, 1), -1e-6, np.float32)  # bilinear resampling can dip below 0
     out = apply_intensity(clip, IntensityParams(1.0, 0.0, 0.8, 0.0, 0.0), np.random.default_rng(0))
     assert np.isfinite(out).all() and out.min() >= 0.0
+
+
+def test_a_movie_holds_out_its_last_frames_for_validation() -> None:
+    from napari_cellsam2.training.data import movie_datasets
+
+    images, labels, _ = make_sequence(20)
+    cfg = load_config(["launcher.experiment_log_dir=unused", "scratch.num_frames=2"])
+    scratch = to_dataclass(cfg).scratch
+    train, val = movie_datasets(images, labels, {4: 3, 5: 3}, scratch, holdout=0.15)
+    assert len(train) == 17 - 1 and len(val) == 3 - 1  # frames 0-16 and 17-19, 2-frame clips
+    assert train.augment == scratch.augment and not val.augment
+    assert movie_datasets(images, labels, None, scratch, holdout=0)[1] is None
+    assert movie_datasets(images[:3], labels[:3], None, scratch, holdout=0.5)[1] is None

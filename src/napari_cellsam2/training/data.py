@@ -500,3 +500,38 @@ def _valid_region(box: Letterbox) -> torch.Tensor:
     region = torch.zeros((box.size, box.size), dtype=torch.bool)
     region[:rows, :cols] = True
     return region
+
+
+def movie_datasets(
+    images: Any,
+    labels: Any,
+    parents: dict[int, int] | None,
+    scratch: Any,
+    holdout: float = 0.15,
+) -> tuple[CTCClipDataset, CTCClipDataset | None]:
+    """Training and validation clips from one movie and its (corrected) labels.
+
+    The last ``holdout`` fraction of the frames (at least one clip's worth) is held out for
+    validation, without augmentation: later frames are the closest stand-in for "the next
+    movie", and a time split keeps validation clips out of the training clips. No validation
+    set when ``holdout`` is 0 or the movie is too short for both. Labels are made CTC-valid
+    first (painted edits), options come from the config's ``scratch`` section.
+    """
+    from ..ctc.repair import make_consistent
+
+    labels = np.asarray(labels)
+    n, total = scratch.num_frames, len(labels)
+    held = max(n, round(total * holdout)) if holdout > 0 else 0
+    split = total - held if held and total - held >= n else total
+
+    def clips(part: slice, augment: bool) -> CTCClipDataset:
+        fixed, lineage = make_consistent(labels[part], parents)  # clip frames count from 0
+        return CTCClipDataset.from_arrays(
+            images[part], fixed, lineage, num_frames=n, resolution=scratch.resolution,
+            max_num_objects=scratch.max_num_objects,
+            max_num_bkgd_objects=scratch.max_num_bkgd_objects, augment=augment,
+            seed=scratch.seed,
+        )  # fmt: skip
+
+    train = clips(slice(0, split), scratch.augment)
+    return train, clips(slice(split, total), False) if split < total else None

@@ -7,7 +7,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 from napari.layers import Image, Labels
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
@@ -58,30 +57,17 @@ def _lr(value: float) -> QDoubleSpinBox:
     return box
 
 
-def layers_dataset(cfg, images, labels, parents: dict[int, int]):
-    """Training clips from an image stack and (hand-corrected) labels, made CTC-valid first."""
-    from ..ctc.repair import make_consistent
-    from ..training.data import CTCClipDataset
-
-    fixed, lineage = make_consistent(np.array(labels), parents)  # clip frames count from 0
-    s = cfg.scratch
-    return CTCClipDataset.from_arrays(
-        images, fixed, lineage, num_frames=s.num_frames, resolution=s.resolution,
-        max_num_objects=s.max_num_objects, max_num_bkgd_objects=s.max_num_bkgd_objects,
-        augment=s.augment, seed=s.seed,
-    )  # fmt: skip
-
-
 def run_training(values: dict[str, object], layers: tuple | None, cancel: threading.Event):
     """Worker body: config, data and model are built here, off the Qt main thread; then every
     training event is yielded (the loop checks ``cancel`` between steps)."""
     from ..training.config import load_config
+    from ..training.data import movie_datasets
     from ..training.loop import train
 
     yield_cpu_to_gui()
     cfg = load_config(values=values)
-    dataset = layers_dataset(cfg, *layers) if layers is not None else None
-    yield from train(cfg, cancel=cancel, dataset=dataset)
+    datasets = movie_datasets(*layers[:3], cfg.scratch, layers[3]) if layers else (None, None)
+    yield from train(cfg, cancel=cancel, dataset=datasets[0], val_dataset=datasets[1])
 
 
 class TrainPanel(QWidget):
@@ -100,6 +86,9 @@ class TrainPanel(QWidget):
         self.steps = _spin(0, 1_000_000, 0)
         self.steps.setSpecialValueText("all clips")
         self.lora_lr, self.base_lr, self.vision_lr = _lr(1e-3), _lr(5e-6), _lr(3e-6)
+        self.holdout = _spin(0, 50, 15)
+        self.holdout.setSuffix(" % of frames")
+        self.holdout.setToolTip("the movie's last frames validate each epoch (layers only)")
         self.augment = QCheckBox("augment")
         self.augment.setChecked(True)
         self.source = QComboBox()
@@ -138,6 +127,7 @@ class TrainPanel(QWidget):
         form.addRow("Training data", self.source)
         form.addRow("Image", self.image)
         form.addRow("Labels", self.labels)
+        form.addRow("Validation", self.holdout)
         form.addRow("Folder", self.folder)
         form.addRow("Run folder", self.log_dir)
         form.addRow(buttons)
@@ -171,14 +161,15 @@ class TrainPanel(QWidget):
         return items
 
     def _layers(self) -> tuple | None:
-        """(images, labels, parents) of the chosen layers; None when training on a folder."""
+        """(images, labels, parents, hold-out fraction) of the chosen layers; None when
+        training on a folder."""
         if self.source.currentText() == FOLDER:
             return None
         image, labels = self.image.layer(), self.labels.layer()
         if image is None or labels is None:
             raise ValueError("choose the image and labels layers to train on")
         data, parents, _ = layer_lineage_inputs(self.state.viewer, labels)
-        return image.data, data, parents
+        return image.data, data, parents, self.holdout.value() / 100
 
     # ---- running ----------------------------------------------------------------------------
     def start(self) -> None:
