@@ -117,3 +117,27 @@ def test_corrected_labels_become_training_data(tmp_path, division_labels):
     assert seq.images is None
     assert seq.gt.tra.lineage.to_text() == lin.to_text()
     assert tifffile.imread(tmp_path / "01_GT" / "SEG" / "man_seg005.tif").max() == 4
+
+
+def test_lazy_frames_take_assignments_like_numpy_and_keep_files(ctc_sequence):
+    """napari paints into lazy CTC labels: numpy semantics, copy-on-write per frame."""
+    from napari_cellsam2.ctc import open_path
+
+    lazy = open_path(ctc_sequence).gt.tra.masks
+    original = np.array(lazy)
+    reference = original.copy()
+    last = len(original) - 1
+    edits = [
+        ((1, slice(0, 2), slice(0, 3)), 7),
+        ((slice(2, 4), 0, 0), 5),
+        ((np.array([0, 0, 3]), np.array([1, 2, 3]), np.array([4, 4, 4])), np.array([9, 8, 6])),
+        ((-1, 1), 3),
+    ]
+    for key, value in edits:
+        lazy[key] = value
+        reference[key] = value
+        np.testing.assert_array_equal(np.asarray(lazy), reference)
+    assert sorted(lazy.edited) == sorted({0, 1, 2, 3, last})
+    np.testing.assert_array_equal(lazy[1:3], reference[1:3])
+    assert lazy.frame(1)[0, 0] == 7  # the tracker and the writers read the edits too
+    np.testing.assert_array_equal(np.asarray(open_path(ctc_sequence).gt.tra.masks), original)

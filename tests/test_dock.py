@@ -248,18 +248,6 @@ def test_moving_to_a_frame_prefetches_its_features(dock, qtbot):
     qtbot.waitUntil(lambda: 7 in track.session._features, timeout=30_000)
 
 
-def test_reader_labels_become_paintable(make_napari_viewer, ctc_sequence):
-    viewer = make_napari_viewer()
-    viewer.open(str(ctc_sequence), plugin="napari-cellsam2")
-    CellSAM2Widget(viewer)
-    tra = viewer.layers["01 TRA"]
-    assert not isinstance(tra.data, np.ndarray)  # lazy as opened
-    tra.mode = "paint"
-    assert isinstance(tra.data, np.ndarray)
-    tra.data[2, 0:2, 0:2] = 9  # a hand edit now works
-    assert tra.data[2, 0, 0] == 9
-
-
 def test_export_shows_progress_and_cancel_writes_nothing(dock, qtbot, tmp_path, monkeypatch):
     import tifffile
 

@@ -75,3 +75,30 @@ def test_save_labels_and_tracks_through_the_manifest(make_napari_viewer, tmp_pat
     res = open_path(tmp_path / "02_RES").res
     np.testing.assert_array_equal(np.asarray(res.masks), division_labels)
     assert res.lineage.parents == {2: 1}
+
+
+def test_lazy_reader_labels_take_paint_fill_and_undo(make_napari_viewer, ctc_sequence, tmp_path):
+    """Hand corrections on a CTC layer need no dock and no full load: painted frames are kept
+    in memory, the files stay as they were, and saving writes the edits."""
+    viewer = make_napari_viewer()
+    viewer.open(str(ctc_sequence), plugin="napari-cellsam2")
+    tra = viewer.layers["01 TRA"]
+    on_disk = np.asarray(open_path(ctc_sequence).gt.tra.masks)
+    viewer.dims.set_current_step(0, 2)
+    tra.mode = "paint"
+    tra.brush_size = 1
+    tra.paint((2, 0, 0), 9)
+    label = int(on_disk[2][on_disk[2] > 0][0])
+    tra.fill((2, *np.argwhere(on_disk[2] == label)[0]), 8)
+    assert isinstance(tra.data, LazyFrames) and sorted(tra.data.edited) == [2]
+    assert tra.data[2][0, 0] == 9
+    assert (np.asarray(tra.data)[2] == 8).sum() == (on_disk[2] == label).sum()
+    tra.undo()  # the fill
+    assert not (np.asarray(tra.data[2]) == 8).any() and tra.data[2][0, 0] == 9
+    np.testing.assert_array_equal(np.asarray(tra.data)[3:], on_disk[3:])
+    np.testing.assert_array_equal(np.asarray(open_path(ctc_sequence).gt.tra.masks), on_disk)
+    out = tmp_path / "01_RES"
+    viewer.layers.selection = {tra}
+    assert viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
+    saved = open_path(out).res.masks
+    assert saved.frame(2)[0, 0] == 9

@@ -108,8 +108,13 @@ def check_label_frame(path: Path, frame: np.ndarray) -> None:
 
 
 class FrameArray:
-    """Read-only numpy-style indexing over ``frame(position)``: what napari and the tracker
-    need from a lazy (T, ...) stack. Subclasses set ``frame_shape`` and ``dtype``."""
+    """Numpy-style indexing over frames read on demand: what napari and the tracker need from a
+    lazy (T, ...) stack. Subclasses set ``frame_shape`` and ``dtype`` and implement ``_read``.
+
+    Assignment (napari's paint, fill and erase tools) is copy-on-write per frame: an edited
+    frame is kept in memory and read from there, the files are never touched, and a 1000-frame
+    movie costs one frame of memory per frame painted.
+    """
 
     frame_shape: tuple[int, ...]
     dtype: np.dtype
@@ -117,8 +122,24 @@ class FrameArray:
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def frame(self, position: int) -> np.ndarray:
+    def _read(self, position: int) -> np.ndarray:
         raise NotImplementedError
+
+    @property
+    def edited(self) -> dict[int, np.ndarray]:
+        """Position -> the frame as edited (empty until something is painted)."""
+        return self.__dict__.setdefault("_edits", {})
+
+    def frame(self, position: int) -> np.ndarray:
+        """The frame at ``position`` (0-based position, not CTC index), with any edits."""
+        edited = self.edited.get(position)
+        return edited if edited is not None else self._read(position)
+
+    def _position(self, index) -> int:
+        pos = int(index) + (len(self) if index < 0 else 0)
+        if not 0 <= pos < len(self):
+            raise IndexError(f"frame {index} out of range for {len(self)} frames")
+        return pos
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -140,12 +161,9 @@ class FrameArray:
         if not isinstance(key, tuple):
             key = (key,)
         first, rest = key[0], key[1:]
-        if isinstance(first, (int, np.integer)):
-            pos = int(first) + (len(self) if first < 0 else 0)
-            if not 0 <= pos < len(self):
-                raise IndexError(f"frame {first} out of range for {len(self)} frames")
-            out = self.frame(pos)
-            return out[rest] if rest else out
+        if isinstance(first, (int, np.integer)):  # a copy: napari writes into its slice
+            out = self.frame(self._position(first))
+            return np.array(out[rest] if rest else out)
         positions = range(len(self))[first] if isinstance(first, slice) else np.asarray(first)
         if len(positions):
             stack = np.stack([self.frame(int(p)) for p in positions])
@@ -153,16 +171,35 @@ class FrameArray:
             stack = np.zeros((0, *self.frame_shape), self.dtype)
         return stack[(slice(None), *rest)] if rest else stack
 
+    def __setitem__(self, key, value) -> None:
+        """``stack[key] = value`` with numpy semantics, applied to copies of the frames hit."""
+        key = key if isinstance(key, tuple) else (key,)
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            positions, local = [self._position(first)], (0, *rest)
+        elif isinstance(first, slice):
+            positions, local = list(range(len(self))[first]), (slice(None), *rest)
+        else:  # one frame index per point, as napari paints
+            wanted = np.asarray(first)
+            positions = [self._position(p) for p in np.unique(wanted)]
+            local = (np.searchsorted(np.unique(wanted), wanted), *rest)
+        if not positions:
+            return
+        stack = np.stack([np.array(self.frame(p)) for p in positions])
+        stack[local] = value
+        for i, p in enumerate(positions):
+            self.edited[p] = stack[i]
+
     def __array__(self, dtype=None, copy=None):
         arr = self[:]
         return arr.astype(dtype) if dtype is not None else arr
 
 
 class LazyFrames(FrameArray):
-    """A read-only (T, ...) array-like over frame files, read on demand with a small LRU cache.
+    """A (T, ...) array-like over frame files, read on demand with a small LRU cache.
 
     Opening reads only the first file's header, so a 1000-frame sequence opens instantly; napari
-    and the tracker index it like a numpy array.
+    and the tracker index it like a numpy array. Edits stay in memory (see :class:`FrameArray`).
     """
 
     def __init__(self, files: FrameFiles, *, labels: bool = False, cache_size: int = 16) -> None:
@@ -187,8 +224,8 @@ class LazyFrames(FrameArray):
     def __repr__(self) -> str:
         return f"LazyFrames({self.files.folder}, shape={self.shape}, dtype={self.dtype})"
 
-    def frame(self, position: int) -> np.ndarray:
-        """The frame at ``position`` (0-based position, not CTC index), checked and cached."""
+    def _read(self, position: int) -> np.ndarray:
+        """The file's frame at ``position``, checked and cached."""
         with self._lock:
             if position in self._cache:
                 self._cache.move_to_end(position)
@@ -223,15 +260,15 @@ class PlacedFrames(FrameArray):
         self.frames = frames
         self.first = first
         self.count = count
-        self._position = {idx: pos for pos, idx in enumerate(frames.indices)}
+        self._placed = {idx: pos for pos, idx in enumerate(frames.indices)}
         self.dtype = frames.dtype
         self.frame_shape = frames.frame_shape
 
     def __len__(self) -> int:
         return self.count
 
-    def frame(self, position: int) -> np.ndarray:
-        pos = self._position.get(self.first + position)
+    def _read(self, position: int) -> np.ndarray:
+        pos = self._placed.get(self.first + position)
         if pos is None:
             return np.zeros(self.frame_shape, self.dtype)
         return self.frames.frame(pos)

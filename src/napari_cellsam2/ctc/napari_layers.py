@@ -250,9 +250,9 @@ def layers_from_sequence(
 ) -> list[LayerData]:
     """Image, TRA, SEG and RES labels, then TRA/RES tracks of one sequence, in that order.
 
-    Image and label layers stay lazy (:class:`LazyFrames`/:class:`PlacedFrames`, read-only: the
-    widget converts a labels layer to an ndarray before painting). Tracks read every TRA/RES
-    frame once; pass ``tracks=False`` to skip that.
+    Image and label layers stay lazy (:class:`LazyFrames`/:class:`PlacedFrames`; painting keeps
+    edited frames in memory and never touches the files). Tracks read every TRA/RES frame once;
+    pass ``tracks=False`` to skip that.
     """
     prefix = prefix or seq.name
     first, count = frame_range(seq)

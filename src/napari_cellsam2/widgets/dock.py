@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-from napari.layers import Labels
 from qtpy.QtWidgets import QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from .export_panel import ExportPanel
@@ -42,19 +40,3 @@ class CellSAM2Widget(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.tabs)
         self.setMinimumWidth(360)
-        napari_viewer.layers.events.inserted.connect(lambda e: make_paintable(e.value))
-        for layer in napari_viewer.layers:
-            make_paintable(layer)
-
-
-def make_paintable(layer: Any) -> None:
-    """Lazy labels (CTC TRA/SEG/RES opened by the reader) become an in-memory array the first
-    time the user picks a paint, fill or erase tool, so corrections by hand just work."""
-    if not isinstance(layer, Labels) or isinstance(layer.data, np.ndarray):
-        return
-
-    def convert(_event=None) -> None:
-        if layer.mode in ("paint", "fill", "erase") and not isinstance(layer.data, np.ndarray):
-            layer.data = np.asarray(layer.data)
-
-    layer.events.mode.connect(convert)
