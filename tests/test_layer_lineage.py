@@ -26,6 +26,14 @@ def test_links_on_the_layer_win(make_napari_viewer):
     assert layer_lineage_inputs(viewer, labels)[1] == {7: 6}
 
 
+def test_a_layer_made_here_without_divisions_takes_none_from_tracks(make_napari_viewer):
+    viewer = make_napari_viewer()
+    labels = _labels(viewer)
+    labels.metadata[PARENTS_KEY] = {}  # e.g. the dock's tracking layer before any division
+    viewer.add_tracks(TRACKS, graph={2: [1], 3: [1]}, name="ground truth tracks")
+    assert layer_lineage_inputs(viewer, labels)[1] == {}
+
+
 def test_the_only_tracks_layer_with_divisions_is_used(make_napari_viewer):
     viewer = make_napari_viewer()
     labels = _labels(viewer)

@@ -7,7 +7,7 @@ from typing import Any
 from napari.layers import Labels, Tracks
 from napari.utils.notifications import show_info, show_warning
 
-from ..ctc.napari_layers import META_KEY, links_from_metadata, parents_from_graph
+from ..ctc.napari_layers import META_KEY, PARENTS_KEY, links_from_metadata, parents_from_graph
 
 
 def _same_sequence(labels: Labels, tracks: Tracks) -> bool:
@@ -20,12 +20,13 @@ def _same_sequence(labels: Labels, tracks: Tracks) -> bool:
 def layer_lineage_inputs(viewer, labels: Labels) -> tuple[Any, dict[int, int], int]:
     """Labels array, parent links and first CTC frame of a labels layer.
 
-    Links come from the layer's metadata (layers made by this plugin carry them). Failing
-    that, from a Tracks layer of the same sequence, or from the only Tracks layer with
-    divisions (e.g. made by another plugin); with several candidates none is guessed.
+    Links come from the layer's metadata (layers made by this plugin carry them, ``{}`` when
+    there are no divisions). Layers without that entry (e.g. made by another plugin) take the
+    links of a Tracks layer of the same sequence, or of the only Tracks layer with divisions;
+    with several candidates none is guessed.
     """
     parents, first = links_from_metadata(labels.metadata)
-    if not parents:
+    if PARENTS_KEY not in labels.metadata:  # {} there means "no divisions", not "unknown"
         candidates = [layer for layer in viewer.layers if isinstance(layer, Tracks) and layer.graph]
         same = [layer for layer in candidates if _same_sequence(labels, layer)]
         chosen = same or (candidates if len(candidates) == 1 else [])

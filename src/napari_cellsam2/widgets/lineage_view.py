@@ -19,31 +19,38 @@ class LineageView:
 
     def update(self, session, labels_layer: Labels) -> None:
         """Parent links into the layer's metadata (earlier sessions' links are kept) and the
-        Tracks layer; the centroids (one read of every frame) are computed in a worker, and
-        the dock stays busy until they are shown."""
+        Tracks layer; the centroids (one read of every frame) and a new Tracks layer's model
+        are computed in a worker, and the dock stays busy until they are shown."""
         parents = dict(labels_layer.metadata.get(PARENTS_KEY) or {})
         parents.update({i: session.parent(i) for i in session.object_ids if session.parent(i)})
         labels_layer.metadata[PARENTS_KEY] = parents
-        self.state.run_job(
-            tracks_from_labels,
-            session.labels,
-            parents,
-            on_return=lambda tracks: self._show(*tracks, parents),
-        )
+        meta = layer_meta("tracks", of="res")
+        meta[PARENTS_KEY] = parents
+        exists = TRACKS_NAME in self.state.viewer.layers
 
-    def _show(self, data: np.ndarray, graph: dict, parents: dict[int, int]) -> None:
-        """Update the Tracks layer in place: removing a layer makes napari run a full garbage
-        collection on the GUI thread (about half a second in a busy viewer)."""
+        def compute():
+            data, graph = tracks_from_labels(session.labels, parents)
+            if exists or not len(data):
+                return data, graph, None
+            # the layer model is built here: a first Tracks layer costs ~0.1-0.9 s (napari
+            # initialises its tracks machinery), which the GUI thread must not pay
+            return data, graph, Tracks(data, graph=graph, name=TRACKS_NAME, metadata=meta)
+
+        self.state.run_job(compute, on_return=lambda out: self._show(*out, meta))
+
+    def _show(self, data: np.ndarray, graph: dict, new: Tracks | None, meta: dict) -> None:
+        """Add the new layer or update the existing one in place: removing a layer makes napari
+        run a full garbage collection on the GUI thread (about half a second in a busy viewer)."""
         viewer = self.state.viewer
         layer = viewer.layers[TRACKS_NAME] if TRACKS_NAME in viewer.layers else None  # noqa: SIM401
         if not len(data):
             if layer is not None:
                 viewer.layers.remove(layer)
             return
-        meta = layer_meta("tracks", of="res")
-        meta[PARENTS_KEY] = parents
         if layer is None:
-            viewer.add_layer(Tracks(data, graph=graph, name=TRACKS_NAME, metadata=meta))
+            if new is None:  # the user removed the layer meanwhile
+                new = Tracks(data, graph=graph, name=TRACKS_NAME, metadata=meta)
+            viewer.add_layer(new)
             return
         layer.graph = {}  # the old graph may name tracks the new data no longer has
         layer.data = data
