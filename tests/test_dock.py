@@ -266,14 +266,14 @@ def test_export_shows_progress_and_cancel_writes_nothing(dock, qtbot, tmp_path, 
     export.layer.select("mother machine TRA")
     export.out.setText(str(tmp_path / "01_RES"))
     export.export("res")
-    assert export.cancel_button.isEnabled()
+    assert export.cancel_button.isEnabled() and not export.evaluate_button.isEnabled()
     qtbot.waitUntil(lambda: len(written) >= 2, timeout=30_000)
     export.cancel()
     _wait_idle(qtbot, widget.state)
     frames = len(viewer.layers["mother machine TRA"].data)
     assert 2 <= len(written) < frames
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one
-    assert not export.cancel_button.isEnabled()
+    assert not export.cancel_button.isEnabled() and export.evaluate_button.isEnabled()
 
     written.clear()  # evaluation writes a temporary result first: cancellable too
     export.gt.setText(str(tmp_path / "01_GT"))  # never read: cancelled before scoring

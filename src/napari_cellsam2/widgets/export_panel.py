@@ -118,11 +118,17 @@ class ExportPanel(QWidget):
             bar.total = done_total[1]
             bar.update(done_total[0] - bar.n)
 
+        starters = (self.write_res, self.write_gt, self.evaluate_button)
+
         def finished() -> None:
             bar.close()
             self.cancel_button.setEnabled(False)
+            for button in starters:
+                button.setEnabled(True)
 
         self.cancel_button.setEnabled(True)
+        for button in starters:  # one job at a time: Cancel stops the one that runs
+            button.setEnabled(False)
         self.state.run_job(stream, on_yield=step, on_return=on_return, on_finish=finished)
 
     def cancel(self) -> None:
