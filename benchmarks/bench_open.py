@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "load_avg_at_start": load_at_start,
         "load_avg_at_end": os.getloadavg(),
-        "note": "CPU shared with other jobs; page cache warm (data generated/read before)",
+        "note": "page cache warm (data generated/read before); see load_avg_* for other work",
         "results": results,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
