@@ -132,6 +132,8 @@ def test_lazy_frames_take_assignments_like_numpy_and_keep_files(ctc_sequence):
         ((slice(2, 4), 0, 0), 5),
         ((np.array([0, 0, 3]), np.array([1, 2, 3]), np.array([4, 4, 4])), np.array([9, 8, 6])),
         ((-1, 1), 3),
+        ((np.array([-1, last]), np.array([2, 3]), np.array([0, 0])), 4),
+        ((np.arange(len(original)) == 2, 5, 5), 2),
     ]
     for key, value in edits:
         lazy[key] = value

@@ -179,10 +179,13 @@ class FrameArray:
             positions, local = [self._position(first)], (0, *rest)
         elif isinstance(first, slice):
             positions, local = list(range(len(self))[first]), (slice(None), *rest)
+        elif np.asarray(first).dtype == bool:  # a mask over frames
+            positions, local = list(np.flatnonzero(first)), (slice(None), *rest)
         else:  # one frame index per point, as napari paints
             wanted = np.asarray(first)
+            wanted = np.where(wanted < 0, wanted + len(self), wanted)
             positions = [self._position(p) for p in np.unique(wanted)]
-            local = (np.searchsorted(np.unique(wanted), wanted), *rest)
+            local = (np.searchsorted(positions, wanted), *rest)
         if not positions:
             return
         stack = np.stack([np.array(self.frame(p)) for p in positions])
