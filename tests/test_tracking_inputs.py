@@ -152,6 +152,10 @@ def test_bad_session_options(model):
     with pytest.raises(ValueError, match="needs a CUDA device"):
         session.precision = "bf16"
     assert session.precision == "fp32"
+    session.prefetch(1)
+    session.precision = "auto"  # cached features had the old precision: recomputed when needed
+    session.prefetch(2)
+    assert 1 not in session._features and 2 in session._features
     model.train()
     try:
         with pytest.raises(ValueError, match="training mode"):

@@ -58,6 +58,7 @@ class FeatureCache(Sam2VideoInferenceCache):
 
     def clear_all(self) -> None:
         self._vision_features.clear()
+        self._pos_embeds = None
 
 
 class SharedPositions:

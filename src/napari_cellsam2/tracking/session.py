@@ -224,6 +224,7 @@ class TrackingSession:
         self._objects: dict[int, _Object] = {}
         self._next_id = 1
         self._snapshots: weakref.WeakSet[SessionSnapshot] = weakref.WeakSet()
+        self._features_stale = False
         self._version = 0
         self._lock = threading.RLock()
         config = self.model.config
@@ -493,7 +494,16 @@ class TrackingSession:
     @precision.setter
     def precision(self, value: str) -> None:
         autocast_context(self.device, value)  # raises for an unknown or unusable precision
+        if getattr(self, "_precision", value) != value:
+            # cached image features have the old precision's dtype; the worker drops them
+            # before its next frame (no lock here: the GUI thread must not wait for a frame)
+            self._features_stale = True
         self._precision = value
+
+    def _drop_stale_features(self) -> None:
+        if self._features_stale:
+            self._features.clear_all()
+            self._features_stale = False
 
     def _keep_for_undo(self, t: int) -> None:
         """Called before every write to ``labels[t]``: live snapshots keep its old content."""
@@ -514,6 +524,7 @@ class TrackingSession:
         next click there runs only the prompt encoder and mask decoder."""
         with self._lock:
             t = self._check_frame(frame)
+            self._drop_stale_features()
             if t in self._features:
                 return
             pixels = self.frames[t][None].to(self.device)
@@ -543,6 +554,7 @@ class TrackingSession:
     def _view(self, t: int, objs: Sequence[_Object]) -> tuple[Sam2VideoInferenceSession, list]:
         """A transformers session over exactly ``objs``: it shares their output dicts, the lazy
         frames and the feature cache, and carries the prompts not decoded yet."""
+        self._drop_stale_features()
         view = Sam2VideoInferenceSession(
             video=None,
             video_height=self.height,
