@@ -297,3 +297,16 @@ def test_precision_choice_reaches_the_session_and_bf16_needs_cuda(dock, qtbot):
     track.precision.setCurrentText("auto")
     track.start_session()  # a new session takes the panel's choice
     assert track.session.precision == "auto"
+
+
+def test_loading_shows_a_progress_indicator_until_done(make_napari_viewer, qtbot):
+    from napari.utils import progress
+
+    viewer = make_napari_viewer()
+    widget = CellSAM2Widget(viewer)
+    widget.model_panel.add_spec("tiny")
+    with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
+        widget.model_panel.load("tiny")
+        assert any(bar.desc == "loading tiny" for bar in progress._all_instances)
+    _wait_idle(qtbot, widget.state)
+    assert not any(bar.desc == "loading tiny" for bar in progress._all_instances)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QComboBox,
@@ -123,13 +124,19 @@ class ModelPanel(QWidget):
         self.load_button.setEnabled(False)
         self._generation += 1
         generation = self._generation  # only the newest request may replace the model
+        bar = progress(total=0, desc=f"loading {Path(spec).name or spec}")  # a busy indicator
+
+        def finished() -> None:
+            bar.close()
+            self.load_button.setEnabled(True)
+
         self.state.run_job(
             load_model,
             spec,
             device,
             on_return=lambda model: generation == self._generation and self.state.set_model(model),
             on_error=self._failed,
-            on_finish=lambda: self.load_button.setEnabled(True),
+            on_finish=finished,
         )
 
     def _load_requested(self, spec: str) -> None:
