@@ -633,7 +633,10 @@ class TrackingSession:
     def _write(self, t: int, frame: np.ndarray) -> None:
         self._keep_for_undo(t)
         self.labels[t] = frame
-        counts = np.bincount(frame.ravel())
+        self._count_areas(t, np.bincount(frame.ravel()))
+
+    def _count_areas(self, t: int, counts: np.ndarray) -> None:
+        """Every object's pixel count on frame ``t`` from the frame's label histogram."""
         for o in self._objects.values():
             area = int(counts[o.id]) if o.id < len(counts) else 0
             if area:
@@ -801,12 +804,7 @@ class TrackingSession:
                 counts = np.bincount(np.asarray(self.labels[t]).ravel())
                 for label in np.flatnonzero(counts[1:]) + 1:
                     presence.setdefault(int(label), []).append(t)
-                for o in self._objects.values():
-                    area = int(counts[o.id]) if o.id < len(counts) else 0
-                    if area:
-                        o.areas[t] = area
-                    else:
-                        o.areas.pop(t, None)
+                self._count_areas(t, counts)
             return presence
 
     def snapshot(self) -> SessionSnapshot:
