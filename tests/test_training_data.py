@@ -350,6 +350,6 @@ def test_a_movie_holds_out_its_last_frames_for_validation() -> None:
     scratch = to_dataclass(cfg).scratch
     train, val = movie_datasets(images, labels, {4: 3, 5: 3}, scratch, holdout=0.15)
     assert len(train) == 17 - 1 and len(val) == 3 - 1  # frames 0-16 and 17-19, 2-frame clips
-    assert train.augment == scratch.augment and not val.augment
+    assert train.options.augment == scratch.augment and not val.options.augment
     assert movie_datasets(images, labels, None, scratch, holdout=0)[1] is None
     assert movie_datasets(images[:3], labels[:3], None, scratch, holdout=0.5)[1] is None

@@ -28,7 +28,7 @@ Randomness (subset, background count, augmentations) comes from a generator seed
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +241,44 @@ def _array_source(index: int, images, labels, lineage: Lineage | None) -> _Sourc
 
 
 # ---- the dataset --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClipOptions:
+    """How clips are cut and prepared, whatever the data comes from (see the module docstring)."""
+
+    num_frames: int = 4
+    resolution: int = 512
+    max_num_objects: int = 30
+    max_num_bkgd_objects: int = 8
+    augment: bool = True
+    seed: int = 0
+    norm: IntensityNorm = field(default_factory=IntensityNorm)
+    augment_config: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        for name, low in (
+            ("num_frames", 1),
+            ("resolution", 1),
+            ("max_num_objects", 1),
+            ("max_num_bkgd_objects", 0),
+            ("seed", 0),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+    @classmethod
+    def from_scratch(cls, scratch: Any, *, augment: bool | None = None) -> ClipOptions:
+        """From the training config's ``scratch`` section; ``augment`` overrides it."""
+        return cls(
+            num_frames=scratch.num_frames,
+            resolution=scratch.resolution,
+            max_num_objects=scratch.max_num_objects,
+            max_num_bkgd_objects=scratch.max_num_bkgd_objects,
+            augment=scratch.augment if augment is None else augment,
+            seed=scratch.seed,
+        )
+
+
 class CTCClipDataset(Dataset):
     """Every window of ``num_frames`` consecutive frames of every annotated sequence is one clip.
 
@@ -253,27 +291,13 @@ class CTCClipDataset(Dataset):
     """
 
     def __init__(
-        self,
-        data_dir: str | Path,
-        split: str | None = "train",
-        *,
-        num_frames: int = 4,
-        resolution: int = 512,
-        max_num_objects: int = 30,
-        max_num_bkgd_objects: int = 8,
-        augment: bool = True,
-        seed: int = 0,
-        norm: IntensityNorm | None = None,
-        augment_config: AugmentConfig | None = None,
-        check: bool = True,
+        self, data_dir: str | Path, split: str | None = "train", *, check: bool = True, **options
     ) -> None:
+        """``options``: the fields of :class:`ClipOptions` (e.g. ``num_frames=3``)."""
         data_dir = Path(data_dir)
         sources = [_sequence_source(f, data_dir, check) for f in _split_folders(data_dir, split)]
         where = f"{data_dir} (split '{split}')" if split else str(data_dir)
-        self._setup(
-            sources, where, num_frames, resolution, max_num_objects, max_num_bkgd_objects,
-            augment, seed, norm, augment_config,
-        )  # fmt: skip
+        self._setup(sources, where, ClipOptions(**options))
 
     @classmethod
     def from_arrays(
@@ -281,20 +305,12 @@ class CTCClipDataset(Dataset):
         images: Any,
         labels: Any,
         lineage: Lineage | Sequence[Lineage | None] | None = None,
-        *,
-        num_frames: int = 4,
-        resolution: int = 512,
-        max_num_objects: int = 30,
-        max_num_bkgd_objects: int = 8,
-        augment: bool = True,
-        seed: int = 0,
-        norm: IntensityNorm | None = None,
-        augment_config: AugmentConfig | None = None,
+        **options,
     ) -> CTCClipDataset:
         """Clips from in-memory ``images`` (T, Y, X[, 3]) and ``labels`` (T, Y, X) + lineage.
 
         Pass lists for several sequences (``lineage`` a list too, or None). Without a lineage the
-        labels are taken as tracks without divisions. Options as in the constructor; the
+        labels are taken as tracks without divisions. ``options`` as in the constructor; the
         lineage is always validated against the labels (cheap in memory).
         """
         if isinstance(images, (list, tuple)):
@@ -310,10 +326,7 @@ class CTCClipDataset(Dataset):
             raise ValueError("from_arrays: no sequences given")
         sources = [_array_source(i, *triple) for i, triple in enumerate(triples)]
         obj = cls.__new__(cls)
-        obj._setup(
-            sources, "<in-memory arrays>", num_frames, resolution, max_num_objects,
-            max_num_bkgd_objects, augment, seed, norm, augment_config,
-        )  # fmt: skip
+        obj._setup(sources, "<in-memory arrays>", ClipOptions(**options))
         return obj
 
     @classmethod
@@ -325,57 +338,22 @@ class CTCClipDataset(Dataset):
         ``split`` defaults to ``dataset.train_split``; ``augment`` to ``scratch.augment`` (pass
         ``False`` for validation clips).
         """
-        s = cfg.scratch
-        return cls(
-            cfg.dataset.data_dir,
-            cfg.dataset.train_split if split is None else split,
-            num_frames=s.num_frames,
-            resolution=s.resolution,
-            max_num_objects=s.max_num_objects,
-            max_num_bkgd_objects=s.max_num_bkgd_objects,
-            augment=s.augment if augment is None else augment,
-            seed=s.seed,
-            check=check,
-        )
+        options = ClipOptions.from_scratch(cfg.scratch, augment=augment)
+        split = cfg.dataset.train_split if split is None else split
+        return cls(cfg.dataset.data_dir, split, check=check, **vars(options))
 
-    def _setup(
-        self,
-        sources: list[_Source],
-        where: str,
-        num_frames: int = 4,
-        resolution: int = 512,
-        max_num_objects: int = 30,
-        max_num_bkgd_objects: int = 8,
-        augment: bool = True,
-        seed: int = 0,
-        norm: IntensityNorm | None = None,
-        augment_config: AugmentConfig | None = None,
-    ) -> None:
-        for name, value, low in (
-            ("num_frames", num_frames, 1),
-            ("resolution", resolution, 1),
-            ("max_num_objects", max_num_objects, 1),
-            ("max_num_bkgd_objects", max_num_bkgd_objects, 0),
-            ("seed", seed, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        self.num_frames = int(num_frames)
-        self.resolution = int(resolution)
-        self.max_num_objects = int(max_num_objects)
-        self.max_num_bkgd_objects = int(max_num_bkgd_objects)
-        self.augment = bool(augment)
-        self.seed = int(seed)
-        self.norm = norm or IntensityNorm()
-        self.augment_config = augment_config or AugmentConfig()
+    def _setup(self, sources: list[_Source], where: str, options: ClipOptions) -> None:
+        self.options = options
         self.epoch = 0
         self._sources = sources
-        self.clips_per_sequence = {s.name: max(0, s.length - self.num_frames + 1) for s in sources}
+        self.clips_per_sequence = {
+            s.name: max(0, s.length - self.options.num_frames + 1) for s in sources
+        }
         if not any(self.clips_per_sequence.values()):
             lengths = ", ".join(f"{s.name}: {s.length}" for s in sources)
             raise ValueError(
-                f"no training clips in {where}: num_frames={self.num_frames} is longer than "
-                f"every sequence (frames per sequence: {lengths}); lower scratch.num_frames"
+                f"no training clips in {where}: num_frames={options.num_frames} is longer "
+                f"than every sequence (frames per sequence: {lengths}); lower scratch.num_frames"
             )
         self._offsets = np.cumsum([0, *self.clips_per_sequence.values()])
 
@@ -394,7 +372,7 @@ class CTCClipDataset(Dataset):
     def describe(self) -> str:
         per = ", ".join(f"{name}: {n}" for name, n in self.clips_per_sequence.items())
         return (
-            f"{len(self)} clips of {self.num_frames} frame(s) from "
+            f"{len(self)} clips of {self.options.num_frames} frame(s) from "
             f"{len(self._sources)} sequence(s) ({per})"
         )
 
@@ -413,14 +391,18 @@ class CTCClipDataset(Dataset):
         index = int(index)
         source, start = self._locate(index)
         # Without augmentation clips do not change between epochs (validation is comparable).
-        rng = np.random.default_rng([self.seed, self.epoch if self.augment else 0, index])
-        window = range(start, start + self.num_frames)
-        images = np.stack([self.norm.apply(_hwc(source.images[t])) for t in window])
+        rng = np.random.default_rng(
+            [self.options.seed, self.epoch if self.options.augment else 0, index]
+        )
+        window = range(start, start + self.options.num_frames)
+        images = np.stack([self.options.norm.apply(_hwc(source.images[t])) for t in window])
         labels = np.stack([np.asarray(source.labels[t]) for t in window])
-        if self.augment:
-            geometric = sample_geometric(rng, self.augment_config)
+        if self.options.augment:
+            geometric = sample_geometric(rng, self.options.augment_config)
             images, labels = apply_geometric(images, labels, geometric)
-            images = apply_intensity(images, sample_intensity(rng, self.augment_config), rng)
+            images = apply_intensity(
+                images, sample_intensity(rng, self.options.augment_config), rng
+            )
         return self._build(images, labels, source.parents, rng)
 
     # ---- clip assembly --------------------------------------------------------------------------
@@ -440,9 +422,9 @@ class CTCClipDataset(Dataset):
                     if daughter in in_clip and daughter not in family and daughter not in chosen:
                         family.append(daughter)
                         stack.append(daughter)
-            if len(chosen) + len(family) <= self.max_num_objects:
+            if len(chosen) + len(family) <= self.options.max_num_objects:
                 chosen.extend(family)
-            if len(chosen) == self.max_num_objects:
+            if len(chosen) == self.options.max_num_objects:
                 break
         return chosen
 
@@ -453,7 +435,7 @@ class CTCClipDataset(Dataset):
         parents: dict[int, int],
         rng: np.random.Generator,
     ) -> ClipSample:
-        size = self.resolution
+        size = self.options.resolution
         flat = IntensityNorm(mode="dtype")  # images are already in [0, 1]: identity scaling
         processed = [preprocess_frame(image, size, flat) for image in images]
         pixel_values = torch.stack([tensor for tensor, _ in processed])
@@ -461,7 +443,7 @@ class CTCClipDataset(Dataset):
         present = [set(np.unique(frame).tolist()) - {0} for frame in labels]
         chosen = self._select(present, parents, rng)
 
-        masks = torch.zeros((self.num_frames, len(chosen), size, size), dtype=torch.bool)
+        masks = torch.zeros((self.options.num_frames, len(chosen), size, size), dtype=torch.bool)
         for t, frame in enumerate(labels):
             slots = [k for k, label in enumerate(chosen) if label in present[t]]
             if slots:
@@ -476,8 +458,10 @@ class CTCClipDataset(Dataset):
             if frames and (frames[0] == 0 or label not in present[0]):
                 pairs.append((k, frames[0]))
         pairs.sort(key=lambda pair: (pair[1], chosen[pair[0]]))
-        n_cells, n_bkgd = len(pairs), int(rng.integers(0, self.max_num_bkgd_objects + 1))
-        targets = torch.zeros((self.num_frames, n_cells + n_bkgd, size, size), dtype=torch.bool)
+        n_cells, n_bkgd = len(pairs), int(rng.integers(0, self.options.max_num_bkgd_objects + 1))
+        targets = torch.zeros(
+            (self.options.num_frames, n_cells + n_bkgd, size, size), dtype=torch.bool
+        )
         targets[:, :n_cells] = masks[:, [k for k, _ in pairs]]
         return ClipSample(
             pixel_values=pixel_values,
@@ -524,14 +508,10 @@ def movie_datasets(
     held = max(n, round(total * holdout)) if holdout > 0 else 0
     split = total - held if held and total - held >= n else total
 
-    def clips(part: slice, augment: bool) -> CTCClipDataset:
+    def clips(part: slice, augment: bool | None) -> CTCClipDataset:
         fixed, lineage = make_consistent(labels[part], parents)  # clip frames count from 0
-        return CTCClipDataset.from_arrays(
-            images[part], fixed, lineage, num_frames=n, resolution=scratch.resolution,
-            max_num_objects=scratch.max_num_objects,
-            max_num_bkgd_objects=scratch.max_num_bkgd_objects, augment=augment,
-            seed=scratch.seed,
-        )  # fmt: skip
+        options = ClipOptions.from_scratch(scratch, augment=augment)
+        return CTCClipDataset.from_arrays(images[part], fixed, lineage, **vars(options))
 
-    train = clips(slice(0, split), scratch.augment)
+    train = clips(slice(0, split), None)
     return train, clips(slice(split, total), False) if split < total else None
