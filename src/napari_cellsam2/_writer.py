@@ -3,8 +3,8 @@
 Parent links come from, in order: a tracks layer's ``graph`` (multi-layer writer), the labels
 layer's ``metadata["cellsam2_parents"]`` (set by our reader, sample and tracker), or none. The CTC
 first frame comes from ``metadata["cellsam2"]["first_frame"]`` (0 if absent). Writing goes
-through :func:`make_consistent` (gaps split, impossible links dropped, as the dock export does)
-and :func:`write_res`: validated first, atomic, so a bad layer leaves no folder behind.
+through :func:`export_labels` (gaps split, impossible links dropped, as the dock export does):
+validated first, atomic, so a bad layer leaves no folder behind.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .ctc import write_res
 from .ctc.napari_layers import links_from_metadata, parents_from_graph
-from .ctc.repair import make_consistent
+from .ctc.repair import export_labels
 from .ctc.writer import as_label_stack
 
 FullLayerData = tuple[Any, dict[str, Any], str]
@@ -25,11 +24,11 @@ def write_res_layer(
     path: str | Path, data, metadata: Mapping[str, Any] | None, parents=None
 ) -> Path:
     """Write labels ``data`` (with layer ``metadata``) to the RES folder ``path``."""
-    labels = as_label_stack(data, path)
+    labels = as_label_stack(data, path)  # a clear error naming the folder for bad data
     stored, first_frame = links_from_metadata(metadata)
     parents = stored if parents is None else parents
-    fixed, lineage = make_consistent(labels, parents, first_frame)  # as the dock's export does
-    return write_res(path, fixed, lineage, first_frame=first_frame)
+    export_labels(path, labels, parents, first_frame)  # as the dock's export does
+    return Path(path)
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

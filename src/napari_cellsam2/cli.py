@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .ctc import CTCFormatError
+from .ctc import CTCFormatError, Lineage
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -92,7 +92,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
     from .tracking.run import track_ctc_sequence
 
     try:
-        session = track_ctc_sequence(
+        track_ctc_sequence(
             args.sequence,
             args.prompts,
             args.model,
@@ -105,7 +105,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
         )
     except TypeError as exc:  # e.g. frames of an unsupported dtype
         raise ValueError(str(exc)) from None
-    lineage = session.lineage()
+    lineage = Lineage.read(Path(args.out) / "res_track.txt")  # as written: no pass over frames
     print(f"wrote {args.out}: {len(lineage)} tracks, {len(lineage.divisions)} divisions")
     if args.evaluate:
         from .evaluation import evaluate_folders, format_table

@@ -299,8 +299,8 @@ def layers_from_arrays(
     if labels is not None:
         parents = dict(parents or {})
         out.append(labels_layer(labels, f"{name} TRA", "tra", meta, parents=parents))
-        layer = tracks_layer(labels, f"{name} TRA tracks", "tra", meta, parents=parents)
-        if tracks and layer is not None:
+        layer = tracks and tracks_layer(labels, f"{name} TRA tracks", "tra", meta, parents=parents)
+        if layer:
             out.append(layer)
     return out
 

@@ -36,8 +36,8 @@ class TrackedMasks:
     lineage_path: Path
 
     def validate(self) -> None:
-        """Read every mask and check the lineage against them (the full CTC check)."""
-        self.masks.check_all()
+        """Read every mask (each read checks its shape and dtype) and check the lineage against
+        them (the full CTC check)."""
         self.lineage.validate(presence=_presence(self.masks), source=self.lineage_path)
 
 

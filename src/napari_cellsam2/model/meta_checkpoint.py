@@ -184,7 +184,6 @@ _HF_POINT_EMBED = "prompt_encoder.point_embed.weight"
 _HF_POS_MATRIX = "prompt_encoder.shared_embedding.positional_embedding"
 _HF_SHARED_POS = "shared_image_embedding.positional_embedding"
 _META_PATCH = "image_encoder.trunk.patch_embed.proj.weight"
-_HF_PATCH = "vision_encoder.backbone.patch_embed.projection.weight"
 
 _COMMON = {
     "n": r"(?P<n>\d+)",

@@ -57,8 +57,6 @@ def build_track_form(
 
     grid = QGridLayout()
     panel.action_buttons: list[QPushButton] = []
-    grid = QGridLayout()
-    panel.action_buttons = []
     for i, (text, slot) in enumerate(actions):
         panel.action_buttons.append(_button(text, slot))
         grid.addWidget(panel.action_buttons[-1], i // 2, i % 2)

@@ -113,8 +113,7 @@ class TrackPanel(QWidget):
         viewer = self.state.viewer
         old = viewer.layers[LABELS_NAME] if LABELS_NAME in viewer.layers else None  # noqa: SIM401
         if keep_labels and old is not None and old.data.shape == self.session.labels.shape:
-            self.session.labels[...] = old.data
-            self.session.sync_labels()
+            self.session.labels[...] = old.data  # no objects yet: nothing else to count
             old.data = self.session.labels
             self.labels_layer = old
         else:
@@ -203,10 +202,12 @@ class TrackPanel(QWidget):
         """Hand-painted corrections on the current frame become mask prompts for re-tracking."""
         if self._require_session():
             t = self.current_frame()
-            self.session.sync_labels()  # paint edits elsewhere count for export and lineage
             painted = np.array(self.session.labels[t])
             self._snapshot()
             self._guard(lambda: self.session.seed_from_labels(t, painted), t)
+            # paint edits on other frames count when a cell is deleted or divided: one pass
+            # over the movie, in a worker
+            self.state.run_job(self.session.sync_labels)
 
     # ---- divisions, deletion, undo ----------------------------------------------------------
     def begin_divide(self) -> None:
