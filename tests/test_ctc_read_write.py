@@ -143,3 +143,16 @@ def test_lazy_frames_take_assignments_like_numpy_and_keep_files(ctc_sequence):
     np.testing.assert_array_equal(lazy[1:3], reference[1:3])
     assert lazy.frame(1)[0, 0] == 7  # the tracker and the writers read the edits too
     np.testing.assert_array_equal(np.asarray(open_path(ctc_sequence).gt.tra.masks), original)
+
+
+def test_atomic_write_text_replaces_whole_files_with_shared_permissions(tmp_path):
+    import os
+
+    from napari_cellsam2.ctc.writer import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+    atomic_write_text(path, "a: 2\n")
+    assert path.read_text() == "a: 2\n" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600

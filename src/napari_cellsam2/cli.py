@@ -80,10 +80,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"warning: {w.message}", file=sys.stderr)
     print(format_table({Path(args.res).name or "result": scores}))
     if args.json:
-        out = Path(args.json)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(scores_to_json(scores) + "\n")
-        tmp.replace(out)
+        from .ctc.writer import atomic_write_text
+
+        out = atomic_write_text(args.json, scores_to_json(scores) + "\n")
         print(f"wrote {out}")
     return 0
 

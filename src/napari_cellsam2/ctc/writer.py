@@ -83,6 +83,22 @@ def atomic_folder(
         shutil.rmtree(old, ignore_errors=True)
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write a small text file so readers see the old or the new content, never half of it;
+    it gets the usual permissions (umask), like the folders above."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _frames_of(prefix: str, *extra: str) -> Callable[[Path], bool]:
     """Entries an earlier output of one kind may hold: its frames and the named extras."""
     pattern = re.compile(rf"^{prefix}\d{{3,4}}\.tiff?$")

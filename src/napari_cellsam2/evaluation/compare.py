@@ -35,7 +35,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 
 from ..ctc import CTCSequence, open_dataset, write_res
+from ..ctc.writer import atomic_write_text
 from ..tracking.export import TrackingResult
 from .annotator import annotate, summarize
 from .peak_memory import PeakMemory
@@ -80,12 +80,7 @@ def _quiet(message: str) -> None:
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, allow_nan=False)
-        fh.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be shared
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def plan_steps(steps: int, batches: int) -> tuple[int, int]:

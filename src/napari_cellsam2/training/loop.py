@@ -48,6 +48,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..ctc.writer import atomic_write_text
 from ..model.device import autocast_context, resolve_device
 from ..model.resolution import with_image_size
 from .config import ScratchConfig, TrainConfig, to_dataclass
@@ -172,13 +173,6 @@ def _val_clips(count: int, val_steps: int | None, batch_size: int) -> list[int]:
     every epoch, spread over all sequences rather than the first one)."""
     wanted = count if val_steps is None else min(count, val_steps * batch_size)
     return sorted({int(i) for i in np.linspace(0, count - 1, wanted).round()})
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 class _ObjectiveModule(nn.Module):
@@ -432,7 +426,7 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(self.log_dir / CONFIG, OmegaConf.to_yaml(self.cfg))
+        atomic_write_text(self.log_dir / CONFIG, OmegaConf.to_yaml(self.cfg))
         self._metrics = (self.log_dir / METRICS).open("a")
         if self.scratch.use_wandb:
             import wandb
@@ -691,7 +685,7 @@ class Trainer:
                 os.replace(folder, old)
             os.replace(target, folder)
             pointer = {"checkpoint": folder.name, **meta}
-            _atomic_write_text(self.ckpt_dir / LAST, json.dumps(pointer, indent=2))
+            atomic_write_text(self.ckpt_dir / LAST, json.dumps(pointer, indent=2))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if folder.name.startswith("epoch_"):
