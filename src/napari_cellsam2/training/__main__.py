@@ -63,6 +63,7 @@ def console_train(overrides: Sequence[str], config_file: str | None = None) -> i
         ValidationEvent,
     )
     from .loop import train
+    from .params import ParamCount
 
     cfg = load_config(list(overrides), config_file)
     cancel = threading.Event()
@@ -77,8 +78,8 @@ def console_train(overrides: Sequence[str], config_file: str | None = None) -> i
                 say = print if main else _quiet
                 say(
                     f"{event.mode} fine-tuning of {cfg.model.base} on {event.device} "
-                    f"({event.num_processes} process(es)): trainable {event.trainable:,} / "
-                    f"{event.total_params:,} ({100 * event.trainable / event.total_params:.2f}%)"
+                    f"({event.num_processes} process(es)): "
+                    f"{ParamCount(event.trainable, event.total_params)}"
                 )
                 say(f"log dir {event.log_dir}; epochs {event.start_epoch}..{event.num_epochs}")
                 bar = tqdm(

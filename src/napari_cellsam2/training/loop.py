@@ -64,6 +64,7 @@ from .events import (
     ValidationEvent,
     event_record,
 )
+from .forward import unwrap_model
 from .params import apply_lora, build_param_groups, count_parameters, freeze_encoder
 
 __all__ = [
@@ -187,9 +188,7 @@ class _ObjectiveModule(nn.Module):
     @property
     def sam(self) -> nn.Module:
         """The Sam2VideoModel itself (LoRA layers are injected into it in place)."""
-        from peft import PeftModel
-
-        return self.net.base_model.model if isinstance(self.net, PeftModel) else self.net
+        return unwrap_model(self.net)
 
     def forward(
         self, batch: ClipBatch, generator: torch.Generator | None
@@ -516,7 +515,7 @@ class Trainer:
             self._train_set.set_epoch(epoch)
 
     def _autocast(self):
-        return autocast_context(self.device) if self.scratch.amp else autocast_context("cpu")
+        return autocast_context(self.device, "auto" if self.scratch.amp else "fp32")
 
     def _reduce_parts(self, parts: dict[str, float]) -> dict[str, float]:
         if not parts:
