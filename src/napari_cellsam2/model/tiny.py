@@ -12,17 +12,9 @@ from transformers import (
     Sam2VisionConfig,
 )
 
+from .resolution import config_with_image_size
+
 __all__ = ["build_random_model", "hiera_tiny_config", "tiny_config"]
-
-
-def _feature_sizes(image_size: int) -> list[list[int]]:
-    """FPN feature-map sizes for the three levels the mask decoder uses (strides 4, 8, 16)."""
-    return [[image_size // 4] * 2, [image_size // 8] * 2, [image_size // 16] * 2]
-
-
-def _check_size(image_size: int) -> None:
-    if image_size < 64 or image_size % 32:
-        raise ValueError(f"image_size must be a multiple of 32 and >= 64, got {image_size}")
 
 
 def tiny_config(image_size: int = 256) -> Sam2VideoConfig:
@@ -32,7 +24,6 @@ def tiny_config(image_size: int = 256) -> Sam2VideoConfig:
     shrunk so that a 6-frame propagation takes a fraction of a second on a CPU. The global
     attention block (3) is deliberately not a query-pooling block (those crash).
     """
-    _check_size(image_size)
     dims = [8, 16, 32, 64]
     backbone = Sam2HieraDetConfig(
         hidden_size=dims[0],
@@ -40,31 +31,26 @@ def tiny_config(image_size: int = 256) -> Sam2VideoConfig:
         num_attention_heads_per_stage=[1, 2, 4, 8],
         blocks_per_stage=[1, 1, 2, 1],
         global_attention_blocks=[3],
-        image_size=[image_size, image_size],
     )
     vision = Sam2VisionConfig(
         backbone_config=backbone,
         backbone_channel_list=list(reversed(dims)),
-        backbone_feature_sizes=_feature_sizes(image_size),
         fpn_hidden_size=128,
     )
-    return Sam2VideoConfig(
+    config = Sam2VideoConfig(
         vision_config=vision,
-        prompt_encoder_config=Sam2VideoPromptEncoderConfig(
-            hidden_size=128, image_size=image_size, patch_size=16
-        ),
+        prompt_encoder_config=Sam2VideoPromptEncoderConfig(hidden_size=128, patch_size=16),
         mask_decoder_config=Sam2VideoMaskDecoderConfig(hidden_size=128),
-        image_size=image_size,
         memory_attention_hidden_size=128,
         memory_attention_num_layers=1,
         memory_attention_feed_forward_hidden_size=64,
-        memory_attention_rope_feat_sizes=[image_size // 16, image_size // 16],
         memory_encoder_hidden_size=128,
         memory_encoder_output_channels=64,
         mask_downsampler_embed_dim=128,
         memory_fuser_embed_dim=128,
         memory_fuser_intermediate_dim=256,
     )
+    return config_with_image_size(config, image_size)
 
 
 def hiera_tiny_config(image_size: int = 1024) -> Sam2VideoConfig:
@@ -75,7 +61,6 @@ def hiera_tiny_config(image_size: int = 1024) -> Sam2VideoConfig:
     FPN/decoder/memory width 256), matching the hub config of facebook/sam2.1-hiera-tiny.
     ``image_size`` other than 1024 rescales only the resolution-dependent sizes.
     """
-    _check_size(image_size)
     backbone = Sam2HieraDetConfig(
         hidden_size=96,
         embed_dim_per_stage=[96, 192, 384, 768],
@@ -84,23 +69,18 @@ def hiera_tiny_config(image_size: int = 1024) -> Sam2VideoConfig:
         global_attention_blocks=[5, 7, 9],
         window_size_per_stage=[8, 4, 14, 7],
         window_positional_embedding_background_size=[7, 7],
-        image_size=[image_size, image_size],
     )
     vision = Sam2VisionConfig(
         backbone_config=backbone,
         backbone_channel_list=[768, 384, 192, 96],
-        backbone_feature_sizes=_feature_sizes(image_size),
         fpn_hidden_size=256,
     )
-    return Sam2VideoConfig(
+    config = Sam2VideoConfig(
         vision_config=vision,
-        prompt_encoder_config=Sam2VideoPromptEncoderConfig(
-            hidden_size=256, image_size=image_size, patch_size=16
-        ),
+        prompt_encoder_config=Sam2VideoPromptEncoderConfig(hidden_size=256, patch_size=16),
         mask_decoder_config=Sam2VideoMaskDecoderConfig(hidden_size=256),
-        image_size=image_size,
-        memory_attention_rope_feat_sizes=[image_size // 16, image_size // 16],
     )
+    return config_with_image_size(config, image_size)
 
 
 def build_random_model(
