@@ -18,6 +18,7 @@ from typing import Any, Literal
 from torch import nn
 
 from ..ctc.writer import atomic_folder
+from .resolution import image_size
 
 __all__ = [
     "CELLSAM2_JSON",
@@ -81,11 +82,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _image_size(model: nn.Module) -> int:
-    size = model.config.image_size
-    return int(size[0] if isinstance(size, list | tuple) else size)
-
-
 def save_model_checkpoint(
     model: nn.Module,
     folder: str | Path,
@@ -105,7 +101,7 @@ def save_model_checkpoint(
         )
     if not hasattr(model, "save_pretrained") or not hasattr(model, "config"):
         raise TypeError(f"expected a transformers Sam2VideoModel, got {type(model).__name__}")
-    info = _info("full", base_spec, _image_size(model), extra_meta)
+    info = _info("full", base_spec, image_size(model.config), extra_meta)
     with _atomic_folder(folder) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         _write_json(tmp / CELLSAM2_JSON, info)
@@ -129,7 +125,7 @@ def save_adapter_checkpoint(
         )
     if not str(base_spec):
         raise ValueError("base_spec must name the base model the adapter was trained on")
-    info = _info("lora", base_spec, _image_size(peft_model.get_base_model()), extra_meta)
+    info = _info("lora", base_spec, image_size(peft_model.get_base_model().config), extra_meta)
     with _atomic_folder(folder) as tmp:
         save(str(tmp), safe_serialization=True)
         _write_json(tmp / CELLSAM2_JSON, info)

@@ -28,7 +28,7 @@ from transformers import Sam2VideoConfig, Sam2VideoModel
 from .checkpoint import CELLSAM2_JSON, read_checkpoint_info
 from .device import resolve_device
 from .meta_checkpoint import load_meta_checkpoint
-from .resolution import with_image_size
+from .resolution import image_size, with_image_size
 from .tiny import build_random_model, hiera_tiny_config, tiny_config
 
 __all__ = [
@@ -83,11 +83,6 @@ class LoadedModel:
         if self.is_random:
             return f"{self.spec} (RANDOM weights, for tests/benchmarks only)"
         return f"{self.spec} ({self.kind}, {self.image_size} px, {self.device})"
-
-
-def _image_size(config: Sam2VideoConfig) -> int:
-    size = config.image_size
-    return int(size[0] if isinstance(size, list | tuple) else size)
 
 
 def _truthy(value: str | None) -> bool:
@@ -299,7 +294,7 @@ def load_model(
         spec=spec_str,
         kind=kind,
         device=target,
-        image_size=_image_size(inner.config),
+        image_size=image_size(inner.config),
         dtype=torch.float32,
         info=info,
     )

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from transformers import Sam2VideoConfig, Sam2VideoModel
 
-__all__ = ["config_with_image_size", "with_image_size"]
+__all__ = ["config_with_image_size", "image_size", "with_image_size"]
+
+
+def image_size(config: Sam2VideoConfig) -> int:
+    """The input size a config runs at (transformers stores an int or a [size, size] pair)."""
+    size = config.image_size
+    return int(size[0] if isinstance(size, list | tuple) else size)
 
 
 def config_with_image_size(config: Sam2VideoConfig, size: int) -> Sam2VideoConfig:
@@ -31,8 +37,7 @@ def config_with_image_size(config: Sam2VideoConfig, size: int) -> Sam2VideoConfi
 def with_image_size(model: Sam2VideoModel, size: int) -> Sam2VideoModel:
     """``model`` itself if it already runs at ``size``, else a copy rebuilt at ``size``
     (same weights, device, dtype and train/eval mode)."""
-    current = model.config.image_size
-    if (current[0] if isinstance(current, list | tuple) else current) == size:
+    if image_size(model.config) == size:
         return model
     param = next(model.parameters())
     resized = Sam2VideoModel(config_with_image_size(model.config, size))

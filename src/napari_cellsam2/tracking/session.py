@@ -35,6 +35,7 @@ from ..ctc import Lineage, write_res
 from ..ctc.repair import plan_segments
 from ..model.device import autocast_context
 from ..model.preprocess import IntensityNorm
+from ..model.resolution import image_size
 from .compose import compose_frame, resolve_overlaps, split_parts
 from .export import TrackingResult, build_result
 from .features import FeatureCache, SharedPositions, drop_partial_memories, prune_outputs
@@ -208,10 +209,8 @@ class TrackingSession:
             )
         self.device = next(self.model.parameters()).device
         self.precision = precision  # validated by the setter
-        size = self.model.config.image_size
-        size = int(size if isinstance(size, int) else size[0])
         norm = norm or getattr(model, "norm", None) or IntensityNorm()
-        self.frames = FrameSource(frames, size, norm)
+        self.frames = FrameSource(frames, image_size(self.model.config), norm)
         self.num_frames = self.frames.num_frames
         self.height, self.width = self.frames.height, self.frames.width
         self.first_frame = int(first_frame)
