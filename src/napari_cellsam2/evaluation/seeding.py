@@ -46,13 +46,6 @@ def _prompt(session: TrackingSession, mask: np.ndarray, kind: PromptKind) -> Pro
     return PointPrompt(np.array([interior_point(mask)]), np.array([1], np.int32))
 
 
-def _add(session: TrackingSession, obj_id: int, frame: int, prompt: Prompt) -> None:
-    if isinstance(prompt, MaskPrompt):
-        session.add_mask(obj_id, frame, prompt.mask)
-    else:
-        session.add_points(obj_id, frame, prompt.points, prompt.labels)
-
-
 def seed_tracks(
     session: TrackingSession, gt: np.ndarray, lineage: Lineage, kind: PromptKind = "mask"
 ) -> dict[int, int]:
@@ -82,7 +75,7 @@ def seed_tracks(
             ids.update(zip(sisters, made, strict=True))
         else:
             oid = session.new_object_id()
-            _add(session, oid, t, _prompt(session, gt[t] == track.label, kind))
+            session.add_prompt(oid, t, _prompt(session, gt[t] == track.label, kind))
             ids[track.label] = oid
     return ids
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from ..ctc import CTCFormatError, CTCSequence, open_path
 from .prompt_file import PromptEntry, PromptFileError, read_prompt_file
-from .prompts import BoxPrompt
 from .session import TrackingSession
 
 GT_FIRST_FRAME = "gt-first-frame"
@@ -37,10 +36,7 @@ def apply_prompt_entries(session: TrackingSession, entries: list[PromptEntry]) -
                 f"{e.where}: frame {e.frame} is not in the sequence (frames {first}..{last})"
             )
         try:
-            if isinstance(e.prompt, BoxPrompt):
-                session.add_box(e.object_id, e.frame - first, e.prompt.box)
-            else:
-                session.add_points(e.object_id, e.frame - first, e.prompt.points, e.prompt.labels)
+            session.add_prompt(e.object_id, e.frame - first, e.prompt)
         except ValueError as exc:
             raise PromptFileError(f"{e.where}: {exc}") from None
 

@@ -301,6 +301,12 @@ class TrackingSession:
         prompt = self._checked_mask(mask)
         return self._add_prompt(obj_id, frame, prompt, True)
 
+    def add_prompt(self, obj_id: int, frame: int, prompt: Prompt) -> int:
+        """Add a ``PointPrompt``, ``BoxPrompt`` or ``MaskPrompt`` as :meth:`add_points`,
+        :meth:`add_box` or :meth:`add_mask` would (e.g. prompts read from a file)."""
+        checked = self._checked_prompt(prompt)
+        return self._add_prompt(obj_id, frame, checked, isinstance(checked, MaskPrompt))
+
     def _checked_mask(self, mask: Any, what: str = "mask") -> MaskPrompt:
         prompt = check_mask(mask, self.height, self.width)
         if not mask_canvas(prompt.mask, self.frames.letterbox).any():
