@@ -7,8 +7,9 @@
 # Usage: bash scripts/proxy_compare.sh [WORK_DIR]      (default /tmp/cellsam2-proxy; erased)
 # Sizes can be shrunk for a smoke run, e.g. PRETRAIN_EPOCHS=1 PRETRAIN_STEPS=3 STEPS=4 FRAMES=8;
 # IOU and CLICKS set the annotator's threshold and per-track budget.
-# Runs ~30 min on 2 busy CPU cores. One torch thread: on a shared 2-core machine the default
-# (one thread per core) was ~8x slower per step here because of oversubscription.
+# Prints its run time (1060 s on the 2-core development VM). One torch thread: on a shared
+# 2-core machine the default (one thread per core) oversubscribes the cores
+# (benchmarks/bench_training.py --threads N measures it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK="${1:-/tmp/cellsam2-proxy}"
