@@ -32,8 +32,13 @@ for mode in lora full; do
   $PY -m napari_cellsam2.cli info "$WORK/res_$mode/01_RES" | tail -n 4
 done
 
-log "tracking agreement: cpu fp32 vs cuda fp32 vs cuda bf16 (LoRA checkpoint)"
-$PY scripts/gpu_check.py --model "$(ls -d "$WORK/runs/lora/checkpoints"/epoch_* | tail -n 1)" \
+log "checkpoint for the agreement check (tiny LoRA, 512 px, 3 frames, 12 steps)"
+$PY -m napari_cellsam2.cli train launcher.experiment_log_dir="$WORK/runs/check" model.base=tiny \
+  model.device=cuda dataset.data_dir="$WORK/data" scratch.num_epochs=1 \
+  scratch.steps_per_epoch=12 scratch.num_frames=3 scratch.resolution=512 scratch.val_steps=1 \
+  > "$OUT/train_check.log" 2>&1
+log "tracking agreement: cpu fp32 vs cuda fp32 vs cuda bf16"
+$PY scripts/gpu_check.py --model "$WORK/runs/check/checkpoints/epoch_001" \
   --sequence "$WORK/data/test/CTC/01" --frames 30 --out "$OUT/gpu_check.json"
 tar -czf "$OUT/gpu_runs.tar.gz" -C "$WORK" runs res_lora res_full data/test
 
