@@ -205,6 +205,7 @@ def test_undo_restores_a_division(dock, qtbot):
     x, y = _gt_centre(viewer, 0, cells[0])  # any point on the image does for daughters
     for dy in (-3, 3):
         track.prompts.points.add([20, y + dy, x])
+    _wait_idle(qtbot, widget.state)  # the division runs in a worker, then its preview
     qtbot.waitUntil(lambda: track.pending_previews == 0, timeout=60_000)
     assert track.session.frame_range(cells[0])[1] == 19  # the mother now ends before frame 20
     track.undo()

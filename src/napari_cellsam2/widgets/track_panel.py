@@ -17,7 +17,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..ctc.napari_layers import META_KEY, PARENTS_KEY, layer_meta
-from ..tracking import PointPrompt, TrackingSession
+from ..tracking import TrackingSession
+from .cell_edits import CellEdits
 from .lineage_view import LineageView
 from .prompt_layers import PromptLayers
 from .state import DockState
@@ -27,7 +28,7 @@ from .workers import yield_cpu_to_gui
 LABELS_NAME = "cellsam2 tracking"
 
 
-class TrackPanel(QWidget):
+class TrackPanel(CellEdits, QWidget):
     """Everything between "click a cell" and "a tracked labels layer with lineage"."""
 
     def __init__(self, state: DockState, parent: QWidget | None = None) -> None:
@@ -208,48 +209,6 @@ class TrackPanel(QWidget):
             # paint edits on other frames count when a cell is deleted or divided: one pass
             # over the movie, in a worker
             self.state.run_job(self.session.sync_labels)
-
-    # ---- divisions, deletion, undo ----------------------------------------------------------
-    def begin_divide(self) -> None:
-        if self._require_session():
-            self._dividing, self._daughter_clicks = True, []
-            self.prompts.select_points()
-            self.status.setText(f"click the two daughters of cell {self.cell.value()}")
-
-    def _finish_divide(self, frame: int) -> None:
-        clicks, self._dividing, self._daughter_clicks = self._daughter_clicks, False, []
-        if clicks[0][0] != clicks[1][0]:
-            show_error("click both daughters on the same frame (where they first appear)")
-            return
-        prompts = [PointPrompt(np.array([c[1:]]), np.array([1])) for c in clicks]
-        self._snapshot()
-        try:
-            daughters = self.session.divide(self.cell.value(), frame, prompts)
-        except ValueError as exc:
-            show_error(str(exc))
-            return
-        self.status.setText(f"cell {self.cell.value()} divides into {daughters} on frame {frame}")
-        self.preview(frame)
-
-    def delete_cell(self) -> None:
-        if self._require_session():
-            self._snapshot()
-            self._guard(lambda: self.session.remove_object(self.cell.value()),
-                        self.current_frame())  # fmt: skip
-
-    def _snapshot(self) -> None:
-        self._undo = self.session.snapshot()
-
-    def undo(self) -> None:
-        """Return the session (labels, cells, prompts, divisions, SAM 2 memory) to before the
-        last tracking action."""
-        if self.session is None or self._undo is None:
-            show_info("nothing to undo")
-            return
-        self.session.restore(self._undo)
-        self._undo = None
-        self._refresh()
-        self.update_lineage()
 
     # ---- tracking ----------------------------------------------------------------------------
     def track(self) -> None:
