@@ -278,6 +278,13 @@ def test_missing_data_fails_before_the_log_dir_is_created(tmp_path):
     with pytest.raises(ValueError, match="nowhere"):
         next(train(cfg))
     assert not log.exists()
+    for bad, message in [
+        ("scratch.prob_point=-1", "prob_point/prob_box/prob_mask"),
+        ("scratch.prob_correction_from_gt=2", "prob_correction_from_gt"),
+    ]:  # prompt settings are checked up front too, not at the first step
+        with pytest.raises(ValueError, match=message):
+            next(train(config(log, bad), dataset=clips()))
+        assert not log.exists()
 
 
 def test_existing_run_needs_resume_and_wandb_needs_its_package(tmp_path, monkeypatch):

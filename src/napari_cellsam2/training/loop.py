@@ -66,6 +66,7 @@ from .events import (
 )
 from .forward import unwrap_model
 from .params import apply_lora, build_param_groups, count_parameters, freeze_encoder
+from .prompts import check_corrections, check_prompt_mix
 
 __all__ = [
     "Objective",
@@ -155,6 +156,8 @@ def _check_scratch(sc: ScratchConfig) -> None:
         raise ValueError(f"scratch.resolution must be a multiple of 32, got {sc.resolution}")
     if sc.seed < 0:
         raise ValueError(f"scratch.seed must be >= 0, got {sc.seed}")
+    check_prompt_mix(sc.prob_point, sc.prob_box, sc.prob_mask)  # before anything is written
+    check_corrections(sc.num_correction_clicks, sc.prob_correction_from_gt)
 
 
 def _trainable_settings(sc: ScratchConfig) -> dict[str, Any]:

@@ -91,6 +91,23 @@ class ObjectPrompts:
         )
 
 
+def check_prompt_mix(prob_point: float, prob_box: float, prob_mask: float) -> None:
+    """The config's prompt probabilities: non-negative, not all zero."""
+    if min(prob_point, prob_box, prob_mask) < 0 or prob_point + prob_box + prob_mask <= 0:
+        raise ValueError(
+            "scratch.prob_point/prob_box/prob_mask must be >= 0 with a positive sum, got "
+            f"{prob_point}, {prob_box}, {prob_mask}"
+        )
+
+
+def check_corrections(num_steps: int, prob_from_gt: float) -> None:
+    """The config's correction-click settings."""
+    if num_steps < 0:
+        raise ValueError(f"scratch.num_correction_clicks must be >= 0, got {num_steps}")
+    if not 0.0 <= prob_from_gt <= 1.0:
+        raise ValueError(f"scratch.prob_correction_from_gt must be in [0, 1], got {prob_from_gt}")
+
+
 def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device):
     """Uniform [0, 1) draws from ``generator`` (on its own device), moved to ``device``."""
     gen_device = generator.device if generator is not None else device
@@ -159,12 +176,8 @@ def sample_prompts(
     image, outside every cell of that frame). Returns the prompts and ``ok`` (M,): False for a
     background object that found no empty space (the caller drops it).
     """
+    check_prompt_mix(prob_point, prob_box, prob_mask)
     probs = torch.tensor([prob_point, prob_box, prob_mask], dtype=torch.float64)
-    if (probs < 0).any() or probs.sum() <= 0:
-        raise ValueError(
-            "scratch.prob_point/prob_box/prob_mask must be >= 0 with a positive sum, got "
-            f"{prob_point}, {prob_box}, {prob_mask}"
-        )
     m, size, _ = first_masks.shape
     device = first_masks.device
     empty_cells = ~first_masks.flatten(1).any(1) & ~is_background
@@ -217,12 +230,7 @@ class ClickCorrector:
         generator: torch.Generator | None = None,
     ) -> None:
         """``targets`` (M, T, S, S) bool; ``allowed`` (M, S, S) bool: the image area per object."""
-        if num_steps < 0:
-            raise ValueError(f"scratch.num_correction_clicks must be >= 0, got {num_steps}")
-        if not 0.0 <= prob_from_gt <= 1.0:
-            raise ValueError(
-                f"scratch.prob_correction_from_gt must be in [0, 1], got {prob_from_gt}"
-            )
+        check_corrections(num_steps, prob_from_gt)
         self.targets = targets
         self.allowed = allowed
         self.num_steps = num_steps
