@@ -398,15 +398,25 @@ def _backbone_shape(meta: Mapping[str, torch.Tensor]) -> tuple[tuple[int, ...], 
     return tuple(dims), tuple(blocks)
 
 
+def _recognise(
+    meta: Mapping[str, torch.Tensor], source: str
+) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+    """(stage widths, blocks per stage, "2" or "2.1") of a Meta SAM 2 state dict."""
+    if _META_PATCH not in meta:
+        sample = ", ".join(sorted(meta)[:5])
+        raise CheckpointFormatError(
+            f"{source} is not a SAM 2 checkpoint: it has no {_META_PATCH!r} (first keys: {sample})"
+        )
+    dims, blocks = _backbone_shape(meta)
+    return dims, blocks, "2.1" if "no_obj_embed_spatial" in meta else "2"
+
+
 def infer_meta_config(
     meta: Mapping[str, torch.Tensor], source: str = "checkpoint"
 ) -> tuple[Sam2VideoConfig, MetaCheckpointInfo]:
     """Recognise an official SAM 2 / 2.1 size from a Meta state dict and build its config."""
-    if _META_PATCH not in meta:
-        raise CheckpointFormatError(f"{source} is not a SAM 2 checkpoint ({_META_PATCH} missing)")
-    dims, blocks = _backbone_shape(meta)
+    dims, blocks, version = _recognise(meta, source)
     embed = int(meta[_META_PATCH].shape[0])
-    version = "2.1" if "no_obj_embed_spatial" in meta else "2"
     official = _OFFICIAL.get((embed, blocks))
     if official is None:
         raise CheckpointFormatError(
@@ -469,16 +479,10 @@ def load_meta_checkpoint(
     """
     path = Path(path)
     meta = read_torch_state_dict(path)
-    if _META_PATCH not in meta:
-        sample = ", ".join(sorted(meta)[:5])
-        raise CheckpointFormatError(
-            f"{path} is not a SAM 2 checkpoint: it has no {_META_PATCH!r} (first keys: {sample})"
-        )
-    dims, blocks = _backbone_shape(meta)
     if config is None:
         config, info = infer_meta_config(meta, str(path))
     else:
-        version = "2.1" if "no_obj_embed_spatial" in meta else "2"
+        dims, blocks, version = _recognise(meta, str(path))
         info = MetaCheckpointInfo("custom", version, dims, blocks)
     hf, unknown = meta_to_hf_state_dict(meta)
     model = Sam2VideoModel(config)
