@@ -124,6 +124,11 @@ class SessionSnapshot:
     shape: tuple[int, ...]
 
 
+def _stale_from(o: _Object, t: int) -> None:
+    """Forward results of ``o`` from frame ``t`` on must be recomputed."""
+    o.pending_fwd = t if o.pending_fwd is None else min(o.pending_fwd, t)
+
+
 def _copy_object(o: _Object) -> _Object:
     """A copy that later steps cannot change: containers are copied; tensors and prompts,
     which are replaced but never modified in place, are shared."""
@@ -354,7 +359,7 @@ class TrackingSession:
         o.dirty.add(t)
         o.outputs["cond_frame_outputs"].pop(t, None)
         o.outputs["non_cond_frame_outputs"].pop(t, None)
-        o.pending_fwd = t if o.pending_fwd is None else min(o.pending_fwd, t)
+        _stale_from(o, t)
         if earliest is None or t < earliest:
             o.pending_bwd = t if t > self._bounds(o)[0] else None
 
@@ -380,7 +385,7 @@ class TrackingSession:
                 self._clear_labels(o, lambda f: f < earliest)
                 o.pending_bwd = earliest if earliest > self._bounds(o)[0] else None
                 t = earliest
-            o.pending_fwd = t if o.pending_fwd is None else min(o.pending_fwd, t)
+            _stale_from(o, t)
 
     def seed_from_labels(self, frame: int, labels: Any) -> list[int]:
         """Prompt every label of a (Y, X) labels frame as a mask (e.g. a GT TRA frame or a
@@ -488,9 +493,7 @@ class TrackingSession:
             resume = mother.last + 1
             mother.last = None
             if resume < self.num_frames:
-                mother.pending_fwd = (
-                    resume if mother.pending_fwd is None else min(mother.pending_fwd, resume)
-                )
+                _stale_from(mother, resume)
 
     @property
     def precision(self) -> str:
