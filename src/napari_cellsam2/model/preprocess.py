@@ -34,6 +34,7 @@ __all__ = [
     "IMAGENET_STD",
     "IntensityNorm",
     "Letterbox",
+    "frames_layout",
     "preprocess_frame",
     "preprocess_frames",
 ]
@@ -269,6 +270,27 @@ def preprocess_frame(
     return _normalise_imagenet(box.image_to_model(scaled), box), box
 
 
+def frames_layout(frames: Any) -> tuple[int, int, int]:
+    """(T, Y, X) of a (T, Y, X) or (T, Y, X, 1|3) array-like; clear errors for anything else."""
+    shape = tuple(int(s) for s in getattr(frames, "shape", np.shape(frames)))
+    dtype = getattr(frames, "dtype", None)
+    _check_dtype(np.asarray(frames).dtype if dtype is None else np.dtype(dtype), "frames")
+    if len(shape) == 4 and shape[-1] not in (1, 3):
+        raise ValueError(
+            f"frames have shape {shape}: a 3D volume per time point (T, Z, Y, X) is not "
+            "supported; pass a 2D time-lapse (T, Y, X) or RGB (T, Y, X, 3) (e.g. one Z plane "
+            "or a projection)"
+        )
+    if len(shape) not in (3, 4):
+        raise ValueError(
+            f"frames have {len(shape)} dimensions (shape {shape}); expected a time-lapse "
+            "(T, Y, X) or (T, Y, X, 3)"
+        )
+    if min(shape[:3]) < 1:
+        raise ValueError(f"frames are empty (shape {shape})")
+    return shape[0], shape[1], shape[2]
+
+
 def preprocess_frames(
     frames: Any, size: int, norm: IntensityNorm = IntensityNorm()
 ) -> tuple[torch.Tensor, Letterbox]:
@@ -278,28 +300,13 @@ def preprocess_frames(
     ``shape``); frames are read one at a time. Intensity scaling is per frame. Note the output
     holds T x 3 x S x S floats (12 MB per frame at S=1024).
     """
-    shape = tuple(getattr(frames, "shape", np.shape(frames)))
-    dtype = getattr(frames, "dtype", None)
-    if dtype is not None:
-        _check_dtype(np.dtype(dtype), "frames")
-    if len(shape) == 4 and shape[-1] not in (1, 3):
-        raise ValueError(
-            f"frames has shape {shape}: a 3D volume per time point (T, Z, Y, X) is not "
-            "supported; pass a (T, H, W) or (T, H, W, 3) time-lapse"
-        )
-    if len(shape) not in (3, 4):
-        raise ValueError(
-            f"frames has {len(shape)} dimensions (shape {shape}); expected (T, H, W) or "
-            "(T, H, W, 3)"
-        )
-    if shape[0] < 1:
-        raise ValueError(f"frames is empty (shape {shape})")
+    count = frames_layout(frames)[0]
     out: torch.Tensor | None = None
     box: Letterbox | None = None
-    for t in range(shape[0]):
+    for t in range(count):
         tensor, box = preprocess_frame(np.asarray(frames[t]), size, norm)
         if out is None:
-            out = torch.empty((shape[0], *tensor.shape), dtype=torch.float32)
+            out = torch.empty((count, *tensor.shape), dtype=torch.float32)
         out[t] = tensor
     assert out is not None and box is not None
     return out, box

@@ -14,33 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model.preprocess import IntensityNorm, Letterbox, preprocess_frame
-
-
-def frames_layout(frames: Any) -> tuple[int, int, int]:
-    """(T, Y, X) of a (T, Y, X) or (T, Y, X, 1|3) array-like; clear errors for anything else."""
-    shape = tuple(int(s) for s in getattr(frames, "shape", np.shape(frames)))
-    dtype = getattr(frames, "dtype", None)
-    dtype = np.asarray(frames).dtype if dtype is None else np.dtype(dtype)
-    if dtype.kind not in "uif":
-        raise TypeError(
-            f"frames have unsupported dtype {dtype}; expected integer (e.g. uint8, uint16) or "
-            "floating-point intensities (not bool, complex or object arrays)"
-        )
-    if len(shape) == 4 and shape[-1] not in (1, 3):
-        raise ValueError(
-            f"frames have shape {shape}: a 3D volume per time point (T, Z, Y, X) is not "
-            "supported; pass a 2D time-lapse (T, Y, X) or RGB (T, Y, X, 3) (e.g. one Z plane "
-            "or a projection)"
-        )
-    if len(shape) not in (3, 4):
-        raise ValueError(
-            f"frames have {len(shape)} dimension(s) (shape {shape}); expected a time-lapse "
-            "(T, Y, X) or (T, Y, X, 3)"
-        )
-    if min(shape[:3]) < 1:
-        raise ValueError(f"frames are empty (shape {shape})")
-    return shape[0], shape[1], shape[2]
+from ..model.preprocess import IntensityNorm, Letterbox, frames_layout, preprocess_frame
 
 
 class FrameSource:
