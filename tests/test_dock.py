@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_cellsam2.ctc import Lineage, write_gt
+from napari_cellsam2.datasets import sample_sequence
 from napari_cellsam2.widgets import CellSAM2Widget
 from napari_cellsam2.widgets.lineage_view import TRACKS_NAME
 from napari_cellsam2.widgets.responsiveness import MainThreadPing
@@ -256,6 +258,10 @@ def test_export_shows_progress_and_cancel_writes_nothing(dock, qtbot, tmp_path, 
 
     viewer, widget = dock
     export = widget.export_panel
+    gt_dir = tmp_path / "gt" / "01_GT"  # the sample's ground truth, for the evaluation below
+    seq = sample_sequence()
+    write_gt(gt_dir, seq.labels, Lineage.from_labels(seq.labels, seq.parents))
+    out = tmp_path / "out"
     written, imwrite = [], tifffile.imwrite
 
     def slow_write(path, data, **kwargs):  # long enough to cancel half-way
@@ -265,7 +271,7 @@ def test_export_shows_progress_and_cancel_writes_nothing(dock, qtbot, tmp_path, 
 
     monkeypatch.setattr(writer.tifffile, "imwrite", slow_write)
     export.layer.select("mother machine TRA")
-    export.out.setText(str(tmp_path / "01_RES"))
+    export.out.setText(str(out / "01_RES"))
     export.export("res")
     assert export.cancel_button.isEnabled() and not export.evaluate_button.isEnabled()
     qtbot.waitUntil(lambda: len(written) >= 2, timeout=30_000)
@@ -273,11 +279,11 @@ def test_export_shows_progress_and_cancel_writes_nothing(dock, qtbot, tmp_path, 
     _wait_idle(qtbot, widget.state)
     frames = len(viewer.layers["mother machine TRA"].data)
     assert 2 <= len(written) < frames
-    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one
+    assert not out.exists() or list(out.iterdir()) == []  # no folder, no temporary one
     assert not export.cancel_button.isEnabled() and export.evaluate_button.isEnabled()
 
     written.clear()  # evaluation writes a temporary result first: cancellable too
-    export.gt.setText(str(tmp_path / "01_GT"))  # never read: cancelled before scoring
+    export.gt.setText(str(gt_dir))
     export.evaluate()
     qtbot.waitUntil(lambda: len(written) >= 2, timeout=30_000)
     export.cancel()

@@ -143,10 +143,9 @@ def score_aligned(
     return {name: _as_score(results.get(name)) for name in names}
 
 
-def _load(gt: Path, res: Path) -> tuple[GroundTruth, TrackedMasks, int]:
-    """Read and fully validate both folders; also return the largest GT label."""
+def _load_gt(gt: Path) -> tuple[GroundTruth, int]:
+    """Read and fully validate a GT folder; also return its largest label."""
     gt_data = read_gt(gt)
-    res_data = read_res(res)
     gt_max = 0
     if gt_data.tra is not None:
         gt_data.tra.validate()
@@ -155,8 +154,7 @@ def _load(gt: Path, res: Path) -> tuple[GroundTruth, TrackedMasks, int]:
         gt_max = max(gt_data.tra.lineage.tracks)
     if gt_data.seg is not None:
         gt_max = max(gt_max, *(int(f.max()) for f in gt_data.seg))
-    res_data.validate()
-    return gt_data, res_data, gt_max
+    return gt_data, gt_max
 
 
 def evaluate_folders(
@@ -180,8 +178,21 @@ def evaluate_folders(
     Both folders are fully validated first; a :class:`CTCFormatError` names the culprit.
     """
     names = requested(metrics)
-    gt, res = Path(gt), Path(res)
-    gt_data, res_data, gt_max = _load(gt, res)
+    gt_data, gt_max = _load_gt(Path(gt))
+    res_data = read_res(res)
+    res_data.validate()
+    return _score(gt_data, gt_max, res_data, names, workers, allow_partial)
+
+
+def _score(
+    gt_data: GroundTruth,
+    gt_max: int,
+    res_data: TrackedMasks,
+    names: Sequence[str],
+    workers: int | None,
+    allow_partial: bool,
+) -> Scores:
+    res = res_data.folder
     with tempfile.TemporaryDirectory(prefix="cellsam2-eval-") as scratch:
         aligned = align(gt_data, res_data, Path(scratch), gt_max)
         if aligned.missing:
@@ -211,9 +222,12 @@ def iter_evaluate_arrays(
 ) -> Generator[Progress, None, Scores]:
     """:func:`evaluate_arrays`, yielding ``(frames written, frames)`` while the result is
     written (the long part before scoring); closing it early removes the temporary result."""
+    names = requested(metrics)
+    gt_data, gt_max = _load_gt(Path(gt))  # bad GT fails before the result is written
     with tempfile.TemporaryDirectory(prefix="cellsam2-res-") as tmp:
         res = yield from iter_write_res(Path(tmp) / "RES", labels, lineage, first_frame)
-        return evaluate_folders(gt, res, metrics, workers=workers, allow_partial=allow_partial)
+        # our writer validated the result: no second pass over it
+        return _score(gt_data, gt_max, read_res(res), names, workers, allow_partial)
 
 
 def evaluate_arrays(
