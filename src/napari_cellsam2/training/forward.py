@@ -167,13 +167,7 @@ def decode(
         # float32 even under autocast: bf16 would round canvas coordinates by up to 4 pixels
         coords, labels = point_coords[:, None].float(), point_labels[:, None]
     if mask_input is not None and mask_input.shape[-2:] != model.prompt_encoder.mask_input_size:
-        mask_input = F.interpolate(
-            mask_input.float(),
-            size=model.prompt_encoder.mask_input_size,
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        ).to(mask_input.dtype)
+        mask_input = _resize(mask_input, model.prompt_encoder.mask_input_size, antialias=True)
     sparse, dense = model.prompt_encoder(
         input_points=coords, input_labels=labels, input_boxes=None, input_masks=mask_input
     )
@@ -195,16 +189,19 @@ def decode(
     else:
         # transformers takes token 0 even when its dynamic-stability fallback swapped the mask
         chosen, token = gated[:, :1], tokens[:, 0]
-    high = F.interpolate(
-        chosen.float(),
-        size=(model.image_size, model.image_size),
-        mode="bilinear",
-        align_corners=False,
-    ).to(chosen.dtype)
+    high = _resize(chosen, (model.image_size, model.image_size))
     pointer = model.object_pointer_proj(token)
     lam = appearing.to(pointer.dtype)[:, None]
     pointer = lam * pointer + (1 - lam) * model.no_object_pointer
     return DecodeResult(multi, iou, obj, chosen, high, pointer)
+
+
+def _resize(x: torch.Tensor, size, antialias: bool = False) -> torch.Tensor:
+    """Bilinear resize computed in float32 (also under autocast), back in ``x``'s dtype."""
+    out = F.interpolate(
+        x.float(), size=size, mode="bilinear", align_corners=False, antialias=antialias
+    )
+    return out.to(x.dtype)
 
 
 def mask_as_output(
@@ -223,17 +220,9 @@ def mask_as_output(
     size = (model.image_size, model.image_size)
     mask = masks[:, None].to(raw.dtype)
     if mask.shape[-2:] != size:
-        mask = F.interpolate(
-            mask.float(), size=size, mode="bilinear", align_corners=False, antialias=True
-        ).to(raw.dtype)
+        mask = _resize(mask, size, antialias=True)
     high = mask * MASK_OUT_SCALE + MASK_OUT_BIAS
-    low = F.interpolate(
-        high.float(),
-        size=model.prompt_encoder.mask_input_size,
-        mode="bilinear",
-        align_corners=False,
-        antialias=True,
-    ).to(raw.dtype)
+    low = _resize(high, model.prompt_encoder.mask_input_size, antialias=True)
     pointer = decode(
         model, image_embeddings, None, None, model.mask_downsample(mask), multimask=True
     ).object_pointer
