@@ -70,7 +70,8 @@ def test_full_checkpoint_round_trip(tiny, video, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
 
     loaded = load_model(folder, "cpu")
-    assert loaded.kind == "checkpoint" and not loaded.is_random
+    # fine-tuned from random weights: the label survives the checkpoint (issue 11)
+    assert loaded.kind == "checkpoint" and loaded.is_random and "RANDOM" in loaded.description
     assert loaded.info["meta"] == {"epochs": 3}
     assert same_weights(loaded.model, model)
     assert not same_weights(model, tiny.model)
@@ -81,6 +82,7 @@ def test_full_checkpoint_round_trip(tiny, video, tmp_path):
     save_model_checkpoint(tiny.model, folder, {"epochs": 4})
     again = load_model(folder, "cpu")
     assert again.info["meta"] == {"epochs": 4} and same_weights(again.model, tiny.model)
+    assert not again.is_random  # no random base recorded
 
 
 def test_checkpoint_save_validates_input(tiny, tmp_path):
@@ -283,3 +285,38 @@ def test_hub_unknown_repo_and_non_sam_repo(hub, hf_env, monkeypatch):
         load_model("nobody/nothing", "cpu")
     with pytest.raises(ModelSpecError, match=r"has no config\.json"):
         load_model("someone/not-sam", "cpu")
+
+
+def test_lora_adapter_keeps_trained_heads_and_embeddings(video, tmp_path):
+    """scratch.lora_modules_to_save (IoU / object-score heads, no-memory / no-object tokens) are
+    trained in full beside the adapters; the adapter folder must restore all of them."""
+    from napari_cellsam2.training.config import ScratchConfig
+    from napari_cellsam2.training.params import apply_lora
+
+    peft_model = apply_lora(load_model("tiny", "cpu").model, ScratchConfig())
+    names = peft_model.cellsam2_trained_parameters
+    assert {"no_memory_embedding", "no_object_pointer", "no_memory_positional_encoding"} <= set(
+        names
+    )
+    base = peft_model.get_base_model()
+    with torch.no_grad():  # "training" changed only the heads and tokens, not the adapters
+        gen = torch.Generator().manual_seed(2)
+        for name, param in peft_model.named_parameters():
+            if "modules_to_save" in name or name.split(".")[-1] in names:
+                param.add_(torch.randn(param.shape, generator=gen) * 0.5)
+    peft_model.eval()
+    expected = track_point(peft_model, video, POINT)
+    folder = save_adapter_checkpoint(peft_model, tmp_path / "lora", "tiny")
+    assert (folder / "trained_parameters.safetensors").is_file()
+    assert read_checkpoint_info(folder)["random_weights"]  # fine-tuned from random weights
+
+    merged = load_model(folder, "cpu")
+    assert merged.is_random and "RANDOM" in merged.description
+    for name in names:
+        assert torch.equal(getattr(merged.model, name), getattr(base, name)), name
+    head = merged.model.mask_decoder.iou_prediction_head.proj_out.weight
+    trained = base.mask_decoder.iou_prediction_head.modules_to_save["default"].proj_out.weight
+    assert torch.equal(head, trained)
+    torch.testing.assert_close(track_point(merged.model, video, POINT), expected, atol=1e-5, rtol=0)
+    base_only = track_point(load_model("tiny", "cpu").model, video, POINT)
+    assert (base_only - expected).abs().max() > 1e-3

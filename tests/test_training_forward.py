@@ -253,12 +253,21 @@ def test_lora_gradients_reach_memory_attention_adapters_and_base_stays_frozen():
         n: p.detach().clone() for n, p in peft_model.named_parameters() if not p.requires_grad
     }
     trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
-    assert trainable and all("lora_" in n for n in trainable)
+    heads = ("iou_prediction_head.modules_to_save", "pred_obj_score_head.modules_to_save")
+    extra = tuple(f"model.{name}" for name in peft_model.cellsam2_trained_parameters)
+    assert {"no_memory_embedding", "no_object_pointer"} <= set(
+        peft_model.cellsam2_trained_parameters
+    )
+    assert trainable and all(
+        "lora_" in n or any(h in n for h in heads) or n.endswith(extra) for n in trainable
+    ), sorted(trainable)
+    assert all(any(h in n for n in trainable) for h in heads)
     loss, _ = clip_loss(peft_model, make_batch(), scratch(), torch.Generator().manual_seed(0))
     loss.backward()
     memory_lora = [n for n in trainable if "memory_attention" in n and "lora_B" in n]
     assert memory_lora
-    for name in memory_lora:
+    iou_head = [n for n in trainable if "iou_prediction_head.modules_to_save" in n]
+    for name in [*memory_lora, *iou_head]:
         assert trainable[name].grad is not None and trainable[name].grad.abs().sum() > 0, name
     before = {n: p.detach().clone() for n, p in trainable.items()}
     torch.optim.Adam(trainable.values(), lr=1e-3).step()
@@ -441,15 +450,39 @@ def test_step_losses_pick_best_output_and_gate_by_presence():
     right = 40 * target - 20  # logits at the target's size: upsampling is the identity
     logits = torch.stack([-right, right, torch.zeros_like(right)], dim=1)  # output 1 is right
     iou = torch.tensor([[0.9, 0.7, 0.1]])
-    terms = step_losses(_step(logits, iou, torch.tensor([5.0])), target)
+    terms = step_losses(_step(logits, iou, torch.tensor([5.0])), target, supervise_all_iou=False)
     assert float(terms["dice"]) < 1e-6 and float(terms["focal"]) < 1e-9
     assert float(terms["iou"]) == pytest.approx(0.3, abs=1e-6)  # predicted 0.7 for the IoU-1 mask
+    # all outputs (the default): actual IoUs 0 (inverted), 1 (right), 0 (empty mask)
+    terms = step_losses(_step(logits, iou, torch.tensor([5.0])), target)
+    assert float(terms["dice"]) < 1e-6 and float(terms["focal"]) < 1e-9
+    assert float(terms["iou"]) == pytest.approx((0.9 + 0.3 + 0.1) / 3, abs=1e-6)
     assert float(terms["obj"]) == pytest.approx(math.log1p(math.exp(-5.0)), rel=1e-5)
 
     empty = torch.zeros(1, size, size)
     terms = step_losses(_step(logits, iou, torch.tensor([5.0])), empty)
     assert float(terms["focal"]) == float(terms["dice"]) == float(terms["iou"]) == 0.0
     assert float(terms["obj"]) == pytest.approx(5.0, rel=1e-2)  # says present, target absent
+
+
+def test_all_output_iou_supervision_trains_every_iou_prediction():
+    """Tracking keeps the output with the highest predicted IoU, so every output's prediction
+    must learn its real IoU; with best-output supervision the others get no gradient."""
+    size = 16
+    target = square(size, 4, 4, 8)[None]
+    right = 40 * target - 20
+    logits = torch.stack([-right, right, torch.zeros_like(right)], dim=1)
+    for all_outputs, trained in ((True, [True, True, True]), (False, [False, True, False])):
+        iou = torch.tensor([[0.9, 0.7, 0.1]], requires_grad=True)
+        terms = step_losses(
+            _step(logits, iou, torch.tensor([5.0])), target, supervise_all_iou=all_outputs
+        )
+        terms["iou"].sum().backward()
+        assert [bool(g != 0) for g in iou.grad[0]] == trained
+        # the gradient pushes each prediction towards its output's actual IoU (0, 1, 0)
+        assert iou.grad[0, 1] < 0
+        if all_outputs:
+            assert iou.grad[0, 0] > 0 and iou.grad[0, 2] > 0
 
 
 def test_clip_losses_normalise_by_objects():

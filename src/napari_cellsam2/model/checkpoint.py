@@ -23,6 +23,9 @@ from .resolution import image_size
 __all__ = [
     "CELLSAM2_JSON",
     "FORMAT_VERSION",
+    "TRAINED_PARAMETERS",
+    "derived_from_random",
+    "load_trained_parameters",
     "read_checkpoint_info",
     "save_adapter_checkpoint",
     "save_model_checkpoint",
@@ -30,6 +33,27 @@ __all__ = [
 
 CELLSAM2_JSON = "cellsam2.json"
 FORMAT_VERSION = 1
+# Bare parameters trained beside a LoRA adapter (peft saves only modules): no-memory / no-object
+# embeddings and pointer. See training.params.apply_lora.
+TRAINED_PARAMETERS = "trained_parameters.safetensors"
+RANDOM_BASES = ("tiny", "hiera-tiny-random")
+
+
+def derived_from_random(base_spec: str | Path | None) -> bool:
+    """Whether ``base_spec`` is a random-weight model or a checkpoint derived from one, so that
+    the "random weights" label survives fine-tuning (a LoRA adapter on random weights is no more
+    a cell tracker than the random model)."""
+    if base_spec is None:
+        return False
+    if str(base_spec) in RANDOM_BASES:
+        return True
+    folder = Path(base_spec).expanduser()
+    if (folder / CELLSAM2_JSON).is_file():
+        try:
+            return bool(read_checkpoint_info(folder).get("random_weights", False))
+        except ValueError:
+            return False
+    return False
 
 
 def _package_version() -> str:
@@ -57,6 +81,7 @@ def _info(
         "kind": kind,
         "base": _normalise_base_spec(base_spec),
         "image_size": int(image_size),
+        "random_weights": derived_from_random(base_spec),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "napari_cellsam2_version": _package_version(),
         "meta": dict(extra_meta or {}),
@@ -125,11 +150,43 @@ def save_adapter_checkpoint(
         )
     if not str(base_spec):
         raise ValueError("base_spec must name the base model the adapter was trained on")
-    info = _info("lora", base_spec, image_size(peft_model.get_base_model().config), extra_meta)
+    base = peft_model.get_base_model()
+    info = _info("lora", base_spec, image_size(base.config), extra_meta)
+    names = tuple(getattr(peft_model, "cellsam2_trained_parameters", ()))
+    info["trained_parameters"] = list(names)
     with _atomic_folder(folder) as tmp:
         save(str(tmp), safe_serialization=True)
+        if names:
+            from safetensors.torch import save_file
+
+            tensors = {n: getattr(base, n).detach().float().cpu().contiguous() for n in names}
+            save_file(tensors, str(tmp / TRAINED_PARAMETERS))
         _write_json(tmp / CELLSAM2_JSON, info)
     return Path(folder).expanduser().resolve()
+
+
+def load_trained_parameters(model: nn.Module, folder: str | Path) -> list[str]:
+    """Copy the bare parameters saved beside a LoRA adapter into ``model`` (a Sam2VideoModel or
+    a peft model around one); returns their names. Shapes must match: a mismatch raises."""
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(folder) / TRAINED_PARAMETERS
+    if not path.is_file():
+        return []
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    tensors = load_file(str(path))
+    with torch.no_grad():
+        for name, value in tensors.items():
+            target = getattr(base, name, None)
+            if not isinstance(target, torch.nn.Parameter) or target.shape != value.shape:
+                shape = None if target is None else tuple(target.shape)
+                raise ValueError(
+                    f"{path}: parameter {name!r} {tuple(value.shape)} does not fit the model "
+                    f"({shape})"
+                )
+            target.copy_(value.to(target))
+    return sorted(tensors)
 
 
 def read_checkpoint_info(folder: str | Path) -> dict[str, Any]:

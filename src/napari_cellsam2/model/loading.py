@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from transformers import Sam2VideoConfig, Sam2VideoModel
 
-from .checkpoint import CELLSAM2_JSON, read_checkpoint_info
+from .checkpoint import CELLSAM2_JSON, load_trained_parameters, read_checkpoint_info
 from .device import resolve_device
 from .meta_checkpoint import load_meta_checkpoint
 from .resolution import image_size, with_image_size
@@ -74,8 +74,9 @@ class LoadedModel:
 
     @property
     def is_random(self) -> bool:
-        """True for random-weight models, which must never be used to track real data."""
-        return self.kind in RANDOM_SPECS
+        """True for random-weight models and checkpoints fine-tuned from one (the flag is carried
+        through ``cellsam2.json``), which must never be used to track real data."""
+        return self.kind in RANDOM_SPECS or bool(self.info.get("random_weights", False))
 
     @property
     def description(self) -> str:
@@ -232,6 +233,10 @@ def _load_lora(folder: Path, info: dict[str, Any], base: str | None, merge: bool
             f"{misfit}: missing adapter weights {sorted(wanted - saved)[:10]}, "
             f"unused adapter weights {sorted(saved - wanted)[:10]}"
         )
+    try:
+        load_trained_parameters(peft_model, folder)
+    except ValueError as err:
+        raise ModelSpecError(f"{misfit}: {err}") from err
     return peft_model.merge_and_unload() if merge else peft_model
 
 

@@ -16,6 +16,18 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 DEFAULT_LORA_TARGETS = ["attn.qkv", "attn.proj", "q_proj", "k_proj", "v_proj", "o_proj"]
+# Trained fully beside the LoRA adapters, as in CellSAM2: the small heads whose outputs tracking
+# reads directly (which multimask output is kept, whether the object is present) and the learned
+# "no memory" / "no object" tokens. Module names go through peft ``modules_to_save``; names of
+# bare parameters of the model are trained and saved beside the adapter by this package.
+DEFAULT_LORA_MODULES_TO_SAVE = [
+    "iou_prediction_head",
+    "pred_obj_score_head",
+    "no_memory_embedding",
+    "no_memory_positional_encoding",
+    "no_object_pointer",
+    "occlusion_spatial_embedding_parameter",
+]
 
 
 @dataclass
@@ -39,10 +51,14 @@ class ScratchConfig:
     max_num_bkgd_objects: int = 8
     use_wandb: bool = False
     dataset_name: str = "moma"
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    lora_rank: int = 32  # rank / alpha / dropout: the seed's sam2.1_ctc_finetune.yaml
+    lora_alpha: int = 8
+    lora_dropout: float = 0.1
     lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    lora_modules_to_save: list[str] = field(
+        default_factory=lambda: list(DEFAULT_LORA_MODULES_TO_SAVE)
+    )
+    supervise_all_iou: bool = True  # L1 on the predicted IoU of every multimask output
     seed: int = 0
     weight_decay: float = 0.1
     grad_clip: float = 0.1

@@ -65,7 +65,13 @@ from .events import (
     event_record,
 )
 from .forward import unwrap_model
-from .params import apply_lora, build_param_groups, count_parameters, freeze_encoder
+from .params import (
+    apply_lora,
+    build_param_groups,
+    count_parameters,
+    freeze_encoder,
+    train_extra_parameters,
+)
 from .prompts import check_corrections, check_prompt_mix
 
 __all__ = [
@@ -168,6 +174,7 @@ def _trainable_settings(sc: ScratchConfig) -> dict[str, Any]:
             "lora_alpha": sc.lora_alpha,
             "lora_dropout": sc.lora_dropout,
             "lora_targets": list(sc.lora_targets),
+            "lora_modules_to_save": list(sc.lora_modules_to_save),
         }
     return {"freeze_encoder": sc.freeze_encoder}
 
@@ -355,7 +362,10 @@ class Trainer:
             if self.resume is not None:
                 from peft import PeftModel
 
+                from ..model.checkpoint import load_trained_parameters
+
                 net = PeftModel.from_pretrained(sam, self.resume.folder, is_trainable=True)
+                net = train_extra_parameters(net, load_trained_parameters(net, self.resume.folder))
             else:
                 net = apply_lora(sam, sc)
         else:

@@ -77,4 +77,10 @@ def clip_loss(
         generator,
     )
     outputs = run_clip(model, batch.pixel_values, clip_idx, prompt_frame, prompts, corrector)
-    return clip_losses(outputs.steps, targets, num_objects=int(clip_idx.numel()), weights=weights)
+    return clip_losses(
+        outputs.steps,
+        targets,
+        num_objects=int(clip_idx.numel()),
+        weights=weights,
+        supervise_all_iou=scratch.supervise_all_iou,
+    )

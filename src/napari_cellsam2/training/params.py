@@ -4,7 +4,12 @@ Two modes, chosen by ``scratch.use_lora``:
 
 * **LoRA** - peft adapters on the modules named by ``scratch.lora_targets`` (by default the
   image-encoder block attentions, the mask-decoder transformer and the memory-attention
-  self/cross attentions); every base weight is frozen, the adapters train at ``lora_lr``.
+  self/cross attentions); every other base weight is frozen, except what
+  ``scratch.lora_modules_to_save`` names: modules (the IoU and object-score heads) are trained as
+  full copies through peft ``modules_to_save``, bare parameters (the no-memory / no-object
+  embeddings and pointer) are unfrozen in place (see :func:`lora_extra_parameters`). All of them
+  train at ``lora_lr``. Without the heads, LoRA cannot retrain the outputs tracking reads to pick
+  a mask and to decide that a cell is present.
 * **Full** - every parameter trains. The image encoder (``vision_encoder.*``) uses ``vision_lr``
   with layer-wise decay (block ``i`` of ``n`` gets ``vision_lr * layer_decay ** (n - 1 - i)``, the
   patch and positional embeddings one step below block 0, the FPN neck the full ``vision_lr``),
@@ -28,6 +33,9 @@ from .config import ScratchConfig
 __all__ = [
     "ParamCount",
     "apply_lora",
+    "lora_extra_parameters",
+    "split_modules_to_save",
+    "train_extra_parameters",
     "build_param_groups",
     "count_parameters",
     "freeze_encoder",
@@ -61,8 +69,39 @@ def count_parameters(model: nn.Module) -> ParamCount:
     return ParamCount(trainable, total)
 
 
+def split_modules_to_save(model: nn.Module, names: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``scratch.lora_modules_to_save`` into module suffixes (for peft) and the names of
+    bare ``nn.Parameter`` attributes of the model (which peft cannot wrap).
+
+    A parameter that the model does not have (e.g. ``occlusion_spatial_embedding_parameter`` of
+    a configuration without it) is skipped; a name that is neither raises.
+    """
+    modules = {n for n, _ in model.named_modules()}
+    params = dict(model.named_parameters(recurse=False))
+    module_names, param_names = [], []
+    for name in names:
+        if name in params:
+            param_names.append(name)
+        elif any(m == name or m.endswith("." + name) for m in modules):
+            module_names.append(name)
+        elif not hasattr(model, name):  # a known optional parameter may be None on this config
+            raise ValueError(
+                f"scratch.lora_modules_to_save names {name!r}, which is neither a module nor a "
+                "parameter of the model"
+            )
+    return module_names, param_names
+
+
+def lora_extra_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The bare parameters trained beside a peft model's adapters (see :func:`apply_lora`)."""
+    names = getattr(model, "cellsam2_trained_parameters", ())
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {name: getattr(base, name) for name in names}
+
+
 def apply_lora(model: nn.Module, scratch: ScratchConfig) -> nn.Module:
-    """Wrap ``model`` in a peft ``PeftModel`` with LoRA adapters; all base weights frozen.
+    """Wrap ``model`` in a peft ``PeftModel`` with LoRA adapters; base weights frozen except
+    ``scratch.lora_modules_to_save`` (trained in full).
 
     The adapters are injected into ``model`` itself (``peft_model.base_model.model is model``),
     so code that calls the Sam2VideoModel's submodules keeps working on the original object.
@@ -72,19 +111,32 @@ def apply_lora(model: nn.Module, scratch: ScratchConfig) -> nn.Module:
     targets = list(scratch.lora_targets)
     if not targets:
         raise ValueError("scratch.lora_targets is empty; name at least one module suffix")
+    module_names, param_names = split_modules_to_save(model, list(scratch.lora_modules_to_save))
     lora = LoraConfig(
         r=scratch.lora_rank,
         lora_alpha=scratch.lora_alpha,
         lora_dropout=scratch.lora_dropout,
         target_modules=targets,
+        modules_to_save=module_names or None,
         bias="none",
     )
     try:
-        return get_peft_model(model, lora)
+        peft_model = get_peft_model(model, lora)
     except ValueError as err:
         raise ValueError(
             f"scratch.lora_targets={targets} matches no module of the model: {err}"
         ) from err
+    return train_extra_parameters(peft_model, param_names)
+
+
+def train_extra_parameters(peft_model: nn.Module, names: list[str]) -> nn.Module:
+    """Unfreeze the bare parameters ``names`` of a peft model's base model and remember them
+    (checkpoints save them beside the adapter)."""
+    base = peft_model.get_base_model()
+    for name in names:
+        getattr(base, name).requires_grad_(True)
+    peft_model.cellsam2_trained_parameters = tuple(names)
+    return peft_model
 
 
 def freeze_encoder(model: nn.Module) -> int:
