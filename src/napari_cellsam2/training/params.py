@@ -7,7 +7,7 @@ Two modes, chosen by ``scratch.use_lora``:
   self/cross attentions); every other base weight is frozen, except what
   ``scratch.lora_modules_to_save`` names: modules (the IoU and object-score heads) are trained as
   full copies through peft ``modules_to_save``, bare parameters (the no-memory / no-object
-  embeddings and pointer) are unfrozen in place (see :func:`lora_extra_parameters`). All of them
+  embeddings and pointer) are unfrozen in place (see :func:`train_extra_parameters`). All of them
   train at ``lora_lr``. Without the heads, LoRA cannot retrain the outputs tracking reads to pick
   a mask and to decide that a cell is present.
 * **Full** - every parameter trains. The image encoder (``vision_encoder.*``) uses ``vision_lr``
@@ -33,12 +33,11 @@ from .config import ScratchConfig
 __all__ = [
     "ParamCount",
     "apply_lora",
-    "lora_extra_parameters",
-    "split_modules_to_save",
-    "train_extra_parameters",
     "build_param_groups",
     "count_parameters",
     "freeze_encoder",
+    "split_modules_to_save",
+    "train_extra_parameters",
 ]
 
 _BLOCK = re.compile(r"(?:^|\.)vision_encoder\.backbone\.blocks\.(\d+)\.")
@@ -90,13 +89,6 @@ def split_modules_to_save(model: nn.Module, names: list[str]) -> tuple[list[str]
                 "parameter of the model"
             )
     return module_names, param_names
-
-
-def lora_extra_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The bare parameters trained beside a peft model's adapters (see :func:`apply_lora`)."""
-    names = getattr(model, "cellsam2_trained_parameters", ())
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return {name: getattr(base, name) for name in names}
 
 
 def apply_lora(model: nn.Module, scratch: ScratchConfig) -> nn.Module:
