@@ -7,9 +7,41 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .ctc import CTCFormatError, Lineage
+from .ctc import CTCFormatError, CTCSequence, Lineage, OutputExistsError
+from .ctc.writer import Existing
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def _uses(seq: CTCSequence) -> dict[str, str]:
+    """What each command can do with ``seq``: ``yes …`` or ``no: <why>`` (headers only)."""
+    from .model.preprocess import frames_layout
+
+    tra = seq.gt.tra if seq.gt else None
+    if seq.images is None:
+        track = "no: no image frames (tNNN.tif) next to this folder"
+    else:
+        try:
+            frames_layout(seq.images)
+            track = f"yes: images {seq.images.frame_shape}"
+        except (TypeError, ValueError) as exc:
+            track = f"no: {exc}"
+    if not track.startswith("yes"):
+        train = f"no: training needs images that track takes ({track.removeprefix('no: ')})"
+    elif tra is None:
+        train = "no: no GT/TRA (man_track###.tif + man_track.txt) to learn from"
+    elif tra.masks.indices != seq.images.indices:
+        train = "no: the GT/TRA frames differ from the image frames"
+    else:
+        train = "yes: as a sequence of a dataset with train/val/test splits"
+    gt_parts = [name for name, part in (("TRA", tra), ("SEG", seq.gt and seq.gt.seg)) if part]
+    evaluate = [f"--gt ({'+'.join(gt_parts)})"] if gt_parts else []
+    evaluate += ["--res"] if seq.res else []
+    return {
+        "track": track,
+        "train": train,
+        "evaluate": f"yes: as {' and '.join(evaluate)}" if evaluate else "no: no GT or RES",
+    }
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -28,15 +60,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(f"{title:<10} {len(lin)} tracks, {len(lin.divisions)} divisions")
     if seq.gt and seq.gt.seg is not None:
         print(f"GT/SEG     {len(seq.gt.seg)} annotated frames")
-    print("valid      yes")
+    uses = _uses(seq)
+    for command, verdict in uses.items():
+        print(f"{command:<10} {verdict}")
+    if seq.images is not None and not uses["track"].startswith("yes"):
+        print("valid      CTC format yes, but `cellsam2 track` cannot use these images")
+    else:
+        print("valid      yes")
     return 0
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    from .ctc.writer import check_writable
     from .datasets import write_dataset
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CTCFormatError(out, "is a file; --out must be a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise CTCFormatError(out, "exists and is not empty; pass --overwrite to replace it")
+    check_writable(out.parent)  # before generating anything
     out = write_dataset(
-        Path(args.out),
+        out,
         args.kind,
         sequences=args.sequences,
         frames=args.frames,
@@ -72,6 +117,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .evaluation import evaluate_folders, format_table, scores_to_json
 
+    if args.json:
+        from .ctc.writer import check_output_file
+
+        check_output_file(args.json)  # before scoring: a run never ends in "cannot write"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         scores = evaluate_folders(args.gt, args.res)
@@ -87,36 +136,91 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replacing(target: Path, overwrite: bool) -> Existing:
+    """``--overwrite`` as a writer's ``existing``: keep the old output in a dated backup."""
+    from .ctc.writer import backup_path
+
+    return backup_path(target) if overwrite else "refuse"
+
+
+def _said_backups(*choices: Existing) -> None:
+    for choice in choices:
+        if isinstance(choice, Path) and choice.exists():
+            old = choice.name.rsplit(".backup-", 1)[0]
+            print(f"the earlier {old} was moved to {choice}")
+
+
 def _cmd_track(args: argparse.Namespace) -> int:
     from .tracking.run import track_ctc_sequence
 
+    out, geff = Path(args.out), Path(args.geff) if args.geff else None
+    existing = _replacing(out, args.overwrite)
+    geff_existing = _replacing(geff, args.overwrite) if geff else "refuse"
     try:
         track_ctc_sequence(
             args.sequence,
             args.prompts,
             args.model,
-            args.out,
+            out,
             device=args.device,
             direction=args.direction,
             auto_divide=args.auto_divide,
             precision=args.precision,
             progress=True,
+            existing=existing,
+            geff=geff,
+            geff_existing=geff_existing,
+            log=lambda line: print(line, file=sys.stderr),
         )
+    except OutputExistsError as exc:
+        raise CTCFormatError(
+            exc.path, "already holds a result; pass --overwrite to replace it (kept as a backup)"
+        ) from None
     except TypeError as exc:  # e.g. frames of an unsupported dtype
         raise ValueError(str(exc)) from None
-    lineage = Lineage.read(Path(args.out) / "res_track.txt")  # as written: no pass over frames
-    print(f"wrote {args.out}: {len(lineage)} tracks, {len(lineage.divisions)} divisions")
+    lineage = Lineage.read(out / "res_track.txt")  # as written: no pass over frames
+    print(f"wrote {out}: {len(lineage)} tracks, {len(lineage.divisions)} divisions")
+    if geff:
+        print(f"wrote {geff}: the lineage as a GEFF graph")
+    _said_backups(existing, geff_existing)
     if args.evaluate:
         from .evaluation import evaluate_folders, format_table
 
-        scores = evaluate_folders(args.evaluate, args.out)
-        print(format_table({Path(args.out).name or "result": scores}))
+        scores = evaluate_folders(args.evaluate, out)
+        print(format_table({out.name or "result": scores}))
+    return 0
+
+
+def _cmd_export_geff(args: argparse.Namespace) -> int:
+    from .ctc import open_path
+    from .ctc.geff import geff_path_for, write_geff
+
+    folder = Path(args.folder)
+    seq = open_path(folder)
+    part = seq.res if folder.name.endswith("_RES") or not seq.gt else seq.gt.tra
+    if part is None:
+        raise CTCFormatError(folder, "has no RES or GT/TRA lineage to export")
+    out = Path(args.out) if args.out else geff_path_for(part.folder)
+    existing = _replacing(out, args.overwrite)
+    part.validate()  # the GEFF is only as good as the CTC lineage it comes from
+    try:
+        write_geff(out, part.masks, part.lineage, part.masks.indices[0], existing=existing)
+    except OutputExistsError as exc:
+        raise CTCFormatError(
+            exc.path, "already holds a GEFF; pass --overwrite to replace it (kept as a backup)"
+        ) from None
+    print(f"wrote {out}: {len(part.lineage)} tracks of {part.folder} as a GEFF graph")
+    _said_backups(existing)
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .ctc.writer import check_writable
     from .training.__main__ import console_train
+    from .training.config import load_config
 
+    cfg = load_config(list(args.overrides), args.config)
+    check_writable(cfg.launcher.experiment_log_dir)  # before loading data and model
     return console_train(args.overrides, args.config)
 
 
@@ -225,7 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
         "file: CSV object_id,frame,x,y[,label] or JSON (see docs/tracking.md)",
     )
     p.add_argument("--model", required=True, help="model spec for load_model (e.g. 'tiny')")
-    p.add_argument("--out", required=True, help="the RES folder to write (e.g. 01_RES)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the RES folder to write (e.g. 01_RES); checked before tracking starts",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier RES (and GEFF) at --out; the old one is moved to "
+        "<name>.backup-<date-time> beside it",
+    )
+    p.add_argument("--geff", metavar="PATH", help="also write the lineage as a GEFF graph here")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--direction", choices=["forward", "backward", "both"], default="both")
     p.add_argument("--auto-divide", action="store_true", help="detect divisions from split masks")
@@ -237,6 +352,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--evaluate", metavar="GT", help="print CTC metrics against this 01_GT folder")
     p.set_defaults(handler=_cmd_track)
+
+    p = sub.add_parser(
+        "export-geff", help="write the lineage of a RES (or GT/TRA) folder as a GEFF graph"
+    )
+    p.add_argument("folder", help="01_RES, or 01_GT / a sequence folder for the GT/TRA lineage")
+    p.add_argument("--out", help="the GEFF to write (default: <folder>.geff beside it)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier GEFF (moved to a backup)"
+    )
+    p.set_defaults(handler=_cmd_export_geff)
 
     from .training.__main__ import add_train_arguments
 
@@ -250,8 +375,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (CTCFormatError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (CTCFormatError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # permissions, a full disk …: one line naming the path, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
 
 

@@ -1,4 +1,4 @@
-"""The one error type of the CTC layer: it always names the offending file and the problem."""
+"""The error and warning types of the CTC layer: they always name the offending path."""
 
 from __future__ import annotations
 
@@ -12,3 +12,14 @@ class CTCFormatError(ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class OutputExistsError(CTCFormatError):
+    """An output folder already holds an earlier output and the caller did not choose to
+    replace it: user-made results and ground truth are never replaced silently, so front ends
+    catch this to ask (dock) or to name their overwrite option (CLI)."""
+
+
+class CTCWarning(UserWarning):
+    """Data that opens but is suspect (a lineage naming a label no mask has, mismatched frame
+    shapes): napari shows it as a notification, the CLI prints it."""

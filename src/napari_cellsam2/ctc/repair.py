@@ -11,7 +11,9 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from .errors import CTCFormatError
 from .lineage import Lineage, Track, label_presence
+from .writer import Existing
 
 Parts = dict[int, list[tuple[int, int, int]]]  # label -> its pieces as (label, first, last)
 
@@ -89,12 +91,20 @@ def make_consistent(
     return relabel_segments(labels, parts), lineage
 
 
+class EmptyLabelsError(CTCFormatError):
+    """The labels to export hold no cell on any frame: a 0-track result is almost always a
+    wrong layer or an unfinished session, so writing it takes an explicit ``allow_empty``."""
+
+
 def iter_export_labels(
     folder,
     labels: np.ndarray,
     parents: Mapping[int, int] | None = None,
     first_frame: int = 0,
     fmt: str = "res",
+    *,
+    existing: Existing = "refuse",
+    allow_empty: bool = False,
 ):
     """:func:`export_labels`, yielding ``(frames written, frames to write)`` as it goes; closing
     the generator early (cancel) leaves nothing behind. Returns ``(labels, lineage)``."""
@@ -103,11 +113,17 @@ def iter_export_labels(
     if fmt not in ("res", "gt"):
         raise ValueError(f"unknown export format {fmt!r} (use 'res' or 'gt')")
     fixed, lineage = make_consistent(np.asarray(labels), parents, first_frame)
+    if not len(lineage) and not allow_empty:
+        raise EmptyLabelsError(
+            folder, "the labels hold no cell on any frame; not writing a result with 0 tracks"
+        )
     if fmt == "res":
-        yield from iter_write_res(folder, fixed, lineage, first_frame)
+        yield from iter_write_res(folder, fixed, lineage, first_frame, existing=existing)
     else:
         frames = list(range(first_frame, first_frame + len(fixed)))
-        yield from iter_write_gt(folder, fixed, lineage, seg_frames=frames, first_frame=first_frame)
+        yield from iter_write_gt(
+            folder, fixed, lineage, seg_frames=frames, first_frame=first_frame, existing=existing
+        )
     return fixed, lineage
 
 
@@ -117,9 +133,27 @@ def export_labels(
     parents: Mapping[int, int] | None = None,
     first_frame: int = 0,
     fmt: str = "res",
+    *,
+    existing: Existing = "refuse",
+    allow_empty: bool = False,
 ) -> tuple[np.ndarray, Lineage]:
     """Write (possibly hand-edited) labels as CTC ``res`` (RES) or ``gt`` (GT/TRA, SEG on all
-    frames) after :func:`make_consistent`; returns what was written."""
+    frames) after :func:`make_consistent`; returns what was written.
+
+    An existing output is refused unless ``existing`` says otherwise (see
+    :data:`~napari_cellsam2.ctc.writer.Existing`); labels with no cell at all raise
+    :class:`EmptyLabelsError` unless ``allow_empty``.
+    """
     from .writer import run_to_end
 
-    return run_to_end(iter_export_labels(folder, labels, parents, first_frame, fmt))
+    return run_to_end(
+        iter_export_labels(
+            folder,
+            labels,
+            parents,
+            first_frame,
+            fmt,
+            existing=existing,
+            allow_empty=allow_empty,
+        )
+    )

@@ -126,6 +126,18 @@ def _presence(masks: LazyFrames) -> dict[int, list[int]]:
     return {lab: [masks.indices[p] for p in pos] for lab, pos in by_position.items()}
 
 
+def require_folder(path: Path) -> Path:
+    """``path`` if it is a folder; otherwise say whether it is missing or a file (a file is
+    the usual slip: a frame or man_track.txt picked instead of its folder)."""
+    if not path.exists():
+        raise CTCFormatError(path, "folder is missing")
+    if not path.is_dir():
+        raise CTCFormatError(
+            path, f"is a file, not a folder; pass the CTC folder that holds it ({path.parent})"
+        )
+    return path
+
+
 def read_images(folder: str | Path) -> LazyFrames:
     return LazyFrames(discover_frames(folder, IMAGE_PREFIX))
 
@@ -162,9 +174,7 @@ def read_res(folder: str | Path) -> TrackedMasks:
 
 def open_sequence(path: str | Path) -> CTCSequence:
     """Open a sequence from its image, ``_GT`` or ``_RES`` folder, with siblings that exist."""
-    path = Path(path)
-    if not path.exists():
-        raise CTCFormatError(path, "folder is missing")
+    path = require_folder(Path(path))
     if path.name in ("TRA", "SEG") and path.parent.name.endswith("_GT"):
         path = path.parent
     name = re.sub(r"_(GT|ST|RES)$", "", path.name)
@@ -183,9 +193,7 @@ def open_sequence(path: str | Path) -> CTCSequence:
 
 def find_sequence_folders(root: str | Path) -> dict[str, list[Path]]:
     """Sequence folders under ``root`` per split; ``{"": [...]}`` for a plain CTC root."""
-    root = Path(root)
-    if not root.is_dir():
-        raise CTCFormatError(root, "folder is missing")
+    root = require_folder(Path(root))
 
     def seqs_in(folder: Path) -> list[Path]:
         return sorted(p for p in folder.iterdir() if p.is_dir() and _SEQ_NAME.match(p.name))
@@ -211,10 +219,8 @@ def open_dataset(root: str | Path) -> CTCDataset:
 
 def open_path(path: str | Path) -> CTCSequence:
     """Open exactly one sequence: a sequence/GT/RES folder or a root holding a single sequence."""
-    path = Path(path)
-    if not path.exists():
-        raise CTCFormatError(path, "folder is missing")
-    if path.is_dir() and not any(path.iterdir()):
+    path = require_folder(Path(path))
+    if not any(path.iterdir()):
         raise CTCFormatError(path, "folder is empty")
     if _SEQ_NAME.match(re.sub(r"_(GT|ST|RES)$", "", path.name)) or path.name in ("TRA", "SEG"):
         return open_sequence(path)

@@ -13,14 +13,15 @@ import shutil
 import tempfile
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from itertools import chain
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import tifffile
 
-from .errors import CTCFormatError
+from .errors import CTCFormatError, OutputExistsError
 from .lineage import Lineage
 
 
@@ -35,29 +36,100 @@ def _umask() -> int:
     return mask
 
 
-@contextmanager
-def atomic_folder(
-    target: str | Path, replaceable: Callable[[Path], bool] | None = None
-) -> Iterator[Path]:
-    """Yield a temporary folder that replaces ``target`` only if the block succeeds.
+Existing = Literal["refuse", "replace"] | Path
+"""What a writer does with an output folder that already holds an earlier output:
 
-    An existing ``target`` is replaced only when every entry in it satisfies ``replaceable``
-    (e.g. an earlier result of the same kind), so a mistyped output path can never delete a
-    sequence or hand-made ground truth. The new folder gets the usual permissions (umask).
+* ``"refuse"``: raise :class:`OutputExistsError` (user-facing callers: the user decides);
+* ``"replace"``: delete it once the new one is complete (machine-made run folders only);
+* a :class:`~pathlib.Path` (see :func:`backup_path`): move it there once the new one is complete,
+  so a replaced result or hand-made ground truth can always be recovered.
+"""
+
+
+def backup_path(target: str | Path, when: datetime | None = None) -> Path:
+    """A free dated sibling of ``target`` to keep it in, e.g. ``01_GT.backup-20261127-213000``
+    (``-2``, ``-3`` … appended when that name is taken)."""
+    target = Path(target)
+    stem = f"{target.name}.backup-{(when or datetime.now()).strftime('%Y%m%d-%H%M%S')}"
+    candidate, n = target.with_name(stem), 1
+    while candidate.exists():
+        n += 1
+        candidate = target.with_name(f"{stem}-{n}")
+    return candidate
+
+
+def check_writable(folder: str | Path) -> None:
+    """Fail now, naming the folder, when nothing can be created in ``folder`` (or, while it
+    does not exist, in its nearest existing parent, where it would be made).
+
+    Probed by creating (and removing) a hidden folder, since permission bits do not tell the
+    whole story (read-only mounts, ACLs, root).
+    """
+    folder = Path(folder)
+    ancestor = next(p for p in [folder, *folder.parents] if p.exists())
+    if not ancestor.is_dir():
+        raise CTCFormatError(ancestor, "is a file, so no output can be made inside it")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".cellsam2-probe-", dir=ancestor))
+    except OSError as exc:
+        raise CTCFormatError(
+            ancestor, f"cannot write here ({exc.strerror}); choose a writable output folder"
+        ) from None
+
+
+def check_output_file(path: str | Path) -> Path:
+    """:func:`check_output` for a single file (e.g. JSON scores): not a folder, writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise CTCFormatError(path, "is a folder; give a file name to write")
+    check_writable(path.parent)
+    return path
+
+
+def check_output(
+    target: str | Path,
+    replaceable: Callable[[Path], bool] | None = None,
+    existing: Existing = "replace",
+) -> Path:
+    """Refuse an output folder before any work is done, with the reason.
+
+    ``target`` must not be a file; if it exists, every entry in it must satisfy
+    ``replaceable`` (an earlier output of the same kind: a mistyped path can never delete a
+    sequence or other data, whatever ``existing`` says) and, with ``existing="refuse"``, it must
+    be empty. Its folder must be writable. Returns ``target`` as a :class:`Path`.
     """
     target = Path(target)
     if target.exists():
-        foreign = (
-            [p.name for p in target.iterdir() if replaceable is None or not replaceable(p)]
-            if target.is_dir()
-            else []
-        )
-        if not target.is_dir() or foreign:
+        if not target.is_dir():
+            raise CTCFormatError(target, "is a file, not a folder; choose a folder to write")
+        entries = list(target.iterdir())
+        foreign = [p.name for p in entries if replaceable is not None and not replaceable(p)]
+        if foreign:
             raise CTCFormatError(
                 target,
-                f"exists and holds other files ({', '.join(sorted(foreign)[:3]) or 'a file'}); "
+                f"exists and holds other files ({', '.join(sorted(foreign)[:3])}); "
                 "refusing to replace it: choose a new folder or an earlier output of this kind",
             )
+        if entries and existing == "refuse":
+            raise OutputExistsError(target, "already holds an earlier output; not replacing it")
+    check_writable(target.parent)
+    return target
+
+
+@contextmanager
+def atomic_folder(
+    target: str | Path,
+    replaceable: Callable[[Path], bool] | None = None,
+    existing: Existing = "replace",
+) -> Iterator[Path]:
+    """Yield a temporary folder that replaces ``target`` only if the block succeeds.
+
+    :func:`check_output` runs first (an existing ``target`` only ever holds entries that
+    satisfy ``replaceable``). The old ``target`` is deleted or, when ``existing`` is a path,
+    moved there, only after the new folder is complete. The new folder gets the usual
+    permissions (umask).
+    """
+    target = check_output(target, replaceable, existing)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -69,8 +141,13 @@ def atomic_folder(
         raise
     old = None
     if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
+        if existing == "refuse" and any(target.iterdir()):  # filled while we were writing
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OutputExistsError(target, "already holds an earlier output; not replacing it")
+        keep = isinstance(existing, Path)
+        old = Path(existing) if keep else target.parent / f".{target.name}.old-{os.getpid()}"
+        if not keep:
+            shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
     try:
         tmp.rename(target)
@@ -79,7 +156,7 @@ def atomic_folder(
             old.rename(target)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if old is not None:
+    if old is not None and not isinstance(existing, Path):
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -87,6 +164,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write a small text file so readers see the old or the new content, never half of it;
     it gets the usual permissions (umask), like the folders above."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
@@ -103,6 +181,16 @@ def _frames_of(prefix: str, *extra: str) -> Callable[[Path], bool]:
     """Entries an earlier output of one kind may hold: its frames and the named extras."""
     pattern = re.compile(rf"^{prefix}\d{{3,4}}\.tiff?$")
     return lambda p: bool(pattern.match(p.name)) or p.name in extra
+
+
+def _gt_part(entry: Path) -> bool:
+    return entry.is_dir() and entry.name in ("TRA", "SEG")
+
+
+# What an earlier output of each kind holds: only folders holding nothing else are replaced.
+IMAGE_ENTRIES = _frames_of("t")
+RES_ENTRIES = _frames_of("mask", "res_track.txt")
+GT_ENTRIES = _gt_part
 
 
 def as_label_stack(labels, source: str | Path = "<labels>") -> np.ndarray:
@@ -142,7 +230,7 @@ def run_to_end(steps: Generator[Progress, None, T]) -> T:
 
 
 def iter_write_images(
-    folder: str | Path, images, first_frame: int = 0
+    folder: str | Path, images, first_frame: int = 0, *, existing: Existing = "replace"
 ) -> Generator[Progress, None, Path]:
     """:func:`write_images`, yielding progress after each frame; closing the generator early
     (cancel) leaves nothing behind."""
@@ -151,19 +239,27 @@ def iter_write_images(
         raise CTCFormatError(folder, f"images must be (T,Y,X[,C]), got shape {arr.shape}")
     digits = frame_digits(first_frame, len(arr))
     indices = range(first_frame, first_frame + len(arr))
-    with atomic_folder(folder, _frames_of("t")) as tmp:
+    with atomic_folder(folder, IMAGE_ENTRIES, existing) as tmp:
         for done, _ in enumerate(_frame_writes(tmp, "t", arr, indices, digits), 1):
             yield done, len(arr)
     return Path(folder)
 
 
-def write_images(folder: str | Path, images, first_frame: int = 0) -> Path:
-    """Write a (T,Y,X) image stack as ``t000.tif`` … (4 digits from frame 1000 on)."""
-    return run_to_end(iter_write_images(folder, images, first_frame))
+def write_images(
+    folder: str | Path, images, first_frame: int = 0, *, existing: Existing = "replace"
+) -> Path:
+    """Write a (T,Y,X) image stack as ``t000.tif`` … (4 digits from frame 1000 on); an earlier
+    image folder is handled as ``existing`` says (:data:`Existing`)."""
+    return run_to_end(iter_write_images(folder, images, first_frame, existing=existing))
 
 
 def iter_write_res(
-    folder: str | Path, labels, lineage: Lineage, first_frame: int = 0
+    folder: str | Path,
+    labels,
+    lineage: Lineage,
+    first_frame: int = 0,
+    *,
+    existing: Existing = "replace",
 ) -> Generator[Progress, None, Path]:
     """:func:`write_res`, yielding progress after each frame; closing the generator early
     (cancel) leaves nothing behind."""
@@ -171,16 +267,28 @@ def iter_write_res(
     lineage.validate(arr, source=Path(folder) / "res_track.txt", first_frame=first_frame)
     digits = frame_digits(first_frame, len(arr))
     indices = range(first_frame, first_frame + len(arr))
-    with atomic_folder(folder, _frames_of("mask", "res_track.txt")) as tmp:
+    with atomic_folder(folder, RES_ENTRIES, existing) as tmp:
         for done, _ in enumerate(_frame_writes(tmp, "mask", arr, indices, digits), 1):
             yield done, len(arr)
         lineage.write(tmp / "res_track.txt")
     return Path(folder)
 
 
-def write_res(folder: str | Path, labels, lineage: Lineage, first_frame: int = 0) -> Path:
-    """Write a CTC result: ``mask###.tif`` + ``res_track.txt`` (validated first)."""
-    return run_to_end(iter_write_res(folder, labels, lineage, first_frame))
+def write_res(
+    folder: str | Path,
+    labels,
+    lineage: Lineage,
+    first_frame: int = 0,
+    *,
+    existing: Existing = "replace",
+) -> Path:
+    """Write a CTC result: ``mask###.tif`` + ``res_track.txt`` (validated first).
+
+    An earlier RES folder is handled as ``existing`` says (:data:`Existing`). The default,
+    ``"replace"``, is for machine-made run folders (comparisons, evaluation); what a user
+    asked for (``cellsam2 track``, the dock's export) passes ``"refuse"`` or a backup path.
+    """
+    return run_to_end(iter_write_res(folder, labels, lineage, first_frame, existing=existing))
 
 
 def iter_write_gt(
@@ -190,6 +298,8 @@ def iter_write_gt(
     seg_frames: Sequence[int] | None = None,
     seg_labels=None,
     first_frame: int = 0,
+    *,
+    existing: Existing = "refuse",
 ) -> Generator[Progress, None, Path]:
     """:func:`write_gt`, yielding progress after each frame; closing the generator early
     (cancel) leaves nothing behind."""
@@ -205,7 +315,7 @@ def iter_write_gt(
         raise CTCFormatError(gt_folder / "SEG", f"SEG frame {bad[0]} outside the sequence")
     digits = frame_digits(first_frame, len(arr))
     total = len(arr) + len(frames)
-    with atomic_folder(gt_folder, lambda p: p.is_dir() and p.name in ("TRA", "SEG")) as tmp:
+    with atomic_folder(gt_folder, GT_ENTRIES, existing) as tmp:
         tra = _frame_writes(
             tmp / "TRA", "man_track", arr, range(first_frame, first_frame + len(arr)), digits
         )
@@ -225,12 +335,18 @@ def write_gt(
     seg_frames: Sequence[int] | None = None,
     seg_labels=None,
     first_frame: int = 0,
+    *,
+    existing: Existing = "refuse",
 ) -> Path:
     """Write ``NN_GT`` with ``TRA/man_track###.tif`` + ``man_track.txt`` and optional SEG.
 
     ``seg_frames`` are CTC frame indices to store in ``SEG/man_seg###.tif`` (from ``seg_labels``,
     default the TRA labels), so corrected annotations become training and evaluation data.
+    Ground truth is hand-made: an existing one is refused unless ``existing`` is a backup path
+    (or ``"replace"``), see :data:`Existing`.
     """
     return run_to_end(
-        iter_write_gt(gt_folder, labels, lineage, seg_frames, seg_labels, first_frame)
+        iter_write_gt(
+            gt_folder, labels, lineage, seg_frames, seg_labels, first_frame, existing=existing
+        )
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..ctc import CTCFormatError, CTCSequence, open_path
+from ..ctc import CTCFormatError, CTCSequence, open_path, write_res
+from ..ctc.geff import GEFF_ENTRIES, write_geff
+from ..ctc.writer import RES_ENTRIES, Existing, check_output
 from .prompt_file import PromptEntry, PromptFileError, read_prompt_file
 from .session import TrackingSession
 
@@ -52,22 +55,40 @@ def track_ctc_sequence(
     auto_divide: bool = False,
     precision: str = "auto",
     progress: bool = False,
+    existing: Existing = "refuse",
+    geff: str | Path | None = None,
+    geff_existing: Existing = "refuse",
+    log: Callable[[str], None] = print,
 ) -> TrackingSession:
     """Track ``sequence`` (a CTC image folder) and write a validated RES folder to ``out``.
 
     ``prompts`` is ``"gt-first-frame"`` (every object of the sibling ``NN_GT/TRA`` on the first
     frame becomes a mask prompt) or a CSV/JSON prompt file (``prompt_file``). ``model`` is a
     spec for ``model.load_model`` or an already loaded model; ``precision`` as for
-    :class:`TrackingSession`. Returns the session.
+    :class:`TrackingSession`. ``geff``: also write the lineage there as a GEFF graph.
+
+    Outputs are checked before the model loads, so a run never ends in "cannot write": an
+    earlier result is refused unless ``existing`` (``geff_existing``) says otherwise (see
+    :data:`~napari_cellsam2.ctc.writer.Existing`) and a folder holding other files always is.
+    ``log`` gets the warnings a user must see (random weights, an empty result). Returns the
+    session.
     """
     seq = open_path(sequence)
     if seq.images is None:
         raise CTCFormatError(seq.folder, "no image frames (tNNN.tif) to track")
+    check_output(out, RES_ENTRIES, existing)
+    if geff is not None:
+        check_output(geff, GEFF_ENTRIES, geff_existing)
     entries = None if str(prompts) == GT_FIRST_FRAME else read_prompt_file(prompts)
     if isinstance(model, str):
         from ..model.loading import load_model
 
         model = load_model(model, device=device)
+    if getattr(model, "is_random", False):
+        log(
+            f"warning: model {model.description}: random weights make meaningless masks; "
+            "use a trained model (e.g. a Hugging Face SAM 2 id) for real data"
+        )
     session = TrackingSession(
         model,
         seq.images,
@@ -86,5 +107,10 @@ def track_ctc_sequence(
         frames = tqdm(frames, total=len(frames), desc=f"tracking {seq.name}", unit="frame")
     for _ in frames:
         pass
-    session.write_res(out)
+    result = session.result()
+    if not len(result.lineage):
+        log(f"warning: no cell was tracked; {out} holds an empty result (0 tracks)")
+    write_res(out, result.labels, result.lineage, result.first_frame, existing=existing)
+    if geff is not None:
+        write_geff(geff, result.labels, result.lineage, result.first_frame, existing=geff_existing)
     return session
