@@ -166,7 +166,7 @@ def test_cancel_tracking_leaves_a_consistent_resumable_session(dock, qtbot):
     cells = _start_with_two_cells(viewer, widget, qtbot)
     track.direction.setCurrentText("forward")
     track.track()
-    qtbot.waitUntil(lambda: track._bar.n >= 2, timeout=60_000)
+    qtbot.waitUntil(lambda: track.bar.value() >= 2, timeout=60_000)
     track.cancel()
     _wait_idle(qtbot, widget.state)
     labels = viewer.layers[LABELS_NAME].data

@@ -8,6 +8,7 @@ couple of preprocessed frames are kept; image features are cached separately (``
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -36,6 +37,7 @@ class FrameSource:
         self.letterbox = Letterbox(self.height, self.width, self.image_size)
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._cache_frames = max(1, int(cache_frames))
+        self._lock = threading.Lock()  # a prefetch reads frames beside the tracking worker
 
     def __len__(self) -> int:
         return self.num_frames
@@ -51,13 +53,15 @@ class FrameSource:
         return frame
 
     def __getitem__(self, t: int) -> torch.Tensor:
-        if t in self._cache:
-            self._cache.move_to_end(t)
-            return self._cache[t]
+        with self._lock:
+            if t in self._cache:
+                self._cache.move_to_end(t)
+                return self._cache[t]
         tensor, _ = preprocess_frame(self.raw(t), self.image_size, self.norm)
-        self._cache[t] = tensor
-        while len(self._cache) > self._cache_frames:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[t] = tensor
+            while len(self._cache) > self._cache_frames:
+                self._cache.popitem(last=False)
         return tensor
 
     @property

@@ -231,6 +231,9 @@ class TrackingSession:
         self._features_stale = False
         self._version = 0
         self._lock = threading.RLock()
+        # One image encode at a time, outside ``_lock`` (see :meth:`prefetch`). Never taken
+        # while holding ``_lock``: an encode waiting for ``_lock`` holds it.
+        self._encoding = threading.Lock()
         config = self.model.config
         self._num_maskmem = int(config.num_maskmem)
         self._max_pointers = int(config.max_object_pointers_in_encoder)
@@ -529,29 +532,44 @@ class TrackingSession:
     # ---- running SAM 2 ------------------------------------------------------------------------
     def prefetch(self, frame: int) -> None:
         """Compute and cache a frame's image features (e.g. when the user moves to it), so the
-        next click there runs only the prompt encoder and mask decoder."""
-        with self._lock:
-            t = self._check_frame(frame)
-            self._drop_stale_features()
-            if t in self._features:
-                return
+        next click there runs only the prompt encoder and mask decoder.
+
+        The image encoder (seconds on a CPU) runs outside the session lock: prompts, previews
+        and tracking steps on other frames never wait for it, and a preview of this frame waits
+        for it in its own worker instead of encoding the frame a second time."""
+        self._encode(self._check_frame(frame))
+
+    def _encode(self, t: int) -> None:
+        """Cache frame ``t``'s image features; the caller must not hold ``_lock``."""
+        with self._encoding:
+            with self._lock:
+                self._drop_stale_features()
+                if t in self._features:
+                    return
+                precision = self.precision
             pixels = self.frames[t][None].to(self.device)
-            with torch.inference_mode(), autocast_context(self.device, self.precision):
+            with torch.inference_mode(), autocast_context(self.device, precision):
                 out = self.model.get_image_features(pixels, return_dict=True)
-            self._features.cache_vision_features(
-                t,
-                {
-                    "vision_feats": out.fpn_hidden_states,
-                    "vision_pos_embeds": out.fpn_position_encoding,
-                },
-            )
+            with self._lock:
+                self._drop_stale_features()
+                if self.precision != precision:  # changed while encoding: wrong dtype
+                    return
+                self._features.cache_vision_features(
+                    t,
+                    {
+                        "vision_feats": out.fpn_hidden_states,
+                        "vision_pos_embeds": out.fpn_position_encoding,
+                    },
+                )
 
     def predict_frame(self, frame: int) -> dict[int, np.ndarray]:
         """Decode the new prompts on a frame (an instant preview when its features are cached)
         and return the mask of every object on it, including prompted objects that came out
-        empty."""
+        empty. The frame is encoded first, outside the lock (see :meth:`prefetch`)."""
+        t = self._check_frame(frame)
+        if any(t in o.dirty for o in list(self._objects.values())):
+            self._encode(t)
         with self._lock:
-            t = self._check_frame(frame)
             todo = [o for o in self._objects.values() if t in o.dirty]
             if todo:
                 self._bump()
@@ -814,6 +832,24 @@ class TrackingSession:
                     presence.setdefault(int(label), []).append(t)
                 self._count_areas(t, counts)
             return presence
+
+    def adopt_labels(self, labels: Any) -> None:
+        """Start from existing (T, Y, X) labels, e.g. a previous session's result kept across a
+        restart. They are copied a frame at a time (lazy sources stay lazy) and new object IDs
+        start above the largest label, so a new cell never merges with a kept one."""
+        with self._lock:
+            if tuple(labels.shape) != self.labels.shape:
+                raise ValueError(
+                    f"labels of shape {tuple(labels.shape)} do not fit this session's "
+                    f"{self.labels.shape}"
+                )
+            self._bump()
+            top = 0
+            for t in range(self.num_frames):
+                frame = np.asarray(labels[t])
+                self._write(t, frame)
+                top = max(top, int(frame.max(initial=0)))
+            self._next_id = max(self._next_id, min(top + 1, MAX_OBJECT_ID))
 
     def snapshot(self) -> SessionSnapshot:
         """Everything needed to undo the session's later actions: the label frames they

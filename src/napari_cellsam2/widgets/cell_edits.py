@@ -1,17 +1,16 @@
 """Divisions, deletion and undo for the track panel (a mixin: it uses the panel's session,
-state, cell selector, prompt layers and preview)."""
+state, cell selector, prompt layers, status and ordered edit jobs)."""
 
 from __future__ import annotations
 
-import numpy as np
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 
-from ..tracking import PointPrompt
+from .session_restart import Restart
 
 
 class CellEdits:
-    """Edits that change a cell across frames; each runs in a worker, since ending, removing or
-    restoring a cell touches every frame it lives on."""
+    """Edits that change a cell across frames; each runs in the ordered worker, since ending,
+    removing or restoring a cell touches every frame it lives on."""
 
     def begin_divide(self) -> None:
         if self._require_session():
@@ -20,42 +19,46 @@ class CellEdits:
             self.status.setText(f"click the two daughters of cell {self.cell.value()}")
 
     def _finish_divide(self, frame: int) -> None:
+        from ..tracking import PointPrompt  # imported by the model's loading job
+
         clicks, self._dividing, self._daughter_clicks = self._daughter_clicks, False, []
         if clicks[0][0] != clicks[1][0]:
-            show_error("click both daughters on the same frame (where they first appear)")
+            self._failed("click both daughters on the same frame (where they first appear)")
             return
-        prompts = [PointPrompt(np.array([c[1:]]), np.array([1])) for c in clicks]
-        self._snapshot()
-        mother = self.cell.value()
+        prompts = [PointPrompt([c[1:]], [1]) for c in clicks]
+        session, mother = self.session, self.cell.value()
 
         def divided(daughters) -> None:
             self.status.setText(f"cell {mother} divides into {daughters} on frame {frame}")
-            self.preview(frame)
 
-        # ending the mother clears her later frames: a pass over the movie, in a worker
-        self.state.run_job(self.session.divide, mother, frame, prompts, on_return=divided)
+        # ending the mother clears her later frames: a pass over the movie
+        self._edit(lambda: session.divide(mother, frame, prompts), frame, done=divided)
 
     def delete_cell(self) -> None:
         if self._require_session():
-            self._snapshot()
-            frame = self.current_frame()  # every frame of the cell is cleared: in a worker
-            done = lambda _: self.preview(frame)  # noqa: E731
-            self.state.run_job(self.session.remove_object, self.cell.value(), on_return=done)
-
-    def _snapshot(self) -> None:
-        self._undo = self.session.snapshot()
+            session, cell = self.session, self.cell.value()
+            self._edit(lambda: session.remove_object(cell), self.current_frame())
 
     def undo(self) -> None:
         """Return the session (labels, cells, prompts, divisions, SAM 2 memory) to before the
-        last tracking action."""
-        if self.session is None or self._undo is None:
+        last tracking action, or to the previous session after Start session."""
+        undo, self._undo = self._undo, None
+        if isinstance(undo, Restart):
+            self.session, self._undo, self.labels_layer = undo.session, undo.undo, undo.layer
+            undo.revert(self.state.viewer)
+            self.status.setText("back to the labels (and session) before Start session")
+            self.update_lineage()
+            return
+        if self.session is None or undo is None:
             show_info("nothing to undo")
             return
-        snapshot, self._undo = self._undo, None
 
         def restored(_result) -> None:
             self._refresh()
             self.update_lineage()
 
-        # writes back every frame the undone actions changed: in a worker
-        self.state.run_job(self.session.restore, snapshot, on_return=restored)
+        # writes back every frame the undone actions changed
+        self.state.run_job(
+            self.session.restore, undo, on_return=restored,
+            on_error=lambda exc: self._failed(f"could not undo: {exc}"), ordered=True,
+        )  # fmt: skip

@@ -19,16 +19,16 @@ class LineageView:
 
     def update(self, session, labels_layer: Labels) -> None:
         """Parent links into the layer's metadata (earlier sessions' links are kept) and the
-        Tracks layer; the centroids (one read of every frame) and a new Tracks layer's model
-        are computed in a worker, and the dock stays busy until they are shown."""
+        Tracks layer. The session's links, the centroids (one read of every frame) and a new
+        Tracks layer's model are computed in the ordered worker (the session may be changing
+        in it: the main thread never reads it), and the dock stays busy until they are shown."""
         parents = dict(labels_layer.metadata.get(PARENTS_KEY) or {})
-        parents.update({i: session.parent(i) for i in session.object_ids if session.parent(i)})
-        labels_layer.metadata[PARENTS_KEY] = parents
         meta = layer_meta("tracks", of="res")
-        meta[PARENTS_KEY] = parents
         exists = TRACKS_NAME in self.state.viewer.layers
 
         def compute():
+            parents.update({i: session.parent(i) for i in session.object_ids if session.parent(i)})
+            meta[PARENTS_KEY] = parents
             data, graph = tracks_from_labels(session.labels, parents)
             if exists or not len(data):
                 return data, graph, None
@@ -36,7 +36,11 @@ class LineageView:
             # initialises its tracks machinery), which the GUI thread must not pay
             return data, graph, Tracks(data, graph=graph, name=TRACKS_NAME, metadata=meta)
 
-        self.state.run_job(compute, on_return=lambda out: self._show(*out, meta))
+        def show(out) -> None:
+            labels_layer.metadata[PARENTS_KEY] = parents
+            self._show(*out, meta)
+
+        self.state.run_job(compute, on_return=show, ordered=True)
 
     def _show(self, data: np.ndarray, graph: dict, new: Tracks | None, meta: dict) -> None:
         """Add the new layer or update the existing one in place: removing a layer makes napari

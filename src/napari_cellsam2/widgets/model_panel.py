@@ -29,6 +29,17 @@ HUB_MODELS = [
 DEMO_MODEL = "tiny"
 DEMO_LABEL = "tiny — random weights, demo/tests only"
 DEVICES = ["auto", "cuda", "mps", "cpu"]
+RANDOM_STYLE = "color: #ff5555; font-weight: bold"
+
+
+def load_for_tracking(spec: str, device: str):
+    """Worker body: load the model, and import the tracker here too, so that neither the
+    first load nor Start session imports torch and transformers (seconds) on the Qt main
+    thread."""
+    from .. import tracking  # noqa: F401
+    from ..model.loading import load_model
+
+    return load_model(spec, device)
 
 
 def find_checkpoints(folder: Path) -> list[Path]:
@@ -115,12 +126,12 @@ class ModelPanel(QWidget):
 
     # ---- loading -------------------------------------------------------------------------------
     def load(self, spec: str | None = None) -> None:
-        """Load in a worker thread; errors (e.g. missing weights) become notifications."""
-        from ..model.loading import load_model
-
+        """Load in a worker thread; errors (e.g. missing weights) show once, here and as one
+        notification."""
         spec = spec or self.current_spec()
         device = self.device.currentText()
         self.status.setText(f"loading {spec} …")
+        self.status.setStyleSheet("")
         self.load_button.setEnabled(False)
         self._generation += 1
         generation = self._generation  # only the newest request may replace the model
@@ -131,11 +142,11 @@ class ModelPanel(QWidget):
             self.load_button.setEnabled(True)
 
         self.state.run_job(
-            load_model,
+            load_for_tracking,
             spec,
             device,
             on_return=lambda model: generation == self._generation and self.state.set_model(model),
-            on_error=self._failed,
+            on_error=lambda exc: self._failed(spec, exc),
             on_finish=finished,
         )
 
@@ -144,10 +155,14 @@ class ModelPanel(QWidget):
         self.add_spec(spec, checkpoint_label(folder) if folder.is_dir() else None)
         self.load(spec)
 
-    def _failed(self, exc: Exception) -> None:
-        self.status.setText(f"could not load: {exc}")
+    def _failed(self, spec: str, exc: Exception) -> None:
+        kept = self.state.model
+        still = f" (still using {kept.spec})" if kept is not None else ""
+        self.status.setText(f"could not load {spec}{still}: {exc}")
         show_error(str(exc))
 
     def _show_model(self, model) -> None:
-        note = " (random weights: demo only)" if model.kind in ("tiny", "hiera-tiny-random") else ""
-        self.status.setText(f"loaded {model.spec} on {model.device}{note}")
+        """Say which model tracks, and make random weights (which do not segment cells, also
+        after fine-tuning) impossible to miss."""
+        self.status.setText(f"loaded {model.description}")
+        self.status.setStyleSheet(RANDOM_STYLE if model.is_random else "")

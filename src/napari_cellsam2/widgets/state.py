@@ -6,12 +6,15 @@ panel stays small and testable on its own.
 
 from __future__ import annotations
 
+import inspect
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from napari.qt.threading import thread_worker
+from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, Signal
+from superqt.utils import FunctionWorker, GeneratorWorker
 
 
 class DockState(QObject):
@@ -27,6 +30,7 @@ class DockState(QObject):
         self.model: Any = None  # napari_cellsam2.model.loading.LoadedModel
         self._jobs = 0
         self._workers: set[Any] = set()  # running workers, kept alive until they finish
+        self._ordered: deque[Any] = deque()  # ordered jobs: the running one, then the queued
 
     @property
     def busy(self) -> bool:
@@ -53,19 +57,28 @@ class DockState(QObject):
         on_error: Callable[[Exception], Any] | None = None,
         on_finish: Callable[[], Any] | None = None,
         busy: bool = True,
+        ordered: bool = False,
     ) -> Any:
         """Run ``func(*args)`` (a function or generator) in a napari worker thread.
 
-        Results, yields, errors (default: a notification) and the end come back on the Qt main
-        thread. ``busy`` jobs are counted in :attr:`busy` until they finish (after
+        Results, yields, errors and the end come back on the Qt main thread. An error reaches
+        ``on_error`` only (default: one notification): napari's own workers would also relay
+        it as a second notification with a traceback, and re-raise it in the main thread.
+        ``busy`` jobs are counted in :attr:`busy` from now until they finish (after
         ``on_finish``, so a follow-up job started there keeps the dock busy without a gap).
+        ``ordered`` jobs run one at a time, in the order they were asked for: the track panel
+        sends every change of its session this way, so the main thread never has to wait for
+        the session lock a worker holds, and a click's preview never overtakes the click.
         """
-        worker = thread_worker(func, start_thread=False)(*args)
+        kind = GeneratorWorker if inspect.isgeneratorfunction(func) else FunctionWorker
+        handle_error = on_error or (lambda exc: show_error(str(exc)))
+        worker = create_worker(
+            func, *args, _start_thread=False, _worker_class=kind, _connect={"errored": handle_error}
+        )
         if on_return is not None:
             worker.returned.connect(on_return)
         if on_yield is not None:
             worker.yielded.connect(on_yield)
-        worker.errored.connect(on_error or (lambda exc: show_error(str(exc))))
         if on_finish is not None:
             worker.finished.connect(on_finish)
         worker.finished.connect(lambda: self._workers.discard(worker))
@@ -73,5 +86,15 @@ class DockState(QObject):
             worker.finished.connect(lambda: self.set_busy(False))
             self.set_busy(True)
         self._workers.add(worker)
+        if ordered:
+            worker.finished.connect(self._start_next_ordered)
+            self._ordered.append(worker)
+            if len(self._ordered) > 1:
+                return worker  # starts when the jobs before it have finished
         worker.start()
         return worker
+
+    def _start_next_ordered(self) -> None:
+        self._ordered.popleft()
+        if self._ordered:
+            self._ordered[0].start()

@@ -1,4 +1,8 @@
-"""The controls of the track panel (layout only; the panel wires the behaviour)."""
+"""The controls of the track panel (layout only; the panel wires the behaviour).
+
+It imports neither torch nor the tracker, so that opening the dock takes about a second
+instead of six; the model's loading job imports them in its worker.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,18 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGridLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QWidget,
 )
 
-from ..model.device import PRECISIONS
-from ..tracking import DIRECTIONS
 from .layer_combo import LayerCombo
+
+# Copies of tracking.DIRECTIONS and model.device.PRECISIONS, which import torch (a test keeps
+# them equal).
+DIRECTIONS = ("forward", "backward", "both")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _button(text: str, slot) -> QPushButton:
@@ -51,6 +59,8 @@ def build_track_form(
         box.setSpecialValueText("auto")
     panel.status = QLabel("load a model, pick the image, start a session")
     panel.status.setWordWrap(True)
+    panel.bar = QProgressBar()  # tracking progress, here as in the other tabs
+    panel.bar.setFormat("%v / %m frames")
     panel.track_button = _button("Track", panel.track)
     panel.cancel_button = _button("Cancel", panel.cancel)
     panel.cancel_button.setEnabled(False)
@@ -73,5 +83,6 @@ def build_track_form(
     form.addRow("From frame", panel.start_frame)
     form.addRow("To frame", panel.end_frame)
     form.addRow(grid)
+    form.addRow(panel.bar)
     form.addRow(panel.status)
     return panel

@@ -3,32 +3,38 @@ labels layer with progress and Cancel, corrections, divisions, deletion, undo, l
 
 Key bindings on the clicks and tracking layers: ``n`` new cell, ``x`` flips click polarity
 (negative clicks mark "not this cell").
+
+The Qt main thread never calls into the session: every change runs as an ordered job (see
+``track_jobs``), so a click never waits for SAM 2 running in a worker.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from napari.layers import Labels
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QWidget,
-)
+from qtpy.QtWidgets import QWidget
 
-from ..ctc.napari_layers import META_KEY, PARENTS_KEY, layer_meta
-from ..tracking import TrackingSession
 from .cell_edits import CellEdits
 from .lineage_view import LineageView
+from .prompt_input import PromptInput
 from .prompt_layers import PromptLayers
+from .session_restart import LABELS_NAME, SessionStart
 from .state import DockState
 from .track_form import build_track_form
-from .workers import yield_cpu_to_gui
+from .track_jobs import TrackingStarted, edit_and_preview, tracking_steps
 
-LABELS_NAME = "cellsam2 tracking"
+if TYPE_CHECKING:  # the tracker imports torch; the model's loading job imports it
+    from ..tracking import TrackingSession
+
+__all__ = ["LABELS_NAME", "TrackPanel"]
 
 
-class TrackPanel(CellEdits, QWidget):
+class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
     """Everything between "click a cell" and "a tracked labels layer with lineage"."""
 
     def __init__(self, state: DockState, parent: QWidget | None = None) -> None:
@@ -38,7 +44,8 @@ class TrackPanel(CellEdits, QWidget):
         self.prompts: PromptLayers | None = None
         self.labels_layer: Labels | None = None
         self.worker = None
-        self._undo = None  # a TrackingSession snapshot from before the last tracking action
+        self._progress: progress | None = None  # napari's bar, beside the panel's own
+        self._undo = None  # a snapshot from before the last tracking action, or a Restart
         self._dividing = False
         self.lineage_view = LineageView(state)
         self.pending_previews = 0  # previews queued or running (tests and scripts wait on it)
@@ -69,10 +76,12 @@ class TrackPanel(CellEdits, QWidget):
 
     def _prefetch(self) -> None:
         """Encode the frame the user moved to in the background, so the first click there
-        only runs SAM 2's prompt encoder and mask decoder."""
-        if self.session is not None and not self.state.busy:
+        only runs SAM 2's prompt encoder and mask decoder. The frame slider spans all layers:
+        a longer image opened beside the session can put it past the session's last frame."""
+        session, frame = self.session, self.current_frame()
+        if session is not None and not self.state.busy and 0 <= frame < session.num_frames:
             self.state.run_job(  # errors surface with the next preview or click
-                self.session.prefetch, self.current_frame(), on_error=lambda _exc: None, busy=False
+                session.prefetch, frame, on_error=lambda _exc: None, busy=False
             )
 
     def _model_changed(self, _model) -> None:
@@ -91,55 +100,18 @@ class TrackPanel(CellEdits, QWidget):
             show_error(str(exc))
             self.precision.setCurrentText(self.session.precision)
 
+    def _failed(self, message: str) -> None:
+        """Say what went wrong once: in the panel and as one notification."""
+        self.status.setText(message)
+        show_error(message)
+
     # ---- session ----------------------------------------------------------------------------
     def current_frame(self) -> int:
         return int(self.state.viewer.dims.current_step[0])
 
-    def start_session(self, keep_labels: bool = False) -> None:
-        """A new session on the chosen image; ``keep_labels`` carries the current tracking
-        layer (results, corrections, lineage) over instead of starting empty."""
-        image = self.image.layer()
-        if self.state.model is None or image is None:
-            show_error("load a model (Model panel) and choose a (T, Y, X) image layer first")
-            return
-        first = int((image.metadata.get(META_KEY) or {}).get("first_frame", 0))
-        try:
-            self.session = TrackingSession(
-                self.state.model, image.data, auto_divide=self.auto_divide.isChecked(),
-                first_frame=first, precision=self.precision.currentText(),
-            )  # fmt: skip
-        except (ValueError, TypeError) as exc:
-            show_error(str(exc))
-            return
-        viewer = self.state.viewer
-        old = viewer.layers[LABELS_NAME] if LABELS_NAME in viewer.layers else None  # noqa: SIM401
-        if keep_labels and old is not None and old.data.shape == self.session.labels.shape:
-            self.session.labels[...] = old.data  # no objects yet: nothing else to count
-            old.data = self.session.labels
-            self.labels_layer = old
-        else:
-            meta = layer_meta("res", sequence=image.name, first_frame=first)
-            meta[PARENTS_KEY] = {}
-            if old is not None:  # reused: removing a layer costs a full GC on the GUI thread
-                old.data, old.metadata = self.session.labels, meta
-                self.labels_layer = old
-            else:
-                self.labels_layer = viewer.add_labels(
-                    self.session.labels, name=LABELS_NAME, metadata=meta
-                )
-        if self.prompts is None or self.prompts.points not in viewer.layers:
-            self.prompts = PromptLayers(viewer, self.on_click, self.on_box)
-        self.prompts.set_positive(not self.negative.isChecked())
-        for layer in (self.prompts.points, self.labels_layer):
-            layer.bind_key("n", lambda _layer: self.new_cell(), overwrite=True)
-            layer.bind_key("x", lambda _layer: self.negative.toggle(), overwrite=True)
-        self.prompts.select_points()
-        self.cell.setValue(self.session.new_object_id())
-        self.status.setText(f"session on '{image.name}' ({self.session.num_frames} frames)")
-
     def _require_session(self) -> TrackingSession | None:
         if self.session is None:
-            show_error("start a session first")
+            self._failed("start a session first")
         return self.session
 
     def new_cell(self) -> None:
@@ -147,68 +119,44 @@ class TrackPanel(CellEdits, QWidget):
             self.cell.setValue(self.session.new_object_id())
             self.status.setText(f"click cell {self.cell.value()}")
 
-    # ---- prompts (instant preview in a worker) ----------------------------------------------
-    def _ready(self) -> bool:
-        """A session exists and no job is changing it (clicks would wait for SAM 2)."""
-        if self.state.busy:
-            show_info("a job is running: wait for it or press Cancel, then click again")
-            return False
-        return self._require_session() is not None
-
-    def on_click(self, frame: int, x: float, y: float, positive: bool) -> None:
-        if not self._ready():
-            return
-        if self._dividing:
-            self._daughter_clicks.append((frame, x, y))
-            if len(self._daughter_clicks) == 2:
-                self._finish_divide(frame)
-            return
-        self._guard(lambda: self.session.add_points(self.cell.value(), frame, [[x, y]],
-                                                    [1 if positive else 0]), frame)  # fmt: skip
-
-    def on_box(self, frame: int, box: tuple[float, float, float, float]) -> None:
-        if self._ready():
-            self._guard(lambda: self.session.add_box(self.cell.value(), frame, box), frame)
-
-    def _guard(self, action, frame: int) -> None:
-        """Apply a prompt (errors become notifications; the session stays usable), then preview."""
-        try:
-            action()
-        except ValueError as exc:
-            show_error(str(exc))
-            return
-        self.preview(frame)
-
-    def preview(self, frame: int) -> None:
-        self.pending_previews += 1
-        self.state.run_job(
-            self.session.predict_frame,
-            frame,
-            on_return=lambda _masks: self._refresh(),
-            on_finish=self._preview_done,
-            busy=False,
-        )
-
-    def _preview_done(self) -> None:
-        self.pending_previews -= 1
-
     def seed(self) -> None:
-        layer = self.seed_layer.layer()
-        if self._require_session() and layer is not None:
+        """Every label of the seed layer's current frame becomes a mask prompt; the frame is
+        read (a lazy layer reads its file) and the masks resized in the worker."""
+        layer, session = self.seed_layer.layer(), self._require_session()
+        if session is not None and layer is None:
+            self._failed("choose a seed labels layer first")
+        elif session is not None:
             t = self.current_frame()
-            self._snapshot()
-            self._guard(lambda: self.session.seed_from_labels(t, np.asarray(layer.data[t])), t)
+            self._edit(lambda: session.seed_from_labels(t, layer.data[t]), t)
 
     def use_painted(self) -> None:
-        """Hand-painted corrections on the current frame become mask prompts for re-tracking."""
+        """Hand-painted corrections on the current frame become mask prompts for re-tracking;
+        paint edits on other frames count when a cell is deleted or divided (sync_labels)."""
         if self._require_session():
-            t = self.current_frame()
-            painted = np.array(self.session.labels[t])
-            self._snapshot()
-            self._guard(lambda: self.session.seed_from_labels(t, painted), t)
-            # paint edits on other frames count when a cell is deleted or divided: one pass
-            # over the movie, in a worker
-            self.state.run_job(self.session.sync_labels)
+            session, t = self.session, self.current_frame()
+
+            def painted() -> None:
+                session.seed_from_labels(t, session.labels[t].copy())
+                session.sync_labels()
+
+            self._edit(painted, t)
+
+    def _edit(
+        self, edit: Callable[[], Any], frame: int | None, done: Callable[[Any], Any] | None = None
+    ) -> None:
+        """Run an undoable edit and the preview of ``frame`` in the ordered worker (a busy job:
+        it may read and write every frame of a cell)."""
+
+        def edited(out) -> None:
+            self._undo = out.undo
+            self._refresh()
+            if done is not None:
+                done(out.result)
+
+        self.state.run_job(
+            edit_and_preview, self.session, edit, frame, on_return=edited,
+            on_error=lambda exc: self._failed(str(exc)), ordered=True,
+        )  # fmt: skip
 
     # ---- tracking ----------------------------------------------------------------------------
     def track(self) -> None:
@@ -217,38 +165,45 @@ class TrackPanel(CellEdits, QWidget):
         start = self.start_frame.value() if self.start_frame.value() >= 0 else None
         end = self.end_frame.value() if self.end_frame.value() >= 0 else None
         self.session.auto_divide = self.auto_divide.isChecked()
-        try:
-            run = self.session.propagate(self.direction.currentText(), start=start, end=end)
-        except ValueError as exc:
-            show_error(str(exc))
-            return
-        self._snapshot()
-        self._bar = progress(total=len(run), desc="tracking")
-
-        def stream():
-            yield_cpu_to_gui()
-            yield from run
-
+        self.bar.reset()  # nothing of the previous run stays on show
+        self.status.setText("tracking …")
         self.track_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.worker = self.state.run_job(
-            stream,
-            on_yield=self.on_frame,
-            on_error=lambda exc: show_error(f"tracking stopped: {exc}"),
-            on_finish=self._tracking_done,
-        )
+            tracking_steps, self.session, self.direction.currentText(), start, end,
+            on_yield=self.on_frame, on_return=self._nothing_tracked,
+            on_error=self._tracking_failed, on_finish=self._tracking_done, ordered=True,
+        )  # fmt: skip
 
-    def on_frame(self, result) -> None:
-        self._bar.update(1)
+    def on_frame(self, item) -> None:
+        if isinstance(item, TrackingStarted):
+            self._undo = item.undo
+            self.bar.setRange(0, item.total)
+            self.bar.setValue(0)
+            self._progress = progress(total=item.total, desc="tracking")
+            return
+        self.bar.setValue(self.bar.value() + 1)
+        self._progress.update(1)
         self._refresh()
-        self.status.setText(f"tracked frame {result.frame} ({len(result.object_ids)} cells)")
+        self.status.setText(f"tracked frame {item.frame} ({len(item.object_ids)} cells)")
+
+    def _tracking_failed(self, exc: Exception) -> None:
+        self.bar.reset()
+        self._failed(f"tracking stopped: {exc}")
+
+    def _nothing_tracked(self, message: str | None) -> None:
+        if message:
+            self.status.setText(message)
+            show_info(message)
 
     def cancel(self) -> None:
         if self.worker is not None:
             self.worker.quit()
 
     def _tracking_done(self) -> None:
-        self._bar.close()
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
         self.worker = None
         self.track_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
@@ -260,4 +215,5 @@ class TrackPanel(CellEdits, QWidget):
             self.labels_layer.refresh()
 
     def update_lineage(self) -> None:
-        self.lineage_view.update(self.session, self.labels_layer)
+        if self.session is not None:
+            self.lineage_view.update(self.session, self.labels_layer)
