@@ -73,6 +73,7 @@ class ScratchConfig:
     prob_mask: float = 0.25
     num_correction_clicks: int = 2  # iterative correction steps after the first prompt
     prob_correction_from_gt: float = 0.1  # a correction click sampled from GT instead of errors
+    mask_prompt_epochs: int = 0  # curriculum: the first N epochs use GT mask prompts only
     num_workers: int = 0
     log_every: int = 1
 

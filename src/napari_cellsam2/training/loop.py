@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -78,6 +78,7 @@ __all__ = [
     "Objective",
     "Trainer",
     "TrainingError",
+    "epoch_scratch",
     "last_checkpoint",
     "lr_factor",
     "train",
@@ -138,6 +139,15 @@ def _seed(*parts: int | str) -> int:
     return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
+def epoch_scratch(sc: ScratchConfig, epoch: int) -> ScratchConfig:
+    """The options one epoch trains with: during the first ``scratch.mask_prompt_epochs`` epochs
+    every object is prompted with its GT mask and gets no correction clicks (a curriculum: a model
+    trained from random weights first learns to track through memory; clicks come later)."""
+    if epoch > sc.mask_prompt_epochs:
+        return sc
+    return replace(sc, prob_point=0.0, prob_box=0.0, prob_mask=1.0, num_correction_clicks=0)
+
+
 def _cancel_fn(cancel: Cancel) -> Callable[[], bool]:
     if cancel is None:
         return lambda: False
@@ -162,6 +172,8 @@ def _check_scratch(sc: ScratchConfig) -> None:
         raise ValueError(f"scratch.resolution must be a multiple of 32, got {sc.resolution}")
     if sc.seed < 0:
         raise ValueError(f"scratch.seed must be >= 0, got {sc.seed}")
+    if sc.mask_prompt_epochs < 0:
+        raise ValueError(f"scratch.mask_prompt_epochs must be >= 0, got {sc.mask_prompt_epochs}")
     check_prompt_mix(sc.prob_point, sc.prob_box, sc.prob_mask)  # before anything is written
     check_corrections(sc.num_correction_clicks, sc.prob_correction_from_gt)
 
@@ -488,6 +500,7 @@ class Trainer:
         )
         for epoch in range(start, sc.num_epochs + 1):
             self._seed_epoch(epoch)
+            acc.unwrap_model(self.module).scratch = epoch_scratch(sc, epoch)
             loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
             step, losses = skip, []
             for batch in islice(loader, max(0, self.steps_per_epoch - skip)):

@@ -1,0 +1,74 @@
+"""Synthetic CTC data for pre-training the shipped ``demo`` model (scripts/pretrain_demo_model.sh).
+
+Several imaging styles are generated with the project's own generators and merged into one CTC
+tree (``OUT/{train,val,test}/CTC/01..NN`` + ``_GT``), so one ``cellsam2 train`` run sees all of
+them. ``--held-out`` writes the style kept out of pre-training instead (for the fine-tuning
+experiment of docs/results/demo_model.md). Deterministic by ``--seed``; test movies use seeds that
+training never sees.
+
+    python scripts/make_demo_data.py --out data/demo-pretrain [--seed 0] [--held-out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+from napari_cellsam2.datasets import write_dataset
+
+# (name, generator kind, sequences per split (train, val, test), frames, generator options)
+STYLES = [
+    ("nuclei-sparse", "nuclei", (8, 1, 2), 24, {"n_cells": 6, "radius": 9.0}),
+    ("nuclei-dense", "nuclei", (8, 1, 2), 24, {"n_cells": 16, "radius": 8.0}),
+    ("mother-machine", "mother-machine", (8, 1, 2), 30, {"height": 128, "width": 32}),
+]
+HELD_OUT = [
+    ("mother-machine-wide", "mother-machine", (4, 1, 2), 30, {"height": 128, "width": 48}),
+]
+
+
+def write_mixture(out: Path, styles: list, seed: int) -> dict[str, list[str]]:
+    """Write every style, then merge their sequences per split under ``out``; returns which
+    style each merged sequence came from."""
+    origin: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        for index, (name, kind, splits, frames, options) in enumerate(styles):
+            write_dataset(
+                Path(tmp) / name,
+                kind,
+                sequences=sum(splits),
+                frames=frames,
+                seed=seed * 100 + index,
+                splits=splits,
+                **options,
+            )
+            for split in ("train", "val", "test"):
+                target = out / split / "CTC"
+                target.mkdir(parents=True, exist_ok=True)
+                for seq in sorted((Path(tmp) / name / split / "CTC").glob("[0-9][0-9]")):
+                    number = f"{len(origin.setdefault(split, [])) + 1:02d}"
+                    shutil.copytree(seq, target / number)
+                    shutil.copytree(seq.with_name(seq.name + "_GT"), target / f"{number}_GT")
+                    origin[split].append(f"{number}: {name} ({seq.name})")
+    return origin
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--held-out", action="store_true")
+    args = parser.parse_args()
+    if args.out.exists():
+        raise SystemExit(f"{args.out} exists; choose a new folder")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    origin = write_mixture(args.out, HELD_OUT if args.held_out else STYLES, args.seed)
+    lines = [f"{split}/{entry}" for split, entries in origin.items() for entry in entries]
+    (args.out / "styles.txt").write_text("\n".join(lines) + "\n")
+    print(f"wrote {sum(map(len, origin.values()))} sequences to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
