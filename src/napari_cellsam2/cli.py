@@ -26,8 +26,10 @@ def _uses(seq: CTCSequence) -> dict[str, str]:
             track = f"yes: images {seq.images.frame_shape}"
         except (TypeError, ValueError) as exc:
             track = f"no: {exc}"
-    if not track.startswith("yes"):
-        train = f"no: training needs images that track takes ({track.removeprefix('no: ')})"
+    if seq.images is None:
+        train = "no: no images to learn from"
+    elif not track.startswith("yes"):
+        train = "no: training takes the same images as track"
     elif tra is None:
         train = "no: no GT/TRA (man_track###.tif + man_track.txt) to learn from"
     elif tra.masks.indices != seq.images.indices:
@@ -197,10 +199,11 @@ def _cmd_export_geff(args: argparse.Namespace) -> int:
 
     folder = Path(args.folder)
     seq = open_path(folder)
-    part = seq.res if folder.name.endswith("_RES") or not seq.gt else seq.gt.tra
+    use_res = folder.name.endswith("_RES") or not seq.gt
+    part = seq.res if use_res else seq.gt.tra
     if part is None:
         raise CTCFormatError(folder, "has no RES or GT/TRA lineage to export")
-    out = Path(args.out) if args.out else geff_path_for(part.folder)
+    out = Path(args.out) if args.out else geff_path_for(part.folder if use_res else seq.gt.folder)
     existing = _replacing(out, args.overwrite)
     part.validate()  # the GEFF is only as good as the CTC lineage it comes from
     try:
@@ -357,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
         "export-geff", help="write the lineage of a RES (or GT/TRA) folder as a GEFF graph"
     )
     p.add_argument("folder", help="01_RES, or 01_GT / a sequence folder for the GT/TRA lineage")
-    p.add_argument("--out", help="the GEFF to write (default: <folder>.geff beside it)")
+    p.add_argument(
+        "--out", help="the GEFF to write (default: 01_RES.geff or 01_GT.geff beside the folder)"
+    )
     p.add_argument(
         "--overwrite", action="store_true", help="replace an earlier GEFF (moved to a backup)"
     )

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import CTCFormatError
+from .errors import CTCFormatError, CTCWarning
 from .frames import LazyFrames, PlacedFrames
-from .sequence import CTCSequence, find_sequence_folders, open_sequence
+from .sequence import CTCSequence, TrackedMasks, find_sequence_folders, open_sequence
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -95,6 +96,45 @@ def ctc_kind(path: str | Path) -> str | None:
     if any(_looks_like_sequence(p) for ps in found.values() for p in ps):
         return "dataset"
     return None
+
+
+def why_not_ctc(path: str | Path) -> str:
+    """Why :func:`ctc_kind` turns ``path`` down, in words a user can act on (names only)."""
+    path = Path(path)
+    if not path.exists():
+        return "does not exist"
+    if not path.is_dir():
+        return "is a file; open the CTC folder that holds it"
+    entries = sorted(e.name for e in path.iterdir())
+    if not entries:
+        return "is an empty folder"
+    tiffs = [name for name in entries if re.search(r"\.tiff?$", name, re.IGNORECASE)]
+    name = path.name
+    if _SEQ.match(name):
+        if tiffs:
+            return (
+                f"holds {len(tiffs)} TIFF files but none named like CTC frames (t000.tif, "
+                f"t001.tif …; e.g. {tiffs[0]!r}), and has no {name}_GT or {name}_RES beside it"
+            )
+        return f"holds no t000.tif … frames and has no {name}_GT or {name}_RES beside it"
+    if _GT.match(name):
+        return "is a ground-truth folder without TRA/ or SEG/"
+    if _RES.match(name):
+        return "is a result folder without mask000.tif … or res_track.txt"
+    if tiffs:
+        return (
+            f"holds {len(tiffs)} TIFF files (e.g. {tiffs[0]!r}) but is not a CTC folder: CTC "
+            "frames are t000.tif … in a sequence folder named 01, 02 …"
+        )
+    try:
+        found = find_sequence_folders(path)
+    except CTCFormatError:
+        return (
+            "is not a CTC sequence (01 with t000.tif …), 01_GT, 01_RES or a dataset root "
+            "holding 01, 02 … (or train/val/test splits of them)"
+        )
+    names = ", ".join(str(p.relative_to(path)) for ps in found.values() for p in ps[:3])
+    return f"is a dataset root, but none of its sequence folders ({names}) holds image frames"
 
 
 # ---- frame range and placement ---------------------------------------------------------------
@@ -269,19 +309,56 @@ def layers_from_sequence(
     for kind, part in parts:
         if part is None:
             continue
+        masks = part if kind == "seg" else part.masks
+        _warn_shape(seq, masks)
         if kind == "seg":
             data, parents = PlacedFrames(part, first, count), None
         else:
             data, parents = on_range(part.masks, first, count), part.lineage.parents
-            tracked.append((kind, data, parents))
+            tracked.append((kind, data, part))
         name = f"{prefix} {kind.upper()}"
         out.append(labels_layer(data, name, kind, meta, parents=parents, visible=visible))
-    for kind, data, parents in tracked if tracks else ():
+    for kind, data, part in tracked if tracks else ():
         name = f"{prefix} {kind.upper()} tracks"
-        layer = tracks_layer(data, name, kind, meta, parents=parents, visible=visible)
+        layer = tracks_layer(data, name, kind, meta, parents=part.lineage.parents, visible=visible)
+        rows = layer[0] if layer is not None else np.zeros((0, 2))
+        _warn_lineage(part, rows, first)
         if layer is not None:
             out.append(layer)
     return out
+
+
+def _warn_shape(seq: CTCSequence, masks: LazyFrames) -> None:
+    """Masks must cover the images pixel for pixel (an RGB image's channels aside)."""
+    if seq.images is None:
+        return
+    image, label = seq.images.frame_shape, masks.frame_shape
+    if image != label and not (image[:-1] == label and image[-1] in (3, 4)):
+        warnings.warn(
+            f"{masks.files.folder}: label frames are {label} but the images in "
+            f"{seq.images.files.folder} are {image}; the layers will not line up",
+            CTCWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_lineage(part: TrackedMasks, rows: np.ndarray, first: int) -> None:
+    """Check the lineage file against the masks, from the tracks rows already computed (no
+    second pass over the frames): a track with no mask usually means a wrong or stale file."""
+    presence: dict[int, list[int]] = {}
+    for label, t in rows[:, :2].astype(np.int64):
+        presence.setdefault(int(label), []).append(first + int(t))
+    absent = sorted(set(part.lineage.tracks) - set(presence))
+    if absent:
+        shown = ", ".join(map(str, absent[:5])) + (" …" if len(absent) > 5 else "")
+        problem = f"names label(s) {shown} that no mask in {part.folder.name} has"
+    else:
+        try:
+            part.lineage.validate(presence=presence, source=part.lineage_path)
+            return
+        except CTCFormatError as exc:
+            problem = exc.problem
+    warnings.warn(f"{part.lineage_path}: {problem}", CTCWarning, stacklevel=3)
 
 
 def layers_from_arrays(

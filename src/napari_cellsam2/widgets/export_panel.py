@@ -1,7 +1,10 @@
 """Export a labels layer (with its lineage) as CTC RES or GT/TRA, and evaluate it against GT.
 
 Hand edits made with napari's paint tools are respected: the layer is made CTC-valid
-(:func:`napari_cellsam2.ctc.repair.make_consistent`) before writing.
+(:func:`napari_cellsam2.ctc.repair.make_consistent`) before writing. Nothing the user made is
+lost: replacing an existing RES or GT (or GEFF) is asked first and the old folder is moved to a
+dated backup beside it; exporting a layer with no cell asks before writing a 0-track result.
+The lineage can also be written as a GEFF graph beside the CTC folder.
 """
 
 from __future__ import annotations
@@ -14,16 +17,22 @@ from napari.layers import Labels
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QWidget,
 )
 
+from ..ctc.errors import CTCFormatError
+from ..ctc.geff import GEFF_ENTRIES, geff_path_for
+from ..ctc.repair import EmptyLabelsError
+from ..ctc.writer import GT_ENTRIES, RES_ENTRIES, Existing, backup_path, check_output
 from .layer_combo import LayerCombo
 from .layer_lineage import layer_lineage_inputs
 from .state import DockState
@@ -57,12 +66,14 @@ class ExportPanel(QWidget):
         self.out.setPlaceholderText("…/01_RES")
         self.gt = QLineEdit()
         self.gt.setPlaceholderText("…/01_GT")
+        self.geff = QCheckBox("also write the lineage as GEFF (<folder>.geff)")
         self.write_res = QPushButton("Write RES")
         self.write_gt = QPushButton("Write GT/TRA")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
         self._cancel = threading.Event()
+        self._then: list = []  # run once the current job has finished (see _run)
         self.evaluate_button = QPushButton("Evaluate")
         self.table = QTableWidget(0, 2)
         self.table.setHorizontalHeaderLabels(["metric", "score"])
@@ -77,42 +88,125 @@ class ExportPanel(QWidget):
         form = QFormLayout(self)
         form.addRow("Labels", self.layer)
         form.addRow("Output", _path_row(self.out, "Output folder", self))
+        form.addRow(self.geff)
         form.addRow(buttons)
         form.addRow("GT folder", _path_row(self.gt, "Ground-truth folder (NN_GT)", self))
         form.addRow(self.evaluate_button)
         form.addRow(self.table)
 
     def export(self, fmt: str) -> None:
-        """Write the chosen layer in a worker, a frame at a time (progress bar, Cancel)."""
-        from ..ctc.repair import iter_export_labels
+        """Write the chosen layer in a worker, a frame at a time (progress bar, Cancel).
 
+        Before anything runs: an output that cannot be written (a file, a folder holding other
+        data, read-only) is refused with the reason, and replacing an earlier output is asked
+        (the old one is then kept as ``<name>.backup-<date-time>``).
+        """
         layer, out = self.layer.layer(), self.out.text().strip()
         if layer is None or not out:
             show_error("choose a labels layer and an output folder first")
             return
-        labels, parents, first = layer_lineage_inputs(self.state.viewer, layer)
         folder = Path(out)
         if fmt == "gt" and not folder.name.endswith("_GT"):  # 01, 01_RES -> 01_GT
             folder = folder.parent / f"{folder.name.removesuffix('_RES')}_GT"
+        targets = [(folder, GT_ENTRIES if fmt == "gt" else RES_ENTRIES)]
+        if self.geff.isChecked():
+            targets.append((geff_path_for(folder), GEFF_ENTRIES))
+        try:
+            for target, entries in targets:
+                check_output(target, entries)
+        except CTCFormatError as exc:
+            show_error(str(exc))
+            return
+        existing = [t for t, _ in targets if t.is_dir() and any(t.iterdir())]
+        backups = {t: backup_path(t) for t in existing}
+        if existing and not self._confirm_replace(backups):
+            show_info(f"export cancelled: {', '.join(str(t) for t in existing)} kept as it is")
+            return
+        choices = [backups.get(t, "refuse") for t, _ in targets]
+        self._write(layer, fmt, folder, choices[0], choices[1] if len(choices) > 1 else None)
+
+    def _confirm_replace(self, backups: dict[Path, Path]) -> bool:
+        """Ask before replacing outputs; says where each old one goes."""
+        lines = "\n".join(f"{t.name} -> {b.name}" for t, b in backups.items())
+        answer = QMessageBox.question(
+            self,
+            "Replace existing output?",
+            f"{', '.join(str(t) for t in backups)} already exists.\n\nReplace it? Nothing is "
+            f"deleted: the current folder is moved to a backup beside it:\n{lines}",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _confirm_empty(self, layer: Labels) -> bool:
+        answer = QMessageBox.warning(
+            self,
+            "Empty labels layer",
+            f"'{layer.name}' has no cell on any frame. Write an empty result (0 tracks) anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _write(
+        self,
+        layer: Labels,
+        fmt: str,
+        folder: Path,
+        existing: Existing,
+        geff_existing: Existing | None,
+        allow_empty: bool = False,
+    ) -> None:
+        """The export job; ``geff_existing`` is None when no GEFF is wanted."""
+        from ..ctc.geff import write_geff
+        from ..ctc.repair import iter_export_labels
+
+        labels, parents, first = layer_lineage_inputs(self.state.viewer, layer)
         cancel = self._cancel = threading.Event()
         bar = progress(total=len(labels), desc=f"writing {folder.name}")
+        steps = iter_export_labels(
+            folder, labels, parents, first, fmt, existing=existing, allow_empty=allow_empty
+        )
+        geff = geff_path_for(folder)
 
         def stream():  # cancelled: the temporary folder is removed, nothing is written
-            return (yield from until_cancelled(
-                iter_export_labels(folder, labels, parents, first, fmt), cancel
-            ))  # fmt: skip
+            result = yield from until_cancelled(steps, cancel)
+            if result is not None and geff_existing is not None:
+                write_geff(geff, result[0], result[1], first, existing=geff_existing)
+            return result
 
         def done(result) -> None:
             if result is None:
                 show_info(f"export cancelled: {folder} was not written")
                 return
             _, lineage = result
-            show_info(f"wrote {folder}: {len(lineage)} tracks, {len(lineage.divisions)} divisions")
+            said = [f"wrote {folder}: {len(lineage)} tracks, {len(lineage.divisions)} divisions"]
+            said += [f"the lineage as GEFF in {geff}"] if geff_existing is not None else []
+            said += [
+                f"the earlier {b.name.rsplit('.backup-', 1)[0]} is in {b}"
+                for b in (existing, geff_existing)
+                if isinstance(b, Path) and b.exists()
+            ]
+            show_info("; ".join(said))
 
-        self._run(stream, bar, done)
+        def failed(exc: Exception) -> None:
+            if not isinstance(exc, EmptyLabelsError):
+                show_error(str(exc))
+                return
 
-    def _run(self, stream, bar, on_return) -> None:
-        """A cancellable job that reports ``(done, total)`` frames on ``bar``."""
+            def ask() -> None:  # after the failed job has finished: buttons, bar and state
+                if self._confirm_empty(layer):
+                    self._write(layer, fmt, folder, existing, geff_existing, allow_empty=True)
+                else:
+                    show_info(f"export cancelled: '{layer.name}' is empty, nothing written")
+
+            self._then.append(ask)
+
+        self._run(stream, bar, done, failed)
+
+    def _run(self, stream, bar, on_return, on_error=None) -> None:
+        """A cancellable job that reports ``(done, total)`` frames on ``bar``; what ``on_error``
+        queues in ``_then`` runs once the job has finished."""
 
         def step(done_total: tuple[int, int]) -> None:
             bar.total = done_total[1]
@@ -125,11 +219,15 @@ class ExportPanel(QWidget):
             self.cancel_button.setEnabled(False)
             for button in starters:
                 button.setEnabled(True)
+            while self._then:
+                self._then.pop(0)()
 
         self.cancel_button.setEnabled(True)
         for button in starters:  # one job at a time: Cancel stops the one that runs
             button.setEnabled(False)
-        self.state.run_job(stream, on_yield=step, on_return=on_return, on_finish=finished)
+        self.state.run_job(
+            stream, on_yield=step, on_return=on_return, on_error=on_error, on_finish=finished
+        )
 
     def cancel(self) -> None:
         self._cancel.set()
