@@ -6,15 +6,33 @@ panel stays small and testable on its own.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, Signal
 from superqt.utils import FunctionWorker, GeneratorWorker
+
+
+class JobFailed(Exception):
+    """A RuntimeError (out of memory, an interrupted propagation, ...) raised by a generator
+    job. superqt takes a RuntimeError from a generator for a deleted worker and ends it without
+    an error or ``finished``: the dock would stay busy for good and say nothing."""
+
+
+def _runtime_errors_reported(func: Callable[..., Generator]) -> Callable[..., Generator]:
+    @functools.wraps(func)
+    def steps(*args: Any) -> Generator:
+        try:
+            return (yield from func(*args))
+        except RuntimeError as exc:
+            raise JobFailed(str(exc)) from exc
+
+    return steps
 
 
 class DockState(QObject):
@@ -70,7 +88,9 @@ class DockState(QObject):
         sends every change of its session this way, so the main thread never has to wait for
         the session lock a worker holds, and a click's preview never overtakes the click.
         """
-        kind = GeneratorWorker if inspect.isgeneratorfunction(func) else FunctionWorker
+        kind = FunctionWorker
+        if inspect.isgeneratorfunction(func):
+            kind, func = GeneratorWorker, _runtime_errors_reported(func)
         handle_error = on_error or (lambda exc: show_error(str(exc)))
         worker = create_worker(
             func, *args, _start_thread=False, _worker_class=kind, _connect={"errored": handle_error}

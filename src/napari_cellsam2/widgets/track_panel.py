@@ -183,7 +183,8 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
             self._progress = progress(total=item.total, desc="tracking")
             return
         self.bar.setValue(self.bar.value() + 1)
-        self._progress.update(1)
+        if self._progress is not None:  # frames computed before a Cancel may arrive after it
+            self._progress.update(1)
         self._refresh()
         self.status.setText(f"tracked frame {item.frame} ({len(item.object_ids)} cells)")
 
