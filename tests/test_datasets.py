@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -228,8 +229,13 @@ def test_write_dataset_refuses_non_empty_out_unless_overwrite(tmp_path: Path):
     with pytest.raises(FileExistsError, match="not empty"):
         write_dataset(out, "mother-machine", frames=3, height=96, width=24)
     assert (out / "keep.txt").read_text() == "user data"
-    write_dataset(out, "mother-machine", frames=3, height=96, width=24, overwrite=True)
-    assert not (out / "keep.txt").exists()
+    with pytest.raises(FileExistsError, match=r"holds other files \(keep.txt\)"):
+        write_dataset(out, "mother-machine", frames=3, height=96, width=24, overwrite=True)
+    assert (out / "keep.txt").read_text() == "user data"  # overwrite never deletes other data
+    (out / "keep.txt").unlink()
+    write_dataset(out, "mother-machine", frames=3, height=96, width=24)
+    write_dataset(out, "nuclei", frames=2, height=64, width=64, overwrite=True)  # earlier one
+    assert json.loads((out / "synthetic.json").read_text())["kind"] == "nuclei"
     assert (out / "val" / "CTC" / "01_GT" / "TRA" / "man_track.txt").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 

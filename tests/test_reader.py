@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from napari_cellsam2._reader import napari_get_reader, read_ctc
-from napari_cellsam2.ctc import CTCFormatError, LazyFrames, Lineage, write_gt, write_images
+from napari_cellsam2.ctc import (
+    CTCFormatError,
+    CTCWarning,
+    LazyFrames,
+    Lineage,
+    write_gt,
+    write_images,
+)
 from napari_cellsam2.ctc import write_res as write_ctc_res
 from napari_cellsam2.ctc.napari_layers import (
     META_KEY,
@@ -62,9 +70,14 @@ def test_leaves_other_paths_to_other_readers(tmp_path: Path, offset_sequence: Pa
     (other / "01" / "img.tif").write_bytes(b"x")
     (other / "notes").mkdir()
     tif = offset_sequence / "t005.tif"
-    for path in (other, other / "01", other / "notes", tif, tmp_path / "missing"):
-        assert napari_get_reader(str(path)) is None, path
-    assert napari_get_reader([str(offset_sequence), str(offset_sequence)]) is None
+    for path in (other, other / "01", other / "notes"):  # folders: the user learns why
+        with pytest.warns(CTCWarning, match="CellSAM2 cannot open"):
+            assert napari_get_reader(str(path)) is None, path
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # files and missing paths: not ours, nothing to say
+        for path in (tif, tmp_path / "missing"):
+            assert napari_get_reader(str(path)) is None, path
+        assert napari_get_reader([str(offset_sequence), str(offset_sequence)]) is None
 
 
 def test_sequence_layers_names_types_and_laziness(offset_sequence: Path, division_labels):

@@ -294,7 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("info", help="validate a CTC folder completely and summarise it")
+    p = sub.add_parser(
+        "info",
+        help="validate a CTC folder completely, summarise it and say what track, train and "
+        "evaluate can do with it",
+    )
     p.add_argument("path", help="sequence folder (01), 01_GT, 01_RES, or a root with one sequence")
     p.set_defaults(handler=_cmd_info)
 
@@ -304,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequences", type=int, default=3)
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty --out (deleted, not kept)"
+    )
     p.set_defaults(handler=_cmd_synth)
 
     p = sub.add_parser("demo", help="open napari with the CellSAM2 dock and the synthetic sample")
@@ -320,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="CTC metrics (py-ctcmetrics) of a RES folder against GT")
     p.add_argument("--gt", required=True, help="the 01_GT folder")
     p.add_argument("--res", required=True, help="the 01_RES folder")
-    p.add_argument("--json", help="also write the scores as JSON here")
+    p.add_argument(
+        "--json", help="also write the scores as JSON here (checked before scoring starts)"
+    )
     p.set_defaults(handler=_cmd_evaluate)
 
     p = sub.add_parser("track", help="track cells with SAM 2 from prompts; write a CTC RES folder")

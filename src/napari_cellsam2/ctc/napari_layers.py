@@ -113,7 +113,7 @@ def why_not_ctc(path: str | Path) -> str:
     if _SEQ.match(name):
         if tiffs:
             return (
-                f"holds {len(tiffs)} TIFF files but none named like CTC frames (t000.tif, "
+                f"holds {len(tiffs)} TIFF file(s) but none named like CTC frames (t000.tif, "
                 f"t001.tif …; e.g. {tiffs[0]!r}), and has no {name}_GT or {name}_RES beside it"
             )
         return f"holds no t000.tif … frames and has no {name}_GT or {name}_RES beside it"
@@ -123,7 +123,7 @@ def why_not_ctc(path: str | Path) -> str:
         return "is a result folder without mask000.tif … or res_track.txt"
     if tiffs:
         return (
-            f"holds {len(tiffs)} TIFF files (e.g. {tiffs[0]!r}) but is not a CTC folder: CTC "
+            f"holds {len(tiffs)} TIFF file(s) (e.g. {tiffs[0]!r}) but is not a CTC folder: CTC "
             "frames are t000.tif … in a sequence folder named 01, 02 …"
         )
     try:

@@ -106,6 +106,13 @@ def write_dataset(
         raise FileExistsError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True to replace it")
+    kept = (*SPLITS, METADATA_FILE)  # overwrite replaces an earlier dataset, nothing else
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in kept) if out.is_dir() else []
+    if foreign:
+        raise FileExistsError(
+            f"{out} holds other files ({', '.join(foreign[:3])}); refusing to replace it: "
+            "choose a new folder or an earlier synthetic dataset"
+        )
 
     generate = GENERATORS[kind]
     out.parent.mkdir(parents=True, exist_ok=True)
