@@ -466,3 +466,42 @@ def test_painted_edits_are_exported_consistently(model, frames, tmp_path):
     second = s.result().segments[2][1]
     assert lineage[2].end == 2 and lineage[second].begin == 4 and lineage[second].parent == 2
     assert ctc_valid(s.write_res(tmp_path / "RES")) == 1
+
+
+def test_prefetch_encodes_outside_the_session_lock(model, frames, monkeypatch):
+    """A prompt never waits for a prefetch's image encoder (seconds on a CPU), and a preview of
+    the frame being encoded waits for it instead of encoding the frame twice."""
+    import threading
+    import time
+
+    s = TrackingSession(model, frames)
+    encode, started = s.model.get_image_features, threading.Event()
+    calls = []
+
+    def slow_encode(*args, **kwargs):
+        calls.append(1)
+        started.set()
+        time.sleep(1.0)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(s.model, "get_image_features", slow_encode)
+    prefetch = threading.Thread(target=s.prefetch, args=(3,))
+    prefetch.start()
+    assert started.wait(10)
+    begin = time.perf_counter()
+    s.add_points(1, 3, [[14, 16]])
+    assert time.perf_counter() - begin < 0.5
+    s.predict_frame(3)
+    prefetch.join()
+    assert len(calls) == 1 and 3 in s._features
+
+
+def test_adopted_labels_are_kept_and_new_ids_start_above_them(model, frames):
+    kept = np.zeros((T, H, W), np.uint16)
+    kept[2, 5:9, 5:9] = 7
+    s = TrackingSession(model, frames)
+    s.adopt_labels(kept)
+    np.testing.assert_array_equal(s.labels, kept)
+    assert s.new_object_id() == 8
+    with pytest.raises(ValueError, match="do not fit"):
+        s.adopt_labels(kept[:3])

@@ -113,11 +113,10 @@ class SessionStart:
         viewer = self.state.viewer
         old = viewer.layers[LABELS_NAME] if LABELS_NAME in viewer.layers else None  # noqa: SIM401
         fits = old is not None and old.data.shape == session.labels.shape
-        pixels = labelled_pixels(old.data) if old is not None else 0
-        choice = DISCARD
-        if keep_labels and fits:
-            choice = KEEP_AS_SEED
-        elif pixels:
+        keep = keep_labels and fits  # a new model for the same movie: nothing to ask
+        pixels = labelled_pixels(old.data) if old is not None and not keep else 0
+        choice = KEEP_AS_SEED if keep else DISCARD
+        if pixels:
             choice = ask_about_results(self, pixels, fits)
             if choice is None:
                 self.status.setText("start cancelled: nothing changed")
@@ -126,7 +125,7 @@ class SessionStart:
         if choice == KEEP_AS_LAYER:
             set_aside(viewer, old)  # nothing to bring back: the labels stay on show
             old = None
-        elif pixels and not keep_labels:
+        elif pixels:  # the user was asked: Undo can go back
             self._undo = Restart(self.session, previous, old, old.data, dict(old.metadata))
         self.session = session
         self._show_labels(session, image.name, first, old, keep=choice == KEEP_AS_SEED)
