@@ -86,13 +86,5 @@ class PromptInput:
             on_error=refused, on_finish=self._preview_done, busy=False, ordered=True,
         )  # fmt: skip
 
-    def preview(self, frame: int) -> None:
-        self.pending_previews += 1
-        self.state.run_job(
-            self.session.predict_frame, frame, on_return=lambda _masks: self._refresh(),
-            on_error=lambda exc: self._failed(str(exc)), on_finish=self._preview_done,
-            busy=False, ordered=True,
-        )  # fmt: skip
-
     def _preview_done(self) -> None:
         self.pending_previews -= 1
