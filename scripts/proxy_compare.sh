@@ -37,7 +37,7 @@ write_dataset('$WORK/mm', 'mother-machine', sequences=7, frames=$FRAMES, seed=2,
 # 2. Pre-train the base: full training of the random tiny model on nuclei. Random weights need
 # a larger learning rate than SAM 2's fine-tuning defaults, and no layer-wise decay.
 COMMON=(scratch.resolution=$RES scratch.num_frames=4 scratch.max_num_objects=8
-        scratch.max_num_bkgd_objects=2 scratch.num_correction_clicks=1 scratch.val_steps=4)
+        scratch.max_num_bkgd_objects=2 scratch.num_correction_pt_per_frame=1 scratch.val_steps=4)
 "${CLI[@]}" train launcher.experiment_log_dir="$WORK/pretrain" model.base=tiny \
   scratch.use_lora=false dataset.data_dir="$WORK/nuclei" model.device=cpu "${COMMON[@]}" \
   scratch.num_epochs=$PRETRAIN_EPOCHS scratch.steps_per_epoch=$PRETRAIN_STEPS \

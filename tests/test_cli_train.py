@@ -28,7 +28,7 @@ from napari_cellsam2.training.config import load_config
 FAST = [  # keep the real objective cheap: few objects, no correction clicks, one val clip
     "scratch.max_num_objects=2",
     "scratch.max_num_bkgd_objects=1",
-    "scratch.num_correction_clicks=0",
+    "scratch.num_correction_pt_per_frame=0",
     "scratch.val_steps=1",
     "model.device=cpu",
 ]
@@ -64,7 +64,8 @@ def test_train_resume_and_track_with_the_result(tmp_path, data_dir, capsys):
     log = tmp_path / "run"
     assert main(["train", *seed_overrides(log, data_dir, 2)]) == 0
     out = capsys.readouterr().out
-    assert "trainable 69,312 / 2,369,730 (2.92%)" in out
+    # rank-32 adapters (4 x 69,312) + trained head copies (132,997) + no-memory/no-object tokens
+    assert "trainable 410,693 / 2,710,663 (15.15%)" in out
     ckpts = log / "checkpoints"
     assert {p.name for p in ckpts.iterdir() if p.is_dir()} == {"epoch_001", "epoch_002"}
     assert json.loads((ckpts / "last.json").read_text())["checkpoint"] == "epoch_002"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import Sam2VideoInferenceSession
@@ -106,7 +107,7 @@ def make_batch(
 
 
 def scratch(**overrides) -> ScratchConfig:
-    base = dict(prob_point=0.0, prob_box=0.0, prob_mask=1.0, num_correction_clicks=0)
+    base = dict(prob_point=0.0, prob_box=0.0, prob_mask=1.0, num_correction_pt_per_frame=0)
     base.update(overrides)
     return ScratchConfig(**base)
 
@@ -362,7 +363,7 @@ def test_batch_of_two_clips_is_tracked_like_each_clip_alone():
 def test_segmentation_mode_with_corrections():
     model = tiny_model(64).train()
     batch = make_batch(frames=1, clips=2, background=True)
-    cfg = scratch(prob_point=1.0, prob_mask=0.0, num_correction_clicks=2)
+    cfg = scratch(prob_point=1.0, prob_mask=0.0, num_correction_pt_per_frame=2)
     generator = torch.Generator().manual_seed(0)
     prompts, _ = sample_prompts(
         batch.targets[:, 0].reshape(-1, 64, 64) > 0,
@@ -579,3 +580,85 @@ def test_correction_clicks_target_the_errors():
     from_gt = ClickCorrector(targets, allowed, 1, 1.0, torch.Generator().manual_seed(0))
     xy, labels = from_gt(torch.arange(3), 0, torch.stack([missed, extra, gt]))
     assert labels.flatten().tolist() == [1, 1, 1]
+
+
+# ---- corrections on tracked frames -----------------------------------------------------------
+
+
+def test_tracked_frame_correction_matches_a_click_in_the_tracking_session():
+    """Training corrects tracked frames exactly as the session decodes a user's click on a frame
+    that has memory, and the corrected frame becomes a conditioning frame for what follows."""
+    from napari_cellsam2.model.preprocess import preprocess_frames
+    from napari_cellsam2.tracking import TrackingSession
+
+    size, frames, click = 128, 5, (70.0, 40.0)
+    model = tiny_model(size).eval()
+    with torch.no_grad():  # sharp attention over the memory: which memories it sees matters
+        cross = model.memory_attention.layers[0].cross_attn_image
+        for proj, scale in ((cross.q_proj, 8.0), (cross.k_proj, 8.0), (cross.o_proj, 10.0)):
+            proj.weight.mul_(scale)
+    rng = np.random.default_rng(3)
+    movie = rng.integers(0, 3000, (frames, size, size)).astype(np.uint16)
+    for t in range(frames):
+        movie[t, 30 + 2 * t : 60 + 2 * t, 25:65] += 30000  # a bright cell drifting down
+    first = np.zeros((size, size), bool)
+    first[30:60, 25:65] = True
+
+    session = TrackingSession(model, movie)
+    session.add_mask(1, 0, first)
+    list(session.propagate("forward"))
+    before = session.labels.copy()
+    session.add_points(1, 2, [click])  # a click on a tracked frame
+    list(session.propagate("forward"))
+    expected = session.labels == 1
+    assert (expected[2:] != (before[2:] == 1)).any()  # the click changed something
+
+    video, box = preprocess_frames(movie, size)
+    point = torch.tensor(box.points_to_model(np.array([click])), dtype=torch.float32)
+
+    def corrector(objects, frame, predicted):
+        assert frame == 2
+        return point[None].expand(len(objects), 1, 2), torch.ones(
+            len(objects), 1, dtype=torch.int32
+        )
+
+    def run(as_cond: bool) -> np.ndarray:
+        with torch.no_grad():
+            out = run_clip(
+                model,
+                video,
+                batch_index=torch.zeros(1, dtype=torch.long),
+                prompt_frame=torch.zeros(1, dtype=torch.long),
+                prompts=ObjectPrompts.from_masks(box.mask_to_model(first)[None].float()),
+                corrector=corrector,
+                num_corrections=1,
+                pointer_horizon=frames,
+                correct_frames=[2],
+                correct_as_cond=as_cond,
+            )
+        return np.stack([box.logits_to_original(m).numpy() for m in out.pred_masks[0]])
+
+    logits = run(as_cond=True)
+    got = logits > 0
+    mismatch = (got != expected).mean(axis=(1, 2))
+    # frame 0 is the mask prompt (edge pixels resized differently); tracked frames match exactly
+    # here (0 pixels), the bound leaves room only for float noise
+    assert mismatch[0] < 2e-3 and mismatch[1:].max() < 5e-4, mismatch
+    # as a tracked (non-conditioning) memory, at another temporal slot, later frames differ
+    plain = run(as_cond=False)
+    assert np.array_equal(plain[:3], logits[:3]) and np.abs(plain[3:] - logits[3:]).max() > 1e-2
+
+
+def test_frames_to_correct_follow_sam2_sampling():
+    from napari_cellsam2.training.prompts import frames_to_correct
+
+    gen = torch.Generator().manual_seed(0)
+    counts = {0: 0, 1: 0}
+    for _ in range(200):
+        extra = frames_to_correct(1, 6, 2, rand=True, generator=gen)
+        counts[len(extra)] += 1
+        assert all(2 <= f < 6 for f in extra)  # tracked frames after the first prompt frame
+    assert counts[0] > 50 and counts[1] > 50  # 1 or 2 corrected frames, drawn per clip
+    assert len(frames_to_correct(0, 6, 3, rand=False, generator=gen)) == 2
+    assert frames_to_correct(0, 6, 1, rand=True, generator=gen) == []  # the prompt frame only
+    assert frames_to_correct(5, 6, 2, rand=False, generator=gen) == []  # nothing after it

@@ -72,7 +72,7 @@ def config(log_dir: Path, *overrides: str):
             "scratch.num_frames=2",
             "scratch.num_epochs=2",
             "scratch.steps_per_epoch=2",
-            "scratch.num_correction_clicks=0",
+            "scratch.num_correction_pt_per_frame=0",
             *overrides,
         ]
     )
@@ -134,10 +134,12 @@ def test_lora_run_trains_adapters_only_and_checkpoints_load(tmp_path):
     assert not torch.equal(state[qkv], base[qkv])  # adapter merged/applied
     for frozen in (
         "vision_encoder.backbone.blocks.0.mlp.proj_in.weight",
-        "mask_decoder.iou_prediction_head.proj_out.weight",
         "memory_encoder.projection.weight",
     ):
         torch.testing.assert_close(state[frozen], base[frozen], rtol=0, atol=0)
+    # scratch.lora_modules_to_save: the IoU head and the no-memory token train beside the adapters
+    for trained in ("mask_decoder.iou_prediction_head.proj_out.weight", "no_memory_embedding"):
+        assert not torch.equal(state[trained], base[trained]), trained
     records = metrics(log)
     assert [r["type"] for r in records][:2] == ["start", "step"]
     assert (log / "config.yaml").is_file()
@@ -224,8 +226,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert json.loads((tmp_path / "checkpoints" / "last.json").read_text())["checkpoint"] == (
         "epoch_001"
     )
-    (weights,) = good.glob("*.safetensors")
-    assert all(torch.isfinite(t).all() for t in load_file(weights).values())
+    files = sorted(p.name for p in good.glob("*.safetensors"))  # adapter + trained bare parameters
+    assert files == ["adapter_model.safetensors", "trained_parameters.safetensors"]
+    for name in files:
+        assert all(torch.isfinite(t).all() for t in load_file(good / name).values())
     losses = [s.loss for s in of(events, StepEvent)]
     assert of(events, EpochEvent)[0].train_loss == pytest.approx(sum(losses) / 2)
 
@@ -254,12 +258,13 @@ def test_stop_at_epoch_end_and_resume_equals_uninterrupted_run(tmp_path):
     resumed = run(config(b, "launcher.resume=true"), dataset=clips(), objective=feature_loss)
     assert [s.global_step for s in of(resumed, StepEvent)] == [3, 4]
     assert [s.lr for s in of(resumed, StepEvent)] == [s.lr for s in of(straight, StepEvent)][2:]
-    (wa,) = (a / "checkpoints" / "epoch_002").glob("*.safetensors")
-    (wb,) = (b / "checkpoints" / "epoch_002").glob("*.safetensors")
-    ta, tb = load_file(wa), load_file(wb)
-    assert ta.keys() == tb.keys()
-    for key in ta:
-        torch.testing.assert_close(tb[key], ta[key], rtol=1e-5, atol=1e-7)
+    # the adapter and the bare parameters trained beside it both resume exactly
+    for name in ("adapter_model.safetensors", "trained_parameters.safetensors"):
+        ta = load_file(a / "checkpoints" / "epoch_002" / name)
+        tb = load_file(b / "checkpoints" / "epoch_002" / name)
+        assert ta.keys() == tb.keys()
+        for key in ta:
+            torch.testing.assert_close(tb[key], ta[key], rtol=1e-5, atol=1e-7)
     state = torch.load(b / "checkpoints" / "epoch_002" / "train_state.pt", weights_only=True)
     assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {4}
 
@@ -296,7 +301,7 @@ def test_existing_run_needs_resume_and_wandb_needs_its_package(tmp_path, monkeyp
             train(config(tmp_path, "launcher.resume=true", "scratch.num_epochs=1"), dataset=clips())
         )
     resume = config(tmp_path, "launcher.resume=true", "scratch.lora_rank=4")
-    with pytest.raises(TrainingError, match=r"scratch\.lora_rank: 8 -> 4"):
+    with pytest.raises(TrainingError, match=r"scratch\.lora_rank: 32 -> 4"):
         next(train(resume, dataset=clips()))
     with pytest.raises(TrainingError, match=r"trained in lora mode"):
         next(
@@ -314,9 +319,17 @@ def test_lora_on_real_hiera_tiny_architecture():
     model = build_random_model(hiera_tiny_config(256))
     peft_model = apply_lora(model, ScratchConfig())
     count = count_parameters(peft_model)
-    assert str(count) == "trainable 433,408 / 39,395,906 (1.10%)"
+    # rank-32 adapters (4 x the 433,408 of rank 8) + trained copies of the IoU and object-score
+    # heads (264,453) + no-memory embedding / position, no-object pointer (3 x 256) and the
+    # occlusion embedding (64); the copies also add to the total (39,395,906 at rank 8)
+    lora = 4 * 433_408
+    assert count.trainable == lora + 264_453 + 3 * 256 + 64
+    assert count.total == 39_395_906 - 433_408 + lora + 264_453
     names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
-    assert all("lora_" in n for n in names)
+    assert all(
+        "lora_" in n or ".modules_to_save." in n or n.split(".")[-1].startswith(("no_", "occ"))
+        for n in names
+    )
     for part in (
         "vision_encoder.backbone.blocks.11.attn.qkv",
         "mask_decoder.transformer",

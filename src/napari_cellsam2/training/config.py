@@ -71,7 +71,11 @@ class ScratchConfig:
     prob_point: float = 0.5  # first prompt on a conditioning frame: click / box / mask
     prob_box: float = 0.25
     prob_mask: float = 0.25
-    num_correction_clicks: int = 2  # iterative correction steps after the first prompt
+    # Corrections as SAM 2's trainer (names and seed defaults from sam2.1_ctc_finetune.yaml):
+    num_correction_pt_per_frame: int = 5  # iterative correction clicks on each corrected frame
+    num_frames_to_correct: int = 2  # per clip, incl. the first prompt frame; others tracked frames
+    rand_frames_to_correct: bool = True  # 1..num_frames_to_correct frames, drawn per clip
+    add_all_frames_to_correct_as_cond: bool = True  # a corrected frame becomes a conditioning one
     prob_correction_from_gt: float = 0.1  # a correction click sampled from GT instead of errors
     mask_prompt_epochs: int = 0  # curriculum: the first N epochs use GT mask prompts only
     num_workers: int = 0

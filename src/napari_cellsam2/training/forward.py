@@ -36,7 +36,7 @@ pyproject and the equivalence test guards them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -330,16 +330,52 @@ def _prompted(
         embeddings = [*feats, cond_map[sub]]
         result = decode(model, embeddings, coords, labels, None, _use_multimask(model, True, n))
         steps.append(StepOutput.of(frame, 0, ids, result))
-        for step in range(1, num_corrections + 1):
-            assert corrector is not None  # checked by run_clip
-            new_xy, new_labels = corrector(ids, frame, result.high_res_masks[:, 0] > 0)
-            coords = torch.cat([coords, new_xy.to(coords)], dim=1)
-            labels = torch.cat([labels, new_labels.to(labels)], dim=1)
-            multimask = _use_multimask(model, True, coords.shape[1])
-            result = decode(model, embeddings, coords, labels, result.low_res_masks, multimask)
-            steps.append(StepOutput.of(frame, step, ids, result))
+        result = _correct(
+            model,
+            ids,
+            frame,
+            embeddings,
+            coords,
+            labels,
+            result,
+            True,
+            corrector,
+            num_corrections,
+            steps,
+        )
         parts.append((sub, result))
     return _merge(parts)
+
+
+def _correct(
+    model: Sam2VideoModel,
+    objects: torch.Tensor,
+    frame: int,
+    embeddings: list[torch.Tensor],
+    coords: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    result: DecodeResult,
+    init_cond: bool,
+    corrector: Corrector | None,
+    num_corrections: int,
+    steps: list[StepOutput],
+) -> DecodeResult:
+    """Iterative correction clicks on one frame, decoded exactly as the tracking session decodes
+    a user's clicks there: every click so far on that frame, no mask prompt (transformers'
+    session passes no previous logits), the same features (with the no-memory embedding on an
+    initial conditioning frame, memory-conditioned on a tracked frame) and the same multimask
+    rule. Each click is sampled from the errors of the previous decode."""
+    for step in range(1, num_corrections + 1):
+        assert corrector is not None  # checked by run_clip
+        new_xy, new_labels = corrector(objects, frame, result.high_res_masks[:, 0] > 0)
+        new_xy = new_xy.to(embeddings[-1].device, torch.float32)
+        new_labels = new_labels.to(embeddings[-1].device, torch.int32)
+        coords = new_xy if coords is None else torch.cat([coords, new_xy.to(coords)], dim=1)
+        labels = new_labels if labels is None else torch.cat([labels, new_labels], dim=1)
+        multimask = _use_multimask(model, init_cond, coords.shape[1])
+        result = decode(model, embeddings, coords, labels, None, multimask)
+        steps.append(StepOutput.of(frame, step, objects, result))
+    return result
 
 
 def _merge(parts: list[tuple[torch.Tensor, DecodeResult]]) -> DecodeResult:
@@ -370,6 +406,8 @@ def run_clip(
     corrector: Corrector | None = None,
     num_corrections: int | None = None,
     pointer_horizon: int | None = None,
+    correct_frames: Sequence[int] = (),
+    correct_as_cond: bool = True,
 ) -> ClipOutputs:
     """Track M prompted objects through a clip with autograd; returns every prediction.
 
@@ -386,6 +424,14 @@ def run_clip(
             uses ``max_object_pointers_in_encoder``, i.e. what inference uses on any video of at
             least that many frames, so short training clips are encoded like long videos. Pass the
             number of frames to reproduce a session holding exactly this clip.
+        correct_frames: tracked frames that also get ``num_corrections`` correction clicks, as
+            SAM 2's trainer does (``num_frames_to_correct``): the tracked prediction (step 0)
+            followed by clicks decoded on the memory-conditioned features, as the session does
+            when a user clicks on a frame that has memory. Applies to every group whose prompt
+            frame lies before it (a group's own prompt frame is always corrected).
+        correct_as_cond: a corrected tracked frame becomes a conditioning frame (its memory sits
+            at temporal slot 0 and is always attended), as the session does after a click there
+            and SAM 2's ``add_all_frames_to_correct_as_cond``.
 
     Differences from inference, on purpose: objects (and clips) are batched; the memory encoder
     is not run on the clip's last frame (nothing reads it); correction clicks are simulated.
@@ -417,6 +463,9 @@ def run_clip(
     if num_corrections > 0 and corrector is None:
         raise ValueError("num_corrections > 0 needs a corrector")
     horizon = pointer_horizon or model.config.max_object_pointers_in_encoder
+    corrected = {int(f) for f in correct_frames}
+    if corrected and not all(0 <= f < num_frames for f in corrected):
+        raise ValueError(f"correct_frames must be in [0, {num_frames}), got {sorted(corrected)}")
 
     device = pixel_values.device
     batch_index, prompt_frame = batch_index.to(device), prompt_frame.to(device)
@@ -461,16 +510,38 @@ def run_clip(
                 )
             else:
                 conditioned = _memory_conditioned(model, group, frame, low, low_pos, horizon)
+                embeddings = [*high_res, conditioned]
                 multimask = _use_multimask(model, False, 0)
-                result = decode(model, [*high_res, conditioned], None, None, None, multimask)
+                result = decode(model, embeddings, None, None, None, multimask)
                 steps.append(StepOutput.of(frame, 0, group.objects, result))
+                if frame in corrected:
+                    result = _correct(
+                        model,
+                        group.objects,
+                        frame,
+                        embeddings,
+                        None,
+                        None,
+                        result,
+                        False,
+                        corrector,
+                        num_corrections,
+                        steps,
+                    )
             results.append(result)
             masks = masks.index_put((group.objects,), result.low_res_masks[:, 0].to(masks.dtype))
             scores = scores.index_put((group.objects,), result.object_score_logits.to(scores.dtype))
         frame_masks.append(masks)
         frame_scores.append(scores)
         if frame < num_frames - 1 and model.num_maskmem > 0:
-            _remember(model, active, results, feats[-1], batch_index, frame)
+            prompted = [
+                g.start == frame or (frame in corrected and num_corrections > 0) for g in active
+            ]
+            as_cond = [
+                g.start == frame or (p and correct_as_cond)
+                for g, p in zip(active, prompted, strict=True)
+            ]
+            _remember(model, active, results, feats[-1], batch_index, frame, prompted, as_cond)
     tracked = prompt_frame[:, None] <= torch.arange(num_frames, device=device)[None]
     return ClipOutputs(
         steps=steps,
@@ -487,34 +558,37 @@ def _remember(
     features: torch.Tensor,
     batch_index: torch.Tensor,
     frame: int,
+    prompted: list[bool],
+    as_cond: list[bool],
 ) -> None:
     """Encode this frame's chosen masks into each group's memory (batched memory-encoder calls).
 
-    Objects prompted on this frame and tracked objects are encoded in separate calls because
-    ``is_mask_from_pts`` (binarised masks in eval mode) is per object, as in Meta's SAM 2.
+    Groups whose masks came from prompts on this frame (their prompt frame, or a corrected
+    tracked frame) and tracked groups are encoded in separate calls because
+    ``is_mask_from_pts`` (binarised masks in eval mode) is per object, as in Meta's SAM 2; each
+    group's memory goes to its conditioning or its tracked bank by ``as_cond``.
     """
-    for prompted in (True, False):
-        chosen = [
-            (g, r) for g, r in zip(active, results, strict=True) if (g.start == frame) == prompted
-        ]
+    entries = list(zip(active, results, prompted, as_cond, strict=True))
+    for from_prompt in (True, False):
+        chosen = [(g, r, c) for g, r, p, c in entries if p == from_prompt]
         if not chosen:
             continue
-        objects = torch.cat([g.objects for g, _ in chosen])
+        objects = torch.cat([g.objects for g, _, _ in chosen])
         maskmem, maskmem_pos = model._encode_new_memory(
             current_vision_feats=features[:, batch_index[objects]],
-            pred_masks_high_res=torch.cat([r.high_res_masks for _, r in chosen]),
-            object_score_logits=torch.cat([r.object_score_logits for _, r in chosen])[
+            pred_masks_high_res=torch.cat([r.high_res_masks for _, r, _ in chosen]),
+            object_score_logits=torch.cat([r.object_score_logits for _, r, _ in chosen])[
                 :, None, None
             ],
-            is_mask_from_pts=prompted,
+            is_mask_from_pts=from_prompt,
         )
         offset = 0
-        for group, result in chosen:
+        for group, result, cond in chosen:
             n = group.objects.shape[0]
             memory = _Memory(
                 maskmem[:, offset : offset + n],
                 maskmem_pos[:, offset : offset + n],
                 result.object_pointer,
             )
-            (group.cond if prompted else group.non_cond)[frame] = memory
+            (group.cond if cond else group.non_cond)[frame] = memory
             offset += n

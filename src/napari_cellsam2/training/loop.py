@@ -145,7 +145,7 @@ def epoch_scratch(sc: ScratchConfig, epoch: int) -> ScratchConfig:
     trained from random weights first learns to track through memory; clicks come later)."""
     if epoch > sc.mask_prompt_epochs:
         return sc
-    return replace(sc, prob_point=0.0, prob_box=0.0, prob_mask=1.0, num_correction_clicks=0)
+    return replace(sc, prob_point=0.0, prob_box=0.0, prob_mask=1.0, num_correction_pt_per_frame=0)
 
 
 def _cancel_fn(cancel: Cancel) -> Callable[[], bool]:
@@ -175,7 +175,9 @@ def _check_scratch(sc: ScratchConfig) -> None:
     if sc.mask_prompt_epochs < 0:
         raise ValueError(f"scratch.mask_prompt_epochs must be >= 0, got {sc.mask_prompt_epochs}")
     check_prompt_mix(sc.prob_point, sc.prob_box, sc.prob_mask)  # before anything is written
-    check_corrections(sc.num_correction_clicks, sc.prob_correction_from_gt)
+    check_corrections(
+        sc.num_correction_pt_per_frame, sc.prob_correction_from_gt, sc.num_frames_to_correct
+    )
 
 
 def _trainable_settings(sc: ScratchConfig) -> dict[str, Any]:

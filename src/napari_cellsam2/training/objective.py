@@ -2,8 +2,9 @@
 
 ``clip_loss`` flattens the valid objects of all clips of the batch (padding slots are dropped),
 samples their first prompts on their prompt frames (click / box / mask; background objects: a
-click in empty space), runs SAM 2 through time with correction clicks (:func:`run_clip`) and sums
-SAM 2's losses (:mod:`.losses`). The model's train/eval mode is left as the caller set it: the loop
+click in empty space), runs SAM 2 through time with correction clicks on the prompt frame and on
+0-1 random tracked frames (:func:`run_clip`, :func:`.prompts.frames_to_correct`) and sums SAM 2's
+losses (:mod:`.losses`). The model's train/eval mode is left as the caller set it: the loop
 should call ``model.train()`` for SAM 2's training semantics (see :mod:`.forward`).
 """
 
@@ -16,7 +17,7 @@ from .config import ScratchConfig
 from .data import ClipBatch
 from .forward import run_clip
 from .losses import DEFAULT_WEIGHTS, LossWeights, clip_losses
-from .prompts import ClickCorrector, sample_prompts
+from .prompts import ClickCorrector, frames_to_correct, sample_prompts
 
 __all__ = ["clip_loss"]
 
@@ -72,11 +73,27 @@ def clip_loss(
     corrector = ClickCorrector(
         targets,
         batch.valid_region[clip_idx],
-        scratch.num_correction_clicks,
+        scratch.num_correction_pt_per_frame,
         scratch.prob_correction_from_gt,
         generator,
     )
-    outputs = run_clip(model, batch.pixel_values, clip_idx, prompt_frame, prompts, corrector)
+    tracked = frames_to_correct(
+        int(prompt_frame.min()),
+        num_frames,
+        scratch.num_frames_to_correct if scratch.num_correction_pt_per_frame else 1,
+        scratch.rand_frames_to_correct,
+        generator,
+    )
+    outputs = run_clip(
+        model,
+        batch.pixel_values,
+        clip_idx,
+        prompt_frame,
+        prompts,
+        corrector,
+        correct_frames=tracked,
+        correct_as_cond=scratch.add_all_frames_to_correct_as_cond,
+    )
     return clip_losses(
         outputs.steps,
         targets,

@@ -3,8 +3,9 @@
 A conditioning frame (the frame where an object is first prompted) gets what a user of the
 tracker would give: a click inside the cell, a rough box around it, or a whole mask (probabilities
 ``scratch.prob_point`` / ``prob_box`` / ``prob_mask``, drawn per object). Clicks and boxes are then
-refined by ``scratch.num_correction_clicks`` correction clicks sampled from the current errors
-(:class:`ClickCorrector`), as SAM 2's own training does. Background objects (fake objects that teach
+refined by ``scratch.num_correction_pt_per_frame`` correction clicks sampled from the current
+errors (:class:`ClickCorrector`), as SAM 2's own training does; so are 0-1 tracked frames per clip
+(:func:`frames_to_correct`). Background objects (fake objects that teach
 the model to answer "no object") always get one positive click in empty space.
 
 Coordinates are model (canvas) pixels ``(x, y)`` = (column, row), exactly what the tracker hands to
@@ -25,6 +26,7 @@ __all__ = [
     "KIND_MASK",
     "ClickCorrector",
     "ObjectPrompts",
+    "frames_to_correct",
     "jitter_boxes",
     "mask_boxes",
     "sample_pixels",
@@ -100,12 +102,45 @@ def check_prompt_mix(prob_point: float, prob_box: float, prob_mask: float) -> No
         )
 
 
-def check_corrections(num_steps: int, prob_from_gt: float) -> None:
+def check_corrections(num_steps: int, prob_from_gt: float, num_frames_to_correct: int = 1) -> None:
     """The config's correction-click settings."""
     if num_steps < 0:
-        raise ValueError(f"scratch.num_correction_clicks must be >= 0, got {num_steps}")
+        raise ValueError(f"scratch.num_correction_pt_per_frame must be >= 0, got {num_steps}")
     if not 0.0 <= prob_from_gt <= 1.0:
         raise ValueError(f"scratch.prob_correction_from_gt must be in [0, 1], got {prob_from_gt}")
+    if num_frames_to_correct < 1:
+        raise ValueError(
+            f"scratch.num_frames_to_correct must be >= 1 (the prompt frame), got "
+            f"{num_frames_to_correct}"
+        )
+
+
+def frames_to_correct(
+    first: int,
+    num_frames: int,
+    num_to_correct: int,
+    rand: bool,
+    generator: torch.Generator | None = None,
+) -> list[int]:
+    """Tracked frames of a clip that get correction clicks besides its first prompt frame.
+
+    As SAM 2's trainer (``num_frames_to_correct``, ``rand_frames_to_correct``): ``num_to_correct``
+    frames in all, or a uniform 1..``num_to_correct`` when ``rand``; the first prompt frame
+    ``first`` is always one of them (it is corrected as a conditioning frame), the others are
+    drawn without replacement from the frames after it.
+    """
+    gen_device = generator.device if generator is not None else "cpu"
+    count = num_to_correct
+    if rand and num_to_correct > 1:
+        count = int(
+            torch.randint(1, num_to_correct + 1, (1,), generator=generator, device=gen_device)
+        )
+    later = num_frames - 1 - first
+    extra = min(count - 1, later)
+    if extra <= 0:
+        return []
+    order = torch.randperm(later, generator=generator, device=gen_device)[:extra]
+    return sorted(first + 1 + int(i) for i in order)
 
 
 def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device):
