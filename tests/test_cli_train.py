@@ -67,9 +67,19 @@ def test_train_resume_and_track_with_the_result(tmp_path, data_dir, capsys):
     # rank-32 adapters (4 x 69,312) + trained head copies (132,997) + no-memory/no-object tokens
     assert "trainable 410,693 / 2,710,663 (15.15%)" in out
     ckpts = log / "checkpoints"
-    assert {p.name for p in ckpts.iterdir() if p.is_dir()} == {"epoch_001", "epoch_002"}
+    assert {p.name for p in ckpts.iterdir() if p.is_dir()} == {"epoch_001", "epoch_002", "best"}
     assert json.loads((ckpts / "last.json").read_text())["checkpoint"] == "epoch_002"
     first = records(log)
+    # validation on the tracking path every epoch; best = the highest val_TRA
+    validation = [r for r in first if r["type"] == "validation"]
+    assert all(0 <= r["val_kept_iou"] <= 1 and 0 <= r["val_TRA"] <= 1 for r in validation)
+    assert all(r["val_SEG"] is not None and r["val_DET"] is not None for r in validation)
+    best = json.loads((ckpts / "best.json").read_text())
+    assert best["val_TRA"] == max(r["val_TRA"] for r in validation)
+    assert best["epoch"] == [r["epoch"] for r in validation if r["val_TRA"] == best["val_TRA"]][0]
+    assert f"best checkpoint: epoch {best['epoch']}" in out
+    assert not (ckpts / "best" / "train_state.pt").exists()
+    assert load_model(ckpts / "best", "cpu").kind == "lora"
     steps = [r for r in first if r["type"] == "step"]
     assert [(r["epoch"], r["global_step"]) for r in steps] == [(1, 1), (1, 2), (2, 3), (2, 4)]
     assert [r["epoch"] for r in first if r["type"] == "validation"] == [1, 2]

@@ -69,6 +69,7 @@ def console_train(overrides: Sequence[str], config_file: str | None = None) -> i
     cancel = threading.Event()
     previous = _install_sigint(cancel)
     say, bar = print, None
+    best_epoch: int | None = None
     epoch_line: dict[int, str] = {}
     try:
         for event in train(cfg, cancel=cancel):
@@ -91,10 +92,16 @@ def console_train(overrides: Sequence[str], config_file: str | None = None) -> i
             elif isinstance(event, EpochEvent):
                 epoch_line[event.epoch] = f"epoch {event.epoch}: train loss {event.train_loss:.4f}"
             elif isinstance(event, ValidationEvent):
-                epoch_line[event.epoch] += f", val loss {event.val_loss:.4f}"
+                epoch_line[event.epoch] += f", val loss {event.val_loss:.4f}" + "".join(
+                    f", {name} {value:.3f}"
+                    for name in ("val_kept_iou", "val_TRA", "val_SEG", "val_DET")
+                    if (value := getattr(event, name)) is not None
+                )
             elif isinstance(event, CheckpointEvent):
+                best_epoch = event.epoch if event.best else best_epoch
                 if not bar.disable:
-                    bar.write(f"{epoch_line.pop(event.epoch, '')} -> {event.path}")
+                    note = " (best so far)" if event.best else ""
+                    bar.write(f"{epoch_line.pop(event.epoch, '')} -> {event.path}{note}")
             elif isinstance(event, DoneEvent | ErrorEvent):
                 if bar is not None:
                     bar.close()
@@ -102,6 +109,8 @@ def console_train(overrides: Sequence[str], config_file: str | None = None) -> i
                     print(f"error: {event.message}", file=sys.stderr)
                     return 1
                 say(f"{'cancelled' if event.cancelled else 'done'}; checkpoint: {event.path}")
+                if best_epoch is not None and event.path is not None:
+                    say(f"best checkpoint: epoch {best_epoch}: {event.path.parent / 'best'}")
                 return 0
     finally:
         if previous is not None:

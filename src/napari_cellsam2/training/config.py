@@ -67,6 +67,9 @@ class ScratchConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     steps_per_epoch: int | None = None  # cap (None = every clip once per epoch)
     val_steps: int | None = None  # cap on validation batches (evenly spaced clips; None = all)
+    # validation on the tracking path: the real session on held-out GT movies, CTC-scored
+    val_tracking_sequences: int | None = 2  # movies per validation (evenly spaced; 0 = off)
+    val_tracking_frames: int | None = 30  # first frames of each movie (None = all)
     augment: bool = True
     prob_point: float = 0.5  # first prompt on a conditioning frame: click / box / mask
     prob_box: float = 0.25

@@ -46,6 +46,7 @@ from .augment import (
     sample_geometric,
     sample_intensity,
 )
+from .tracking_validation import ValidationMovie
 
 __all__ = ["CTCClipDataset", "ClipBatch", "ClipSample", "available_splits", "collate_clips"]
 
@@ -356,6 +357,11 @@ class CTCClipDataset(Dataset):
                 f"than every sequence (frames per sequence: {lengths}); lower scratch.num_frames"
             )
         self._offsets = np.cumsum([0, *self.clips_per_sequence.values()])
+
+    def movies(self) -> list[ValidationMovie]:
+        """Each annotated sequence as a whole movie with its GT, for validating on the tracking
+        path (:mod:`.tracking_validation`); images stay lazy."""
+        return [ValidationMovie(s.name, s.images, s.labels, dict(s.parents)) for s in self._sources]
 
     # ---- Dataset protocol -----------------------------------------------------------------------
     def __len__(self) -> int:

@@ -63,15 +63,33 @@ class EpochEvent:
 
 @dataclass(frozen=True)
 class ValidationEvent:
+    """Validation after an epoch: the loss, and what tracking gets (eval mode, the kept output;
+    the real tracking session scored as CTC, see :mod:`.tracking_validation`); the scores are
+    None where they were not measured (no GT movie, or turned off)."""
+
     epoch: int
     val_loss: float
     parts: dict[str, float] = field(default_factory=dict)
+    val_kept_iou: float | None = None
+    val_TRA: float | None = None  # CTC metric names, as in metrics.jsonl
+    val_SEG: float | None = None
+    val_DET: float | None = None
+
+    def rank(self) -> tuple[float, float, float]:
+        """Order for picking the best checkpoint: ``val_TRA``, then ``val_kept_iou``, then the
+        lower loss (missing scores rank lowest)."""
+
+        def score(value: float | None) -> float:
+            return -1.0 if value is None else value
+
+        return (score(self.val_TRA), score(self.val_kept_iou), -self.val_loss)
 
 
 @dataclass(frozen=True)
 class CheckpointEvent:
     epoch: int
     path: Path  # folder loadable with ``load_model(path)``
+    best: Path | None = None  # ``checkpoints/best``, when this epoch became the best one
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,13 @@ Log directory (``launcher.experiment_log_dir``)::
     checkpoints/epoch_001/      model (full) or adapter (LoRA) + train_state.pt/.json, per epoch
     checkpoints/step_000005/    written on cancel mid-epoch (removed once a later epoch is saved)
     checkpoints/last.json       {"checkpoint": "epoch_002", ...}: the newest, replaced atomically
+    checkpoints/best/           a copy of the best epoch so far (by val_TRA, then val_kept_iou,
+                                then validation loss), without the optimizer state
+    checkpoints/best.json       {"epoch": 2, "val_TRA": ..., ...}: which epoch ``best`` is
+
+Validation (each epoch, with a validation set) measures the loss, ``val_kept_iou`` (eval mode:
+the IoU of the multimask output tracking keeps) and, on movies with GT, ``val_TRA``/``val_SEG``/
+``val_DET`` of the real tracking session (:mod:`.tracking_validation`).
 """
 
 from __future__ import annotations
@@ -92,6 +99,8 @@ Cancel = Callable[[], bool] | threading.Event | None
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.json"
+BEST = "best"
+BEST_JSON = "best.json"
 TRAIN_STATE = "train_state.pt"
 TRAIN_META = "train_state.json"
 METRICS = "metrics.jsonl"
@@ -163,7 +172,7 @@ def _check_scratch(sc: ScratchConfig) -> None:
     for name in positive:
         if getattr(sc, name) < 1:
             raise ValueError(f"scratch.{name} must be >= 1, got {getattr(sc, name)}")
-    for name in ("steps_per_epoch", "val_steps"):
+    for name in ("steps_per_epoch", "val_steps", "val_tracking_frames"):
         if getattr(sc, name) is not None and getattr(sc, name) < 1:
             raise ValueError(f"scratch.{name} must be >= 1 or null, got {getattr(sc, name)}")
     if not 0.0 <= sc.min_lr_ratio <= 1.0:
@@ -172,6 +181,10 @@ def _check_scratch(sc: ScratchConfig) -> None:
         raise ValueError(f"scratch.resolution must be a multiple of 32, got {sc.resolution}")
     if sc.seed < 0:
         raise ValueError(f"scratch.seed must be >= 0, got {sc.seed}")
+    if sc.val_tracking_sequences is not None and sc.val_tracking_sequences < 0:
+        raise ValueError(
+            f"scratch.val_tracking_sequences must be >= 0 or null, got {sc.val_tracking_sequences}"
+        )
     if sc.mask_prompt_epochs < 0:
         raise ValueError(f"scratch.mask_prompt_epochs must be >= 0, got {sc.mask_prompt_epochs}")
     check_prompt_mix(sc.prob_point, sc.prob_box, sc.prob_mask)  # before anything is written
@@ -350,7 +363,12 @@ class Trainer:
                 self._val_set = CTCClipDataset.from_config(
                     self.conf, self.conf.dataset.val_split, augment=False
                 )
+        from .tracking_validation import pick_movies
+
         sc = self.scratch
+        self._val_movies = []
+        if self._val_set is not None and hasattr(self._val_set, "movies"):
+            self._val_movies = pick_movies(self._val_set.movies(), sc.val_tracking_sequences)
         for what, data in (("training", self._train_set), ("validation", self._val_set)):
             if data is None:
                 continue
@@ -525,10 +543,12 @@ class Trainer:
                 yield self._emit(event)
             skip = 0
             yield self._emit(EpochEvent(epoch, float(np.mean(losses)) if losses else math.nan))
+            validation = None
             if self.val_loader is not None:
-                yield self._emit(self._validate(epoch))
+                validation = self._validate(epoch)
+                yield self._emit(validation)
             path = self._save(f"epoch_{epoch:03d}", epoch, 0)
-            yield self._emit(CheckpointEvent(epoch, path))
+            yield self._emit(CheckpointEvent(epoch, path, self._keep_best(path, validation)))
         yield self._emit(DoneEvent(self.last_saved, cancelled=False))
 
     def _seed_epoch(self, epoch: int) -> None:
@@ -650,11 +670,65 @@ class Trainer:
             total, count = total + rank_loss, count + rank_seen
             for key, value in rank_parts.items():
                 sums[key] = sums.get(key, 0.0) + value
+        parts = {key: value / count for key, value in sums.items()}
+        tracking = self._tracking_scores(sam)
         return ValidationEvent(
             epoch=epoch,
             val_loss=total / count,
-            parts={key: value / count for key, value in sums.items()},
+            parts=parts,
+            val_kept_iou=parts.pop("kept_iou", None),
+            **tracking,
         )
+
+    def _tracking_scores(self, sam: nn.Module) -> dict[str, float]:
+        """CTC scores of the real tracking session on the validation movies (main process; the
+        others get the same numbers through ``broadcast_object_list``)."""
+        from accelerate.utils import broadcast_object_list
+
+        from .tracking_validation import tracking_scores
+
+        if not self._val_movies:
+            return {}
+        scores: list[Any] = [None]
+        if self.accelerator.is_main_process:
+            precision = "auto" if self.scratch.amp else "fp32"
+            scores[0] = tracking_scores(
+                sam, self._val_movies, self.scratch.val_tracking_frames, precision
+            )
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(scores)
+        return scores[0]
+
+    def _keep_best(self, path: Path, validation: ValidationEvent | None) -> Path | None:
+        """Copy the epoch checkpoint to ``checkpoints/best`` when it ranks above the best so far
+        (see :meth:`ValidationEvent.rank`); returns that folder, or None."""
+        if validation is None:
+            return None
+        pointer = self.ckpt_dir / BEST_JSON
+        if pointer.is_file():
+            old = json.loads(pointer.read_text())
+            previous = ValidationEvent(
+                epoch=old["epoch"],
+                val_loss=old["val_loss"],
+                val_kept_iou=old.get("val_kept_iou"),
+                val_TRA=old.get("val_TRA"),
+            )
+            if validation.rank() <= previous.rank():
+                return None
+        best = self.ckpt_dir / BEST
+        if self.accelerator.is_main_process:
+            tmp = Path(tempfile.mkdtemp(prefix=".best.", dir=self.ckpt_dir))
+            try:
+                shutil.copytree(path, tmp / BEST, ignore=shutil.ignore_patterns(TRAIN_STATE))
+                if best.exists():
+                    os.replace(best, tmp / "old")
+                os.replace(tmp / BEST, best)
+                record = {k: v for k, v in event_record(validation).items() if k != "type"}
+                atomic_write_text(pointer, json.dumps(record, indent=2))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return best
 
     # ------------------------------------------------------------- checkpoints
     def _save_partial(self, epoch: int, step_in_epoch: int) -> Path | None:

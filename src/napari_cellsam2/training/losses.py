@@ -128,11 +128,14 @@ def step_losses(
     best_up = _upsample(logits[rows, best][:, None], size)[:, 0]
     iou_error = (step.iou_scores.float() - actual_iou).abs()
     iou_term = iou_error.mean(1) if supervise_all_iou else iou_error[rows, best]
+    # the output the tracker keeps: highest predicted IoU of a multimask decode, else output 0
+    kept = step.iou_scores.argmax(1) if logits.shape[1] > 1 else best
     gate = present.float()
     return {
         "focal": focal_loss(best_up, targets) * gate,
         "dice": dice_loss(best_up, targets) * gate,
         "iou": iou_term * gate,
+        "kept_iou": actual_iou[rows, kept] * gate,
         "obj": F.binary_cross_entropy_with_logits(
             step.object_score_logits.float(), gate, reduction="none"
         ),
@@ -150,13 +153,19 @@ def clip_losses(
 
     ``targets`` (M, T, S, S): each object's target per frame. Returns the scalar loss (with grad)
     and ``parts``: the unweighted term sums (``focal``, ``dice``, ``iou``, ``obj``, each divided by
-    ``num_objects``) and ``total`` = ``20 focal + dice + iou + obj`` (with the default weights).
+    ``num_objects``), ``total`` = ``20 focal + dice + iou + obj`` (with the default weights) and
+    ``kept_iou``: the mean actual IoU of the output the tracker would keep, over predictions of
+    present objects (not a loss term; in eval mode it is what tracking gets).
     """
     if num_objects < 1:
         raise ValueError(f"num_objects must be >= 1, got {num_objects}")
     sums: dict[str, torch.Tensor] = {}
+    kept_sum, present = 0.0, 0
     for step in steps:
-        terms = step_losses(step, targets[step.objects, step.frame], weights, supervise_all_iou)
+        step_targets = targets[step.objects, step.frame]
+        terms = step_losses(step, step_targets, weights, supervise_all_iou)
+        kept_sum = kept_sum + terms.pop("kept_iou").sum()
+        present = present + step_targets.flatten(1).any(1).sum()
         for name, value in terms.items():
             sums[name] = sums[name] + value.sum() if name in sums else value.sum()
     device = targets.device
@@ -167,4 +176,6 @@ def clip_losses(
         total = total.detach().requires_grad_()
     parts = {name: float(value.detach()) for name, value in sums.items()}
     parts["total"] = float(total.detach())
+    if int(present):
+        parts["kept_iou"] = float(kept_sum / present)
     return total, parts
