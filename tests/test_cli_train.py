@@ -76,7 +76,7 @@ def test_train_resume_and_track_with_the_result(tmp_path, data_dir, capsys):
     assert all(r["val_SEG"] is not None and r["val_DET"] is not None for r in validation)
     best = json.loads((ckpts / "best.json").read_text())
     assert best["val_TRA"] == max(r["val_TRA"] for r in validation)
-    assert best["epoch"] == [r["epoch"] for r in validation if r["val_TRA"] == best["val_TRA"]][0]
+    assert best["epoch"] == next(r["epoch"] for r in validation if r["val_TRA"] == best["val_TRA"])
     assert f"best checkpoint: epoch {best['epoch']}" in out
     assert not (ckpts / "best" / "train_state.pt").exists()
     assert load_model(ckpts / "best", "cpu").kind == "lora"

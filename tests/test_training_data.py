@@ -353,3 +353,33 @@ def test_a_movie_holds_out_its_last_frames_for_validation() -> None:
     assert train.options.augment == scratch.augment and not val.options.augment
     assert movie_datasets(images, labels, None, scratch, holdout=0)[1] is None
     assert movie_datasets(images[:3], labels[:3], None, scratch, holdout=0.5)[1] is None
+
+
+def test_no_annotated_cell_is_refused_before_training(tmp_path: Path, capsys) -> None:
+    """An all-zero labels layer (or GT) must not "fine-tune" on nothing: the data module refuses
+    it before anything is written, saying what it found and what is needed (issue 11)."""
+    from napari_cellsam2.cli import main
+    from napari_cellsam2.training.data import movie_datasets
+
+    images = np.random.default_rng(0).integers(0, 255, (6, 32, 32)).astype(np.uint8)
+    empty = np.zeros((6, 32, 32), np.uint16)
+    scratch = to_dataclass(load_config(["launcher.experiment_log_dir=x"])).scratch
+    with pytest.raises(ValueError, match=r"0 annotated cells on 0 of \d+ frames.*at least 1"):
+        movie_datasets(images, empty, None, scratch)
+    # the CLI: one line, exit 2, no run folder
+    write_images(tmp_path / "data" / "train" / "CTC" / "01", images)
+    write_gt(tmp_path / "data" / "train" / "CTC" / "01_GT", empty, Lineage.from_labels(empty))
+    log = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            f"launcher.experiment_log_dir={log}",
+            "model.base=tiny",
+            f"dataset.data_dir={tmp_path / 'data'}",
+            "dataset.val_split=train",
+            "model.device=cpu",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and not log.exists(), err
+    assert "0 annotated cells on 0 of 6 frames" in err and len(err.strip().splitlines()) == 1

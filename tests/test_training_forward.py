@@ -453,11 +453,13 @@ def test_step_losses_pick_best_output_and_gate_by_presence():
     iou = torch.tensor([[0.9, 0.7, 0.1]])
     terms = step_losses(_step(logits, iou, torch.tensor([5.0])), target, supervise_all_iou=False)
     assert float(terms["dice"]) < 1e-6 and float(terms["focal"]) < 1e-9
-    assert float(terms["iou"]) == pytest.approx(0.3, abs=1e-6)  # predicted 0.7 for the IoU-1 mask
+    # cross-entropy of the predicted 0.7 against the actual IoU 1 of the right mask
+    assert float(terms["iou"]) == pytest.approx(-math.log(0.7), rel=1e-5)
     # all outputs (the default): actual IoUs 0 (inverted), 1 (right), 0 (empty mask)
     terms = step_losses(_step(logits, iou, torch.tensor([5.0])), target)
     assert float(terms["dice"]) < 1e-6 and float(terms["focal"]) < 1e-9
-    assert float(terms["iou"]) == pytest.approx((0.9 + 0.3 + 0.1) / 3, abs=1e-6)
+    expected = -(math.log(1 - 0.9) + math.log(0.7) + math.log(1 - 0.1)) / 3
+    assert float(terms["iou"]) == pytest.approx(expected, rel=1e-5)
     assert float(terms["obj"]) == pytest.approx(math.log1p(math.exp(-5.0)), rel=1e-5)
 
     empty = torch.zeros(1, size, size)
@@ -484,6 +486,20 @@ def test_all_output_iou_supervision_trains_every_iou_prediction():
         assert iou.grad[0, 1] < 0
         if all_outputs:
             assert iou.grad[0, 0] > 0 and iou.grad[0, 2] > 0
+
+
+def test_iou_loss_keeps_a_gradient_when_the_head_saturates():
+    """SAM 2's L1 on sigmoid(z) has no gradient left at z = -20; the cross-entropy on z does,
+    so a saturated IoU head can recover (see losses.iou_loss)."""
+    from napari_cellsam2.training.losses import iou_loss
+
+    z = torch.tensor([-20.0, 0.0, 8.0], requires_grad=True)
+    actual = torch.tensor([0.8, 0.5, 0.0])
+    iou_loss(torch.sigmoid(z), actual).sum().backward()
+    torch.testing.assert_close(z.grad, torch.sigmoid(z).detach() - actual, rtol=1e-4, atol=1e-6)
+    l1 = torch.tensor([-20.0], requires_grad=True)
+    (torch.sigmoid(l1) - 0.8).abs().sum().backward()
+    assert abs(float(l1.grad)) < 1e-8  # what the old loss left
 
 
 def test_clip_losses_normalise_by_objects():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,53 +36,105 @@ class LauncherConfig:
     resume: bool = False
 
 
+def _opt(default: Any, title: str, help: str) -> Any:
+    """A config field with the title and help the dock's form and the CLI show (one source of
+    truth for the option's name, default and meaning)."""
+    meta = {"title": title, "help": help}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class ScratchConfig:
-    num_epochs: int = 5
-    num_frames: int = 4  # 1 = segmentation mode
-    max_num_objects: int = 30
-    batch_size: int = 1
-    resolution: int = 512
-    use_lora: bool = True
-    lora_lr: float = 1e-3
-    base_lr: float = 5e-6
-    vision_lr: float = 3e-6
-    freeze_encoder: bool = False
-    max_num_bkgd_objects: int = 8
-    use_wandb: bool = False
-    dataset_name: str = "moma"
-    lora_rank: int = 32  # rank / alpha / dropout: the seed's sam2.1_ctc_finetune.yaml
-    lora_alpha: int = 8
-    lora_dropout: float = 0.1
-    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
-    lora_modules_to_save: list[str] = field(
-        default_factory=lambda: list(DEFAULT_LORA_MODULES_TO_SAVE)
+    num_epochs: int = _opt(5, "Epochs", "passes over the training clips")
+    num_frames: int = _opt(4, "Frames per clip", "consecutive frames per clip; 1 = segmentation")
+    max_num_objects: int = _opt(30, "Max objects", "cells tracked per clip (a random subset)")
+    batch_size: int = _opt(1, "Batch size", "clips per optimizer step")
+    resolution: int = _opt(512, "Resolution", "model input size in pixels (multiple of 32)")
+    use_lora: bool = _opt(True, "LoRA", "train LoRA adapters (else every weight: full)")
+    lora_lr: float = _opt(1e-3, "LoRA lr", "learning rate of the adapters and trained heads")
+    base_lr: float = _opt(5e-6, "Base lr", "full mode: decoder, memory and heads")
+    vision_lr: float = _opt(3e-6, "Vision lr", "full mode: image encoder (layer-wise decay)")
+    freeze_encoder: bool = _opt(False, "Freeze encoder", "full mode: keep the image encoder")
+    max_num_bkgd_objects: int = _opt(
+        8, "Background objects", "fake objects clicked in empty space (learn 'no object')"
     )
-    supervise_all_iou: bool = True  # L1 on the predicted IoU of every multimask output
-    seed: int = 0
-    weight_decay: float = 0.1
-    grad_clip: float = 0.1
-    min_lr_ratio: float = 0.1  # cosine schedule ends at lr * min_lr_ratio
-    layer_decay: float = 0.9  # layer-wise lr decay of the image encoder (full fine-tune)
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
-    steps_per_epoch: int | None = None  # cap (None = every clip once per epoch)
-    val_steps: int | None = None  # cap on validation batches (evenly spaced clips; None = all)
-    # validation on the tracking path: the real session on held-out GT movies, CTC-scored
-    val_tracking_sequences: int | None = 2  # movies per validation (evenly spaced; 0 = off)
-    val_tracking_frames: int | None = 30  # first frames of each movie (None = all)
-    augment: bool = True
-    prob_point: float = 0.5  # first prompt on a conditioning frame: click / box / mask
-    prob_box: float = 0.25
-    prob_mask: float = 0.25
-    # Corrections as SAM 2's trainer (names and seed defaults from sam2.1_ctc_finetune.yaml):
-    num_correction_pt_per_frame: int = 5  # iterative correction clicks on each corrected frame
-    num_frames_to_correct: int = 2  # per clip, incl. the first prompt frame; others tracked frames
-    rand_frames_to_correct: bool = True  # 1..num_frames_to_correct frames, drawn per clip
-    add_all_frames_to_correct_as_cond: bool = True  # a corrected frame becomes a conditioning one
-    prob_correction_from_gt: float = 0.1  # a correction click sampled from GT instead of errors
-    mask_prompt_epochs: int = 0  # curriculum: the first N epochs use GT mask prompts only
-    num_workers: int = 0
-    log_every: int = 1
+    use_wandb: bool = _opt(False, "Weights & Biases", "also log to wandb")
+    dataset_name: str = _opt("moma", "Dataset name", "names the default dataset.data_dir")
+    # rank / alpha / dropout: the seed's sam2.1_ctc_finetune.yaml
+    lora_rank: int = _opt(32, "LoRA rank", "rank of the adapters")
+    lora_alpha: int = _opt(8, "LoRA alpha", "adapter scale is alpha / rank")
+    lora_dropout: float = _opt(0.1, "LoRA dropout", "dropout on the adapters' input")
+    lora_targets: list[str] = _opt(  # noqa: RUF009 - _opt returns a field with a factory
+        DEFAULT_LORA_TARGETS, "LoRA targets", "module name suffixes that get adapters"
+    )
+    lora_modules_to_save: list[str] = _opt(  # noqa: RUF009
+        DEFAULT_LORA_MODULES_TO_SAVE,
+        "Trained beside LoRA",
+        "modules and parameters trained in full in LoRA mode (the small heads)",
+    )
+    # loss weights, named after SAM 2's weight_dict (loss_mask is the focal term)
+    loss_mask: float = _opt(20.0, "Focal weight", "weight of the per-pixel focal loss")
+    loss_dice: float = _opt(1.0, "Dice weight", "weight of the dice loss")
+    loss_iou: float = _opt(1.0, "IoU weight", "weight of the IoU-prediction loss")
+    loss_class: float = _opt(1.0, "Object-score weight", "weight of the object-score loss")
+    supervise_all_iou: bool = _opt(
+        True, "Supervise all IoUs", "train the predicted IoU of every multimask output"
+    )
+    seed: int = _opt(0, "Seed", "data order, augmentation and prompts")
+    weight_decay: float = _opt(0.1, "Weight decay", "AdamW, weight matrices only")
+    grad_clip: float = _opt(0.1, "Gradient clip", "max gradient norm (0 = off)")
+    min_lr_ratio: float = _opt(0.1, "Final lr ratio", "the cosine schedule ends at lr x this")
+    layer_decay: float = _opt(0.9, "Layer decay", "full mode: lr x this per encoder block")
+    amp: bool = _opt(True, "bf16 on CUDA", "bf16 autocast on CUDA (fp32 on the CPU)")
+    steps_per_epoch: int | None = _opt(
+        None, "Steps per epoch", "cap on steps per epoch (empty = every clip once)"
+    )
+    val_steps: int | None = _opt(
+        None, "Validation batches", "cap on validation batches (empty = all clips)"
+    )
+    val_tracking_sequences: int | None = _opt(
+        2,
+        "Validation movies",
+        "held-out movies tracked and CTC-scored each epoch (0 = off, empty = all)",
+    )
+    val_tracking_frames: int | None = _opt(
+        30, "Validation frames", "first frames of each validation movie (empty = all)"
+    )
+    augment: bool = _opt(True, "Augment", "flips, affine and intensity changes")
+    prob_point: float = _opt(0.5, "P(click)", "first prompt: one click")
+    prob_box: float = _opt(0.25, "P(box)", "first prompt: a box")
+    prob_mask: float = _opt(0.25, "P(mask)", "first prompt: the GT mask")
+    # Corrections as SAM 2's trainer (names and seed defaults from sam2.1_ctc_finetune.yaml)
+    num_correction_pt_per_frame: int = _opt(
+        5, "Correction clicks", "iterative correction clicks on each corrected frame"
+    )
+    num_frames_to_correct: int = _opt(
+        2, "Frames to correct", "per clip, the first prompt frame included"
+    )
+    rand_frames_to_correct: bool = _opt(
+        True, "Random frames to correct", "1..'frames to correct' frames, drawn per clip"
+    )
+    add_all_frames_to_correct_as_cond: bool = _opt(
+        True, "Corrected = conditioning", "a corrected frame becomes a conditioning frame"
+    )
+    prob_correction_from_gt: float = _opt(
+        0.1, "P(click from GT)", "a correction click drawn from the GT instead of the errors"
+    )
+    mask_prompt_epochs: int = _opt(
+        0, "Mask-prompt epochs", "curriculum: the first N epochs prompt with GT masks only"
+    )
+    num_workers: int = _opt(0, "Data workers", "DataLoader worker processes")
+    log_every: int = _opt(1, "Log every", "steps between log records")
+
+
+def option_help(name: str) -> tuple[str, str]:
+    """(title, help) of ``scratch.<name>``."""
+    for f in fields(ScratchConfig):
+        if f.name == name:
+            return f.metadata["title"], f.metadata["help"]
+    raise KeyError(f"scratch.{name} is not an option")
 
 
 @dataclass

@@ -138,6 +138,17 @@ class _Source:
     labels: Any  # (T, H, W) integer
     parents: dict[int, int]  # daughter -> mother, after CellSAM2's lineage cleaning
     length: int
+    cells: int = 0  # annotated tracks
+    annotated_frames: int = 0  # frames holding at least one annotated cell
+
+
+def _annotation_counts(lineage: Lineage) -> dict[str, int]:
+    """How many cells (tracks) are annotated, and on how many frames, from the lineage (which
+    is validated against the masks, so no pass over the frames is needed)."""
+    frames = set()
+    for track in lineage:
+        frames.update(range(track.begin, track.end + 1))
+    return {"cells": len(lineage), "annotated_frames": len(frames)}
 
 
 def _sequence_source(folder: Path, data_dir: Path, check: bool) -> _Source:
@@ -177,6 +188,7 @@ def _sequence_source(folder: Path, data_dir: Path, check: bool) -> _Source:
         labels=tra.masks,
         parents=tra.lineage.cleaned().parents,
         length=len(seq.images),
+        **_annotation_counts(tra.lineage),
     )
 
 
@@ -238,6 +250,7 @@ def _array_source(index: int, images, labels, lineage: Lineage | None) -> _Sourc
         labels=labels,
         parents=lineage.cleaned().parents,
         length=shape[0],
+        **_annotation_counts(lineage),
     )
 
 
@@ -344,6 +357,14 @@ class CTCClipDataset(Dataset):
         return cls(cfg.dataset.data_dir, split, check=check, **vars(options))
 
     def _setup(self, sources: list[_Source], where: str, options: ClipOptions) -> None:
+        cells = sum(s.cells for s in sources)
+        if not cells:
+            frames = sum(s.length for s in sources)
+            raise ValueError(
+                f"nothing to fine-tune on in {where}: 0 annotated cells on 0 of {frames} frames; "
+                f"training needs at least 1 annotated cell (tracked over {options.num_frames} "
+                "consecutive frames for the configured clips)"
+            )
         self.options = options
         self.epoch = 0
         self._sources = sources

@@ -11,9 +11,10 @@ Supervision of one prediction (object o, frame t, correction step k), as in SAM 
 * of K outputs (3 for a single click or tracking), the one with the lowest
   ``20 * focal + dice`` against the target is supervised ("best of multimask"); SAM 2 lets the
   other outputs specialise on other plausible masks;
-* focal (alpha 0.25, gamma 2, mean over pixels) x 20 and dice x 1 on that output, and L1 between
-  the predicted and the actual IoU x 1 - only where the object is present on that frame (an
-  absent object has no mask to learn; its mask logits are not supervised);
+* focal (alpha 0.25, gamma 2, mean over pixels) x 20 and dice x 1 on that output, and the IoU
+  loss between the predicted and the actual IoU x 1 (binary cross-entropy on the IoU head's
+  logit, not SAM 2's L1: see :func:`iou_loss`) - only where the object is present on that frame
+  (an absent object has no mask to learn; its mask logits are not supervised);
 * with ``supervise_all_iou`` (the default, as in SAM 2.1's and CellSAM2's training configs) the
   IoU term is the mean L1 over *every* output, not just the supervised one. Tracking keeps the
   output with the highest predicted IoU; if only the best output's IoU is trained, the others'
@@ -44,6 +45,7 @@ __all__ = [
     "clip_losses",
     "dice_loss",
     "focal_loss",
+    "iou_loss",
     "mask_iou",
     "step_losses",
 ]
@@ -100,6 +102,23 @@ def mask_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
+def iou_loss(predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+    """Loss of predicted IoUs (SAM 2's head outputs ``sigmoid(z)``) against actual IoUs, as
+    binary cross-entropy on the head's logit ``z``: elementwise, same shape.
+
+    SAM 2 trains the IoU head with L1 on ``sigmoid(z)``. Its gradient carries ``sigmoid'(z)``,
+    which vanishes once ``z`` saturates, and Adam drives the logits of outputs whose actual IoU is
+    0 (most non-best multimask outputs) towards -inf at a constant rate. Measured on the
+    memory-path overfit (tests/test_training_memory.py): after 100 steps every IoU logit sat at
+    -14 to -20, including the output with actual IoU 0.79, so tracking kept a wrong output
+    (tracked-frame IoU 0.04). The cross-entropy gradient on ``z`` is ``sigmoid(z) - actual``:
+    it never vanishes while the prediction is wrong, so a saturated head recovers. ``z`` is
+    recovered exactly from the float32 probability (representable down to z of about -85).
+    """
+    prob = predicted.float().clamp(1e-37, 1.0 - 1e-7)
+    return F.binary_cross_entropy_with_logits(torch.logit(prob), actual.float(), reduction="none")
+
+
 def _upsample(logits: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(logits.float(), size=(size, size), mode="bilinear", align_corners=False)
 
@@ -126,7 +145,7 @@ def step_losses(
             best = torch.zeros(m, dtype=torch.long, device=logits.device)
         actual_iou = mask_iou(up > 0, targets[:, None] > 0.5)  # (m, K)
     best_up = _upsample(logits[rows, best][:, None], size)[:, 0]
-    iou_error = (step.iou_scores.float() - actual_iou).abs()
+    iou_error = iou_loss(step.iou_scores, actual_iou)
     iou_term = iou_error.mean(1) if supervise_all_iou else iou_error[rows, best]
     # the output the tracker keeps: highest predicted IoU of a multimask decode, else output 0
     kept = step.iou_scores.argmax(1) if logits.shape[1] > 1 else best

@@ -16,7 +16,7 @@ from torch import nn
 from .config import ScratchConfig
 from .data import ClipBatch
 from .forward import run_clip
-from .losses import DEFAULT_WEIGHTS, LossWeights, clip_losses
+from .losses import LossWeights, clip_losses
 from .prompts import ClickCorrector, frames_to_correct, sample_prompts
 
 __all__ = ["clip_loss"]
@@ -27,7 +27,7 @@ def clip_loss(
     batch: ClipBatch,
     scratch: ScratchConfig,
     generator: torch.Generator | None = None,
-    weights: LossWeights = DEFAULT_WEIGHTS,
+    weights: LossWeights | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Scalar loss (with grad) of one batch and its parts ``focal, dice, iou, obj, total``.
 
@@ -94,6 +94,10 @@ def clip_loss(
         correct_frames=tracked,
         correct_as_cond=scratch.add_all_frames_to_correct_as_cond,
     )
+    if weights is None:
+        weights = LossWeights(
+            scratch.loss_mask, scratch.loss_dice, scratch.loss_iou, scratch.loss_class
+        )
     return clip_losses(
         outputs.steps,
         targets,

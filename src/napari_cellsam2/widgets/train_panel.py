@@ -11,9 +11,7 @@ from napari.layers import Image, Labels
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -32,6 +30,7 @@ from ..training.events import (
     StepEvent,
     ValidationEvent,
 )
+from .config_form import ConfigForm
 from .layer_combo import LayerCombo
 from .layer_lineage import layer_lineage_inputs
 from .loss_plot import LossPlot
@@ -39,22 +38,6 @@ from .state import DockState
 from .workers import yield_cpu_to_gui
 
 LAYERS, FOLDER = "image + labels layers", "CTC folder"
-
-
-def _spin(lo: int, hi: int, value: int) -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(lo, hi)
-    box.setValue(value)
-    return box
-
-
-def _lr(value: float) -> QDoubleSpinBox:
-    box = QDoubleSpinBox()
-    box.setDecimals(7)
-    box.setRange(0.0, 1.0)
-    box.setSingleStep(value / 2)
-    box.setValue(value)
-    return box
 
 
 def run_training(values: dict[str, object], layers: tuple | None, cancel: threading.Event):
@@ -78,19 +61,18 @@ class TrainPanel(QWidget):
         self.state = state
         self.cancel_event = threading.Event()
         self.checkpoint: Path | None = None
-        self.mode = QComboBox()
-        self.mode.addItems(["LoRA", "full"])
-        self.epochs = _spin(1, 1000, 5)
-        self.frames = _spin(1, 64, 4)
-        self.max_objects = _spin(1, 500, 30)
-        self.steps = _spin(0, 1_000_000, 0)
-        self.steps.setSpecialValueText("all clips")
-        self.lora_lr, self.base_lr, self.vision_lr = _lr(1e-3), _lr(5e-6), _lr(3e-6)
-        self.holdout = _spin(0, 50, 15)
+        self.best: Path | None = None
+        self.best_epoch: int | None = None
+        self.form = ConfigForm()  # every scratch.* option, defaults from the typed config
+        self.epochs = self.form.widgets["num_epochs"]
+        self.frames = self.form.widgets["num_frames"]
+        self.max_objects = self.form.widgets["max_num_objects"]
+        self.steps = self.form.widgets["steps_per_epoch"]
+        self.holdout = QSpinBox()
+        self.holdout.setRange(0, 50)
+        self.holdout.setValue(15)
         self.holdout.setSuffix(" % of frames")
         self.holdout.setToolTip("the movie's last frames validate each epoch (layers only)")
-        self.augment = QCheckBox("augment")
-        self.augment.setChecked(True)
         self.source = QComboBox()
         self.source.addItems([LAYERS, FOLDER])
         self.image = LayerCombo(state.viewer, Image)
@@ -107,6 +89,7 @@ class TrainPanel(QWidget):
         self.eta = QLabel("")
         self.eta.setWordWrap(True)  # long checkpoint paths must not widen the dock
         self.plot = LossPlot()
+        self._follow_theme()
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         self.use_button.clicked.connect(self.use_model)
@@ -115,15 +98,7 @@ class TrainPanel(QWidget):
         for b in (self.start_button, self.cancel_button, self.use_button):
             buttons.addWidget(b)
         form = QFormLayout(self)
-        form.addRow("Mode", self.mode)
-        form.addRow("Epochs", self.epochs)
-        form.addRow("Frames per clip", self.frames)
-        form.addRow("Max objects", self.max_objects)
-        form.addRow("Steps per epoch", self.steps)
-        form.addRow("LoRA lr", self.lora_lr)
-        form.addRow("Base lr", self.base_lr)
-        form.addRow("Vision lr", self.vision_lr)
-        form.addRow("", self.augment)
+        form.addRow(self.form)
         form.addRow("Training data", self.source)
         form.addRow("Image", self.image)
         form.addRow("Labels", self.labels)
@@ -135,27 +110,27 @@ class TrainPanel(QWidget):
         form.addRow(self.eta)
         form.addRow(self.plot)
 
+    def _follow_theme(self, _event=None) -> None:
+        """Colour the plot like the viewer (and again whenever its theme changes)."""
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(self.state.viewer.theme)
+        self.plot.set_theme(theme.background.as_hex(), theme.text.as_hex())
+        if _event is None:
+            self.state.viewer.events.theme.connect(self._follow_theme)
+
     # ---- configuration ---------------------------------------------------------------------
     def overrides(self) -> dict[str, object]:
         """The panel as values of the shared training config (dotted keys)."""
         run = Path(self.log_dir.text()) / time.strftime("run-%Y%m%d-%H%M%S")
         model = self.state.model
         items = {
+            **self.form.values(),
             "launcher.experiment_log_dir": str(run),
             "model.base": model.spec,
             "model.device": str(model.device),
             "scratch.resolution": model.image_size,
-            "scratch.use_lora": self.mode.currentText() == "LoRA",
-            "scratch.num_epochs": self.epochs.value(),
-            "scratch.num_frames": self.frames.value(),
-            "scratch.max_num_objects": self.max_objects.value(),
-            "scratch.lora_lr": self.lora_lr.value(),
-            "scratch.base_lr": self.base_lr.value(),
-            "scratch.vision_lr": self.vision_lr.value(),
-            "scratch.augment": self.augment.isChecked(),
         }
-        if self.steps.value():
-            items["scratch.steps_per_epoch"] = self.steps.value()
         if self.source.currentText() == FOLDER:
             items["dataset.data_dir"] = self.folder.text().strip()
         return items
@@ -184,6 +159,10 @@ class TrainPanel(QWidget):
         self.plot.clear()
         self.cancel_event.clear()
         self.checkpoint = None
+        self.best: Path | None = None
+        self.best_epoch: int | None = None
+        self.bar.setValue(0)
+        self.eta.setText("preparing data and model …")  # no stale text from an earlier run
         self._times: list[float] = []
         self._progress = progress(total=0, desc="fine-tuning")
         self.start_button.setEnabled(False)
@@ -195,9 +174,14 @@ class TrainPanel(QWidget):
             layers,
             self.cancel_event,
             on_yield=self.on_event,
-            on_error=lambda exc: show_error(f"training failed: {exc}"),
+            on_error=self._failed,
             on_finish=self._finished,
         )
+
+    def _failed(self, exc: BaseException) -> None:
+        """A failure before or during training: said once, in the panel and as a notification."""
+        self.eta.setText(f"training failed: {exc}")
+        show_error(f"training failed: {exc}")
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -222,14 +206,18 @@ class TrainPanel(QWidget):
             )
         elif isinstance(event, ValidationEvent):
             self.plot.add_validation(self.bar.value(), event.val_loss)
+            self.plot.add_scores(self.bar.value(), event.val_TRA, event.val_kept_iou)
         elif isinstance(event, CheckpointEvent):
             self.checkpoint = event.path
+            if event.best is not None:
+                self.best, self.best_epoch = event.best, event.epoch
             self.use_button.setEnabled(True)
         elif isinstance(event, DoneEvent):
             self.checkpoint = event.path or self.checkpoint
             word = "cancelled" if event.cancelled else "finished"
-            self.eta.setText(f"training {word}; checkpoint: {self.checkpoint}")
-            show_info(f"fine-tuning {word}: {self.checkpoint}")
+            best = f"; best: epoch {self.best_epoch}" if self.best is not None else ""
+            self.eta.setText(f"training {word}; checkpoint: {self.checkpoint}{best}")
+            show_info(f"fine-tuning {word}: {self.checkpoint}{best}")
         elif isinstance(event, ErrorEvent):
             self.checkpoint = event.checkpoint or self.checkpoint
             self.eta.setText(event.message)
@@ -242,7 +230,17 @@ class TrainPanel(QWidget):
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
+    def chosen_checkpoint(self) -> tuple[Path | None, str]:
+        """The checkpoint "Use this model" loads and how to name it: the best epoch by the
+        validation tracking score when there was validation, else the latest checkpoint."""
+        if self.best is not None:
+            return self.best, f"the best epoch ({self.best_epoch}, by validation TRA)"
+        return self.checkpoint, "the latest checkpoint"
+
     def use_model(self) -> None:
-        """Swap the tracker to the fine-tuned checkpoint/adapter (loaded in the background)."""
-        if self.checkpoint is not None:
-            self.state.request_model.emit(str(self.checkpoint))
+        """Swap the tracker to the fine-tuned model (loaded in the background)."""
+        path, which = self.chosen_checkpoint()
+        if path is not None:
+            self.eta.setText(f"loading {which}: {path}")
+            show_info(f"using {which}: {path}")
+            self.state.request_model.emit(str(path))
