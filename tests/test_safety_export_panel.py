@@ -88,3 +88,15 @@ def test_export_writes_a_geff_graph_beside_the_res(panel, qtbot, tmp_path: Path)
     graph, _ = geff.read(tmp_path / "01_RES.geff")
     assert [n for n in graph.nodes if graph.out_degree(n) == 2]  # the division
     assert open_path(tmp_path / "01_RES").res.lineage.parents == {2: 1, 3: 1}
+
+
+def test_a_new_evaluation_clears_the_previous_scores(panel, qtbot, tmp_path):
+    """Stale scores (all 1.0 from another GT) must not stay beside a new GT path (issue 11)."""
+    panel.show_scores({"TRA": 1.0, "SEG": 1.0})
+    panel.layer.select("cells")
+    panel.gt.setText(str(tmp_path / "missing_GT"))  # this evaluation fails
+    panel.evaluate()
+    qtbot.waitUntil(
+        lambda: not panel.state.busy and panel.evaluate_button.isEnabled(), timeout=30_000
+    )
+    assert panel.table.rowCount() == 0

@@ -243,6 +243,7 @@ class ExportPanel(QWidget):
             show_error("choose a labels layer and a ground-truth folder first")
             return
         labels, parents, first = layer_lineage_inputs(self.state.viewer, layer)
+        self.show_scores({})  # no earlier scores beside a new GT path while this one runs
         cancel = self._cancel = threading.Event()
         bar = progress(total=len(labels), desc="evaluating")
 
