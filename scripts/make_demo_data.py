@@ -16,6 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import tifffile
+
 from napari_cellsam2.datasets import write_dataset
 
 # (name, generator kind, sequences per split (train, val, test), frames, generator options)
@@ -23,10 +26,25 @@ STYLES = [
     ("nuclei-sparse", "nuclei", (8, 1, 2), 24, {"n_cells": 6, "radius": 9.0}),
     ("nuclei-dense", "nuclei", (8, 1, 2), 24, {"n_cells": 16, "radius": 8.0}),
     ("mother-machine", "mother-machine", (8, 1, 2), 30, {"height": 128, "width": 32}),
+    # the shape of the napari sample (datasets.sample): long trenches, thinner at the model size
+    ("mother-machine-long", "mother-machine", (8, 1, 2), 30, {"height": 256, "width": 32}),
 ]
+# Kept out of pre-training: a phase-contrast look (inverted contrast: dark cells on a bright
+# trench) and wider cells than the pre-training trenches.
 HELD_OUT = [
-    ("mother-machine-wide", "mother-machine", (4, 1, 2), 30, {"height": 128, "width": 48}),
+    ("mother-machine-phase", "mother-machine", (4, 1, 2), 30, {"height": 128, "width": 48}),
 ]
+INVERTED = {"mother-machine-phase"}
+
+
+def invert_images(folder: Path) -> None:
+    """Invert every image of a written dataset in place (v -> max + min - v per frame), so
+    cells become dark on a bright background; the labels are unchanged."""
+    for path in sorted(folder.glob("*/CTC/[0-9][0-9]/t*.tif")):
+        image = tifffile.imread(path)
+        tifffile.imwrite(
+            path, (int(image.max()) + int(image.min()) - image.astype(np.int64)).astype(image.dtype)
+        )
 
 
 def write_mixture(out: Path, styles: list, seed: int) -> dict[str, list[str]]:
@@ -44,6 +62,8 @@ def write_mixture(out: Path, styles: list, seed: int) -> dict[str, list[str]]:
                 splits=splits,
                 **options,
             )
+            if name in INVERTED:
+                invert_images(Path(tmp) / name)
             for split in ("train", "val", "test"):
                 target = out / split / "CTC"
                 target.mkdir(parents=True, exist_ok=True)

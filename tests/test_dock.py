@@ -109,11 +109,16 @@ def test_user_story_track_correct_finetune_use_export_evaluate(dock, qtbot, tmp_
     assert len(train.plot.train_losses) == 2 and all(np.isfinite(train.plot.train_losses))
     # the movie's last frames are held out: one validation point per epoch, at its last step
     assert train.plot.val_steps == [2] and np.isfinite(train.plot.val_losses[0])
+    # validation on the tracking path: the session's TRA and the kept output's IoU per epoch
+    tra, kept = train.plot.series["TRA"][1], train.plot.series["kept_iou"][1]
+    assert len(tra) == 1 and 0 <= tra[0] <= 1 and len(kept) == 1 and 0 <= kept[0] <= 1
     assert train.checkpoint is not None and train.use_button.isEnabled()
+    assert train.best == train.checkpoint.parent / "best" and train.best_epoch == 1
     with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
         train.use_model()
     _wait_idle(qtbot, widget.state)
-    assert widget.state.model.spec == str(train.checkpoint)
+    assert widget.state.model.spec == str(train.best)  # "Use this model" takes the best epoch
+    assert "best epoch (1" in train.eta.text()
     assert widget.state.model.kind == "lora"
     # the tracker now runs the fine-tuned model and keeps what was tracked and corrected
     assert track.session.model is widget.state.model.model

@@ -2,6 +2,9 @@
 
 Specs, tried in this order:
 
+* ``"demo"``: the small SAM 2 shipped in the package, trained here on synthetic data only
+  (``scripts/pretrain_demo_model.sh``); the offline fallback of the dock and ``cellsam2 demo``.
+  It is an ordinary full checkpoint folder and loads with the same code as any checkpoint.
 * ``"tiny"`` / ``"hiera-tiny-random"``: random weights (tests and benchmarks only; labelled so).
 * an existing file: a Meta SAM 2 / 2.1 ``.pt`` checkpoint.
 * an existing folder with ``cellsam2.json``: our full checkpoint or LoRA adapter.
@@ -32,6 +35,8 @@ from .resolution import image_size, with_image_size
 from .tiny import build_random_model, hiera_tiny_config, tiny_config
 
 __all__ = [
+    "DEMO_NOTE",
+    "DEMO_SPEC",
     "KNOWN_HUB_IDS",
     "RANDOM_SPECS",
     "LoadedModel",
@@ -40,9 +45,12 @@ __all__ = [
     "load_model",
 ]
 
-ModelKind = Literal["hub", "meta", "checkpoint", "lora", "tiny", "hiera-tiny-random"]
+ModelKind = Literal["hub", "meta", "checkpoint", "lora", "demo", "tiny", "hiera-tiny-random"]
 
 RANDOM_SPECS = ("tiny", "hiera-tiny-random")
+DEMO_SPEC = "demo"
+DEMO_NOTE = "trained on synthetic data only"
+DEMO_FOLDER = Path(__file__).parent / "weights" / "demo"
 KNOWN_HUB_IDS = tuple(
     f"facebook/sam2{v}-hiera-{size}"
     for v in (".1", "")
@@ -81,6 +89,8 @@ class LoadedModel:
     @property
     def description(self) -> str:
         """Short human-readable label, e.g. for a widget or a log line."""
+        if self.kind == "demo":
+            return f"demo ({DEMO_NOTE}; {self.image_size} px, {self.device})"
         if self.is_random:
             return f"{self.spec} (RANDOM weights, for tests/benchmarks only)"
         return f"{self.spec} ({self.kind}, {self.image_size} px, {self.device})"
@@ -244,6 +254,14 @@ def _load_cpu(
     spec: str, base: str | None, merge_lora: bool, config: Sam2VideoConfig | None
 ) -> tuple[Any, ModelKind, dict[str, Any]]:
     """Resolve ``spec`` to (model on CPU, kind, info)."""
+    if spec == DEMO_SPEC:
+        if not (DEMO_FOLDER / CELLSAM2_JSON).is_file():
+            raise ModelNotAvailableError(
+                f"the demo model is missing from this installation ({DEMO_FOLDER}); reinstall "
+                "napari-cellsam2 or rebuild it with scripts/pretrain_demo_model.sh"
+            )
+        model, _, info = _load_cpu(str(DEMO_FOLDER), base, merge_lora, config)
+        return model, "demo", info
     if spec == "tiny":
         return build_random_model(tiny_config(), seed=0), "tiny", {"random": True}
     if spec == "hiera-tiny-random":
@@ -270,7 +288,8 @@ def _load_cpu(
         return _from_pretrained_folder(folder), "hub", {"repo_id": spec, "path": str(folder)}
     raise ModelSpecError(
         f"model {spec!r} not found: it is not an existing file or folder, not a Hugging Face "
-        f"hub id (owner/name, e.g. {KNOWN_HUB_IDS[0]}) and not one of {list(RANDOM_SPECS)}"
+        f"hub id (owner/name, e.g. {KNOWN_HUB_IDS[0]}) and not one of "
+        f"{[DEMO_SPEC, *RANDOM_SPECS]}"
     )
 
 

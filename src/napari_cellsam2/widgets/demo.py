@@ -1,7 +1,8 @@
 """The one-command demo: napari with the CellSAM2 dock and the synthetic sample loaded.
 
 The model defaults to sam2.1-hiera-tiny when its weights are in the Hugging Face cache; otherwise
-the user is told exactly how to get them and a demo-only model is loaded, clearly labelled.
+the user is told exactly how to get them and the shipped ``demo`` model is loaded: a small SAM 2
+trained here on synthetic data only, labelled so.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def open_demo(viewer: Any, *, load: bool = True) -> CellSAM2Widget:
     else:
         show_warning(
             f"{DEFAULT_MODEL} weights are not on this machine. {how_to_get(DEFAULT_MODEL)} "
-            f"Loading the demo-only model instead ({DEMO_LABEL})."
+            f"Loading the shipped model instead ({DEMO_LABEL})."
         )
         panel.add_spec(DEMO_MODEL, DEMO_LABEL)
     widget.track_panel.image.select(viewer.layers[0].name)

@@ -26,8 +26,8 @@ HUB_MODELS = [
     "facebook/sam2.1-hiera-base-plus",
     "facebook/sam2.1-hiera-large",
 ]
-DEMO_MODEL = "tiny"
-DEMO_LABEL = "tiny — random weights, demo/tests only"
+DEMO_MODEL = "demo"  # model.loading.DEMO_SPEC (not imported: it would import torch)
+DEMO_LABEL = "demo — small SAM 2 trained on synthetic data only"
 DEVICES = ["auto", "cuda", "mps", "cpu"]
 RANDOM_STYLE = "color: #ff5555; font-weight: bold"
 

@@ -1,0 +1,162 @@
+"""Measure a model against the demo-model bars (issue 10) with the CLI, on fresh test movies.
+
+    python scripts/demo_model_bars.py --model demo --out docs/results/demo_model.json [--seed 7]
+
+1. ``scripts/make_demo_data.py --seed SEED`` writes fresh movies (seeds never used in training:
+   the shipped model trained on ``--seed 0``); its ``test`` split holds 2 movies per style.
+2. Per movie, with the real ``cellsam2`` command:
+   - ``cellsam2 track MOVIE --prompts gt-first-frame --model M --evaluate GT``: seeded from the
+     GT masks of the first frame;
+   - ``cellsam2 track MOVIE --prompts clicks.csv --model M --evaluate GT``: one click per cell
+     of the first frame, at the GT centroid (the prompt file is written here);
+   - the click run's first frame against the GT gives each cell's single-click mask IoU.
+3. Prints a table per style (mean over its movies; click IoU: median over cells) and writes the
+   JSON. The bars: GT-seeded TRA >= 0.90 and SEG >= 0.75, click-seeded TRA >= 0.85, click IoU
+   >= 0.85.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("TRA", "SEG", "DET", "LNK")
+
+
+def _cli(*args: str) -> str:
+    run = subprocess.run(
+        [sys.executable, "-m", "napari_cellsam2.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if run.returncode:
+        raise SystemExit(f"cellsam2 {' '.join(args)} failed:\n{run.stderr}")
+    return run.stdout
+
+
+def _scores(seq: Path, prompts: str, model: str, out: Path, device: str) -> dict[str, float]:
+    gt = seq.with_name(seq.name + "_GT")
+    _cli(
+        "track",
+        str(seq),
+        "--prompts",
+        prompts,
+        "--model",
+        model,
+        "--out",
+        str(out),
+        "--device",
+        device,
+        "--direction",
+        "forward",
+    )
+    report = out.with_suffix(".json")
+    _cli("evaluate", "--gt", str(gt), "--res", str(out), "--json", str(report))
+    return {k: v for k, v in json.loads(report.read_text()).items() if k in METRICS}
+
+
+def _click_file(seq: Path, path: Path) -> np.ndarray:
+    """One click per GT cell of the first frame, at its centroid; returns that GT frame."""
+    gt_dir = seq.with_name(seq.name + "_GT") / "TRA"
+    first = tifffile.imread(sorted(gt_dir.glob("man_track*.tif"))[0])
+    rows = ["object_id,frame,x,y,label"]
+    for label in np.unique(first[first > 0]):
+        ys, xs = np.nonzero(first == label)
+        rows.append(f"{label},0,{xs.mean():.2f},{ys.mean():.2f},1")
+    path.write_text("\n".join(rows) + "\n")
+    return first
+
+
+def _click_ious(first_gt: np.ndarray, res: Path) -> list[float]:
+    """IoU of each cell's frame-0 mask (object ID = GT label in the click file) with its GT."""
+    got = tifffile.imread(sorted(res.glob("mask*.tif"))[0])
+    ious = []
+    for label in np.unique(first_gt[first_gt > 0]):
+        a, b = got == label, first_gt == label
+        ious.append(float((a & b).sum() / max(1, (a | b).sum())))
+    return ious
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="demo-bars-") as tmp:
+        data = Path(tmp) / "data"
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "make_demo_data.py"),
+                "--out",
+                str(data),
+                "--seed",
+                str(args.seed),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        styles = {}
+        for line in (data / "styles.txt").read_text().splitlines():
+            split, rest = line.split("/", 1)
+            number, style = rest.split(": ")[0], rest.split(": ")[1].split(" (")[0]
+            if split == "test":
+                styles.setdefault(style, []).append(data / "test" / "CTC" / number)
+        results = {}
+        for style, movies in styles.items():
+            per = []
+            for seq in movies:
+                work = Path(tmp) / style / seq.name
+                work.mkdir(parents=True)
+                first = _click_file(seq, work / "clicks.csv")
+                gt_seeded = _scores(seq, "gt-first-frame", args.model, work / "gt_RES", args.device)
+                clicked = _scores(
+                    seq, str(work / "clicks.csv"), args.model, work / "click_RES", args.device
+                )
+                per.append(
+                    {
+                        "movie": seq.name,
+                        "gt": gt_seeded,
+                        "clicks": clicked,
+                        "click_iou": _click_ious(first, work / "click_RES"),
+                    }
+                )
+            results[style] = {
+                "movies": per,
+                "gt": {
+                    m: float(np.mean([p["gt"][m] for p in per if p["gt"].get(m) is not None]))
+                    for m in METRICS
+                },
+                "clicks": {
+                    m: float(
+                        np.mean([p["clicks"][m] for p in per if p["clicks"].get(m) is not None])
+                    )
+                    for m in METRICS
+                },
+                "click_iou_median": float(np.median([i for p in per for i in p["click_iou"]])),
+            }
+    summary = {"model": args.model, "seed": args.seed, "styles": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    print("| style | TRA (GT seeds) | SEG (GT seeds) | TRA (clicks) | click IoU (median) |")
+    print("|---|---|---|---|---|")
+    for style, r in results.items():
+        print(
+            f"| {style} | {r['gt']['TRA']:.3f} | {r['gt']['SEG']:.3f} | "
+            f"{r['clicks']['TRA']:.3f} | {r['click_iou_median']:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
