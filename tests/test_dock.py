@@ -233,8 +233,8 @@ def test_demo_without_cached_weights_offers_the_labelled_demo_model(
     widget = demo.open_demo(viewer, load=False)
     assert [ly.name for ly in viewer.layers][:2] == ["mother machine", "mother machine TRA"]
     assert "hf download facebook/sam2.1-hiera-tiny" in warnings[0]
-    assert widget.model_panel.current_spec() == "tiny"
-    assert "demo" in widget.model_panel.spec.currentText()
+    assert widget.model_panel.current_spec() == "demo"  # the shipped model, not random weights
+    assert "trained on synthetic data only" in widget.model_panel.spec.currentText()
 
 
 def test_demo_prefers_cached_hub_weights(make_napari_viewer, tmp_path, monkeypatch):
