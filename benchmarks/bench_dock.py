@@ -79,9 +79,12 @@ def measure(job, widget) -> dict:
 
 
 def one_round(viewer, widget, steps: int, work: Path) -> dict[str, dict]:
+    from napari_cellsam2.widgets import session_restart
     from napari_cellsam2.widgets.track_panel import LABELS_NAME
 
     track, train, export = widget.track_panel, widget.train_panel, widget.export_panel
+    # rounds after the first start over the previous round's result: discard it, unasked
+    session_restart.ask_about_results = lambda *args: session_restart.DISCARD
     track.image.select("mother machine")
     track.start_session()
     track.seed_layer.select("mother machine TRA")

@@ -197,7 +197,7 @@ def _train(
     done_steps = json.loads((done / "train_state.json").read_text())["global_step"] if done else 0
     if done is not None and done_steps >= steps:
         log(f"{mode}: reusing {done} ({done_steps} steps)")
-        return done
+        return _best_or(done, log_dir, mode, log)
     resume = ["launcher.resume=true"] if done is not None else []
     cfg = load_config([*common, *budget, *resume])
     log(f"{mode}: {steps} steps ({epochs} epoch(s) x {per_epoch}) from {clips} clips")
@@ -217,7 +217,18 @@ def _train(
             final = event.path
     if final is None:
         raise RuntimeError(f"{mode} fine-tuning saved no checkpoint in {log_dir}")
-    return final
+    return _best_or(final, log_dir, mode, log)
+
+
+def _best_or(final: Path, log_dir: Path, mode: str, log: Log) -> Path:
+    """The checkpoint a user gets from "Use this model": the best epoch by validation TRA when
+    the run validated on the tracking path, else the final one."""
+    best = log_dir / "checkpoints" / "best"
+    if not best.is_dir():
+        return final
+    epoch = json.loads((best.parent / "best.json").read_text())["epoch"]
+    log(f"{mode}: using the best epoch ({epoch}, by validation TRA): {best}")
+    return best
 
 
 def _mean_scores(per_sequence: dict[str, dict[str, float | None]]) -> dict[str, float | None]:
