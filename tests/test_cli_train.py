@@ -71,7 +71,7 @@ def test_train_resume_and_track_with_the_result(tmp_path, data_dir, capsys):
     assert json.loads((ckpts / "last.json").read_text())["checkpoint"] == "epoch_002"
     first = records(log)
     # validation on the tracking path every epoch; best = the highest val_TRA
-    validation = [r for r in first if r["type"] == "validation"]
+    validation = [r for r in first if r["type"] == "validation" and r["epoch"] > 0]
     assert all(0 <= r["val_kept_iou"] <= 1 and 0 <= r["val_TRA"] <= 1 for r in validation)
     assert all(r["val_SEG"] is not None and r["val_DET"] is not None for r in validation)
     best = json.loads((ckpts / "best.json").read_text())
@@ -82,7 +82,9 @@ def test_train_resume_and_track_with_the_result(tmp_path, data_dir, capsys):
     assert load_model(ckpts / "best", "cpu").kind == "lora"
     steps = [r for r in first if r["type"] == "step"]
     assert [(r["epoch"], r["global_step"]) for r in steps] == [(1, 1), (1, 2), (2, 3), (2, 4)]
-    assert [r["epoch"] for r in first if r["type"] == "validation"] == [1, 2]
+    # epoch 0: the base model, validated before the first step
+    assert [r["epoch"] for r in first if r["type"] == "validation"] == [0, 1, 2]
+    assert "base model: val loss" in out
     saved = load_config([], log / "config.yaml")  # the resolved config round-trips
     assert saved.scratch.num_epochs == 2 and saved.dataset.data_dir == str(data_dir)
 

@@ -75,7 +75,8 @@ def sabotage(kind: str, model):
             mp.setattr(model, "_encode_new_memory", forget)
         elif kind == "flipped threshold":
             resolve = session_module.resolve_overlaps
-            mp.setattr(session_module, "resolve_overlaps", lambda logits, ids: resolve(-logits, ids))
+            flipped = lambda logits, ids: resolve(-logits, ids)  # noqa: E731
+            mp.setattr(session_module, "resolve_overlaps", flipped)
         yield
 
 

@@ -108,10 +108,11 @@ def test_user_story_track_correct_finetune_use_export_evaluate(dock, qtbot, tmp_
     training = ping.stop()
     assert len(train.plot.train_losses) == 2 and all(np.isfinite(train.plot.train_losses))
     # the movie's last frames are held out: one validation point per epoch, at its last step
-    assert train.plot.val_steps == [2] and np.isfinite(train.plot.val_losses[0])
+    # the base model (step 0), then one validation point per epoch, at its last step
+    assert train.plot.val_steps == [0, 2] and np.isfinite(train.plot.val_losses).all()
     # validation on the tracking path: the session's TRA and the kept output's IoU per epoch
     tra, kept = train.plot.series["TRA"][1], train.plot.series["kept_iou"][1]
-    assert len(tra) == 1 and 0 <= tra[0] <= 1 and len(kept) == 1 and 0 <= kept[0] <= 1
+    assert len(tra) == len(kept) == 2 and all(0 <= v <= 1 for v in (*tra, *kept))
     assert train.checkpoint is not None and train.use_button.isEnabled()
     assert train.best == train.checkpoint.parent / "best" and train.best_epoch == 1
     with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):

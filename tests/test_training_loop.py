@@ -110,9 +110,10 @@ def test_lora_run_trains_adapters_only_and_checkpoints_load(tmp_path):
     )
     kinds = [type(e).__name__ for e in events]
     assert kinds == [
-        "StartEvent", "StepEvent", "StepEvent", "EpochEvent", "ValidationEvent",
-        "CheckpointEvent", "DoneEvent",
+        "StartEvent", "ValidationEvent", "StepEvent", "StepEvent", "EpochEvent",
+        "ValidationEvent", "CheckpointEvent", "DoneEvent",
     ]  # fmt: skip
+    assert [v.epoch for v in of(events, ValidationEvent)] == [0, 1]  # 0: the base model
     start = events[0]
     assert start.mode == "lora" and 0 < start.trainable < start.total_params
     steps = of(events, StepEvent)
@@ -121,7 +122,7 @@ def test_lora_run_trains_adapters_only_and_checkpoints_load(tmp_path):
         math.isfinite(s.loss) and {"focal", "dice", "iou", "obj"} <= set(s.parts) for s in steps
     )
     assert steps[0].lr > steps[1].lr  # cosine decay towards min_lr_ratio
-    assert math.isfinite(of(events, ValidationEvent)[0].val_loss)
+    assert all(math.isfinite(v.val_loss) for v in of(events, ValidationEvent))
     done = events[-1]
     assert done == DoneEvent(log / "checkpoints" / "epoch_001", cancelled=False)
     assert last_checkpoint(log) == done.path
@@ -141,7 +142,7 @@ def test_lora_run_trains_adapters_only_and_checkpoints_load(tmp_path):
     for trained in ("mask_decoder.iou_prediction_head.proj_out.weight", "no_memory_embedding"):
         assert not torch.equal(state[trained], base[trained]), trained
     records = metrics(log)
-    assert [r["type"] for r in records][:2] == ["start", "step"]
+    assert [r["type"] for r in records][:3] == ["start", "validation", "step"]
     assert (log / "config.yaml").is_file()
 
 

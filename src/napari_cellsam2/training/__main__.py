@@ -92,11 +92,15 @@ def console_train(overrides: Sequence[str], config_file: str | None = None) -> i
             elif isinstance(event, EpochEvent):
                 epoch_line[event.epoch] = f"epoch {event.epoch}: train loss {event.train_loss:.4f}"
             elif isinstance(event, ValidationEvent):
-                epoch_line[event.epoch] += f", val loss {event.val_loss:.4f}" + "".join(
+                scores = f"val loss {event.val_loss:.4f}" + "".join(
                     f", {name} {value:.3f}"
                     for name in ("val_kept_iou", "val_TRA", "val_SEG", "val_DET")
                     if (value := getattr(event, name)) is not None
                 )
+                if event.epoch == 0 and not bar.disable:
+                    bar.write(f"base model: {scores}")
+                elif event.epoch:
+                    epoch_line[event.epoch] += f", {scores}"
             elif isinstance(event, CheckpointEvent):
                 best_epoch = event.epoch if event.best else best_epoch
                 if not bar.disable:

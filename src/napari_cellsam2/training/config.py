@@ -94,6 +94,9 @@ class ScratchConfig:
     val_steps: int | None = _opt(
         None, "Validation batches", "cap on validation batches (empty = all clips)"
     )
+    validate_first: bool = _opt(
+        True, "Validate the base model", "a validation before the first step (epoch 0)"
+    )
     val_tracking_sequences: int | None = _opt(
         2,
         "Validation movies",

@@ -63,7 +63,8 @@ class EpochEvent:
 
 @dataclass(frozen=True)
 class ValidationEvent:
-    """Validation after an epoch: the loss, and what tracking gets (eval mode, the kept output;
+    """Validation after an epoch (epoch 0: the base model, before the first step): the loss,
+    and what tracking gets (eval mode, the kept output;
     the real tracking session scored as CTC, see :mod:`.tracking_validation`); the scores are
     None where they were not measured (no GT movie, or turned off)."""
 

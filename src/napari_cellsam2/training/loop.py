@@ -518,6 +518,8 @@ class Trainer:
                 num_processes=acc.num_processes,
             )
         )
+        if start == 1 and not skip and self.val_loader is not None and sc.validate_first:
+            yield self._emit(self._validate(0))  # the base model: what fine-tuning must beat
         for epoch in range(start, sc.num_epochs + 1):
             self._seed_epoch(epoch)
             acc.unwrap_model(self.module).scratch = epoch_scratch(sc, epoch)
