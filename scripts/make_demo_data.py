@@ -16,9 +16,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import tifffile
-
 from napari_cellsam2.datasets import write_dataset
 
 # (name, generator kind, sequences per split (train, val, test), frames, generator options)
@@ -32,19 +29,14 @@ STYLES = [
 # Kept out of pre-training: a phase-contrast look (inverted contrast: dark cells on a bright
 # trench) and wider cells than the pre-training trenches.
 HELD_OUT = [
-    ("mother-machine-phase", "mother-machine", (4, 1, 2), 30, {"height": 128, "width": 48}),
+    (
+        "mother-machine-phase",
+        "mother-machine",
+        (4, 1, 2),
+        30,
+        {"height": 128, "width": 48, "invert": True},
+    ),
 ]
-INVERTED = {"mother-machine-phase"}
-
-
-def invert_images(folder: Path) -> None:
-    """Invert every image of a written dataset in place (v -> max + min - v per frame), so
-    cells become dark on a bright background; the labels are unchanged."""
-    for path in sorted(folder.glob("*/CTC/[0-9][0-9]/t*.tif")):
-        image = tifffile.imread(path)
-        tifffile.imwrite(
-            path, (int(image.max()) + int(image.min()) - image.astype(np.int64)).astype(image.dtype)
-        )
 
 
 def write_mixture(out: Path, styles: list, seed: int) -> dict[str, list[str]]:
@@ -62,8 +54,6 @@ def write_mixture(out: Path, styles: list, seed: int) -> dict[str, list[str]]:
                 splits=splits,
                 **options,
             )
-            if name in INVERTED:
-                invert_images(Path(tmp) / name)
             for split in ("train", "val", "test"):
                 target = out / split / "CTC"
                 target.mkdir(parents=True, exist_ok=True)

@@ -215,3 +215,41 @@ def test_geff_from_track_and_from_export_geff(ctc_sequence: Path, tmp_path: Path
     one_error_line(run("export-geff", gt), "01_GT.geff", "--overwrite")
     assert run("export-geff", gt, "--overwrite").returncode == 0
     assert len(list(tmp_path.glob("01_GT.geff.backup-*"))) == 1
+
+
+def test_synth_styles_invert_and_generator_options(tmp_path: Path):
+    """`cellsam2 synth --invert --set key=value`: the phase-contrast look and generator knobs
+    (issue 10); an unknown option is one line naming the valid ones."""
+    plain, dark = tmp_path / "plain", tmp_path / "dark"
+    for out, extra in ((plain, []), (dark, ["--invert"])):
+        proc = run(
+            "synth",
+            "nuclei",
+            "--out",
+            out,
+            "--sequences",
+            "3",
+            "--frames",
+            "2",
+            "--set",
+            "n_cells=3",
+            "--set",
+            "radius=6.5",
+            *extra,
+        )
+        assert proc.returncode == 0, proc.stderr
+    a = tifffile.imread(plain / "train" / "CTC" / "01" / "t000.tif").astype(np.int64)
+    b = tifffile.imread(dark / "train" / "CTC" / "01" / "t000.tif").astype(np.int64)
+    mask = tifffile.imread(plain / "train" / "CTC" / "01_GT" / "TRA" / "man_track000.tif") > 0
+    assert a[mask].mean() > a[~mask].mean() and b[mask].mean() < b[~mask].mean()
+    assert (
+        len(
+            np.unique(
+                tifffile.imread(plain / "train" / "CTC" / "01_GT" / "TRA" / "man_track000.tif")
+            )
+        )
+        <= 4
+    )
+    proc = run("synth", "nuclei", "--out", tmp_path / "x", "--set", "bogus=1")
+    one_error_line(proc, "bogus", "n_cells")
+    assert not (tmp_path / "x").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -75,6 +76,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .ctc.writer import check_writable
     from .datasets import write_dataset
+    from .datasets.writer import GENERATORS
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -82,6 +84,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise CTCFormatError(out, "exists and is not empty; pass --overwrite to replace it")
     check_writable(out.parent)  # before generating anything
+    options = _generator_options(args.set)
+    valid = sorted(set(inspect.signature(GENERATORS[args.kind]).parameters) - {"frames", "seed"})
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"--set {unknown[0]}: not an option of {args.kind}; valid: {valid}")
     out = write_dataset(
         out,
         args.kind,
@@ -89,9 +96,29 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         frames=args.frames,
         seed=args.seed,
         overwrite=args.overwrite,
+        invert=args.invert,
+        **options,
     )
     print(f"wrote {args.kind} dataset to {out}")
     return 0
+
+
+def _generator_options(items: list[str]) -> dict[str, int | float]:
+    """``--set key=value`` pairs as numbers for the generator (e.g. n_cells=16, radius=8.5)."""
+    options: dict[str, int | float] = {}
+    for item in items:
+        key, _, value = (part.strip() for part in item.partition("="))
+        number: int | float | None = None
+        for kind in (int, float):
+            try:
+                number = kind(value)
+                break
+            except ValueError:
+                continue
+        if not key or number is None:
+            raise ValueError(f"--set {item!r}: expected key=number, e.g. --set n_cells=16")
+        options[key] = number
+    return options
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -310,6 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--overwrite", action="store_true", help="replace a non-empty --out (deleted, not kept)"
+    )
+    p.add_argument(
+        "--invert", action="store_true", help="inverted contrast: dark cells on a bright field"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a generator option (docs/synthetic-data.md), e.g. --set n_cells=16 --set radius=8 "
+        "(nuclei) or --set height=128 --set width=48 (mother machine)",
     )
     p.set_defaults(handler=_cmd_synth)
 

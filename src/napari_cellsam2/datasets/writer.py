@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,10 +81,12 @@ def write_dataset(
     splits: tuple[int, int, int] | None = None,
     seg_every: int = 5,
     overwrite: bool = False,
+    invert: bool = False,
     **generator_options: Any,
 ) -> Path:
     """Generate ``sequences`` synthetic sequences of ``kind`` and write them under ``out``.
 
+    ``invert`` flips the contrast of every movie (:func:`inverted`: a phase-contrast look).
     ``generator_options`` go to the generator (e.g. ``height=128`` or
     ``n_cells=12``). The dataset is built in a temporary folder beside
     ``out`` and renamed into place at the end; a non-empty ``out`` is only
@@ -127,12 +130,15 @@ def write_dataset(
                 synthetic = generate(
                     frames=frames, seed=seeds[f"{split}/{name}"], **generator_options
                 )
+                if invert:
+                    synthetic = replace(synthetic, images=inverted(synthetic.images))
                 write_sequence(tmp / split / "CTC", name, synthetic, seg_every)
         metadata = {
             "kind": kind,
             "seed": int(seed),
             "frames": frames,
             "seg_every": seg_every,
+            "invert": invert,
             "generator_options": generator_options,
             "sequence_seeds": seeds,
         }
@@ -142,6 +148,14 @@ def write_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def inverted(images: np.ndarray) -> np.ndarray:
+    """The movie with inverted contrast (v -> max + min - v over the whole movie): dark cells
+    on a bright background, the phase-contrast look of many mother-machine and bacteria movies;
+    intensity range and dtype are kept."""
+    lo, hi = int(images.min()), int(images.max())
+    return (hi + lo - images.astype(np.int64)).astype(images.dtype)
 
 
 def _replace(tmp: Path, out: Path) -> None:
