@@ -678,3 +678,32 @@ def test_frames_to_correct_follow_sam2_sampling():
     assert len(frames_to_correct(0, 6, 3, rand=False, generator=gen)) == 2
     assert frames_to_correct(0, 6, 1, rand=True, generator=gen) == []  # the prompt frame only
     assert frames_to_correct(5, 6, 2, rand=False, generator=gen) == []  # nothing after it
+
+
+def test_teacher_forced_memory_holds_the_targets():
+    """scratch.memory_from_gt (a curriculum for random weights): memory is encoded from the GT
+    masks, not from the predictions, so later frames see the targets' identity."""
+    from napari_cellsam2.training import forward
+
+    model = tiny_model(64).eval()
+    batch = make_batch(frames=3)
+    targets = batch.targets[0].transpose(0, 1) > 0.5  # (M, T, S, S)
+    seen = []
+    encode = model._encode_new_memory
+
+    def spy(**kwargs):
+        seen.append(kwargs["pred_masks_high_res"].detach().clone())
+        return encode(**kwargs)
+
+    model._encode_new_memory = spy
+    zeros = torch.zeros(2, dtype=torch.long)
+    prompts = ObjectPrompts.from_masks(targets[:, 0].float())
+    with torch.no_grad():
+        plain = run_clip(model, batch.pixel_values, zeros, zeros, prompts)
+        seen.clear()
+        forced = run_clip(model, batch.pixel_values, zeros, zeros, prompts, memory_masks=targets)
+    tracked = seen[1][:, 0]  # frame 1's memory input
+    assert torch.equal(tracked > 0, targets[:, 1]) and tracked.abs().min() == 10
+    assert not torch.equal(plain.pred_masks[:, 2], forced.pred_masks[:, 2])
+    assert torch.equal(plain.pred_masks[:, :2], forced.pred_masks[:, :2])
+    assert forward.MASK_OUT_SCALE + forward.MASK_OUT_BIAS == 10

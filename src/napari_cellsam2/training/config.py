@@ -128,6 +128,12 @@ class ScratchConfig:
     mask_prompt_epochs: int = _opt(
         0, "Mask-prompt epochs", "curriculum: the first N epochs prompt with GT masks only"
     )
+    memory_from_gt: bool = _opt(
+        False, "Teacher-forced memory", "write the GT masks into memory (set by the curriculum)"
+    )
+    memory_from_gt_epochs: int = _opt(
+        0, "Teacher-forced epochs", "curriculum: the first N epochs remember GT masks"
+    )
     num_workers: int = _opt(0, "Data workers", "DataLoader worker processes")
     log_every: int = _opt(1, "Log every", "steps between log records")
 

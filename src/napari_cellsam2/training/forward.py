@@ -37,7 +37,7 @@ pyproject and the equivalence test guards them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -408,6 +408,7 @@ def run_clip(
     pointer_horizon: int | None = None,
     correct_frames: Sequence[int] = (),
     correct_as_cond: bool = True,
+    memory_masks: torch.Tensor | None = None,
 ) -> ClipOutputs:
     """Track M prompted objects through a clip with autograd; returns every prediction.
 
@@ -432,6 +433,10 @@ def run_clip(
         correct_as_cond: a corrected tracked frame becomes a conditioning frame (its memory sits
             at temporal slot 0 and is always attended), as the session does after a click there
             and SAM 2's ``add_all_frames_to_correct_as_cond``.
+        memory_masks: (M, T, S, S) target masks written into memory instead of the predictions
+            (teacher forcing, a training curriculum: a model trained from random weights whose
+            masks still cover every cell would otherwise remember no identity and never learn
+            to track). Inference never does this.
 
     Differences from inference, on purpose: objects (and clips) are batched; the memory encoder
     is not run on the clip's last frame (nothing reads it); correction clicks are simulated.
@@ -541,6 +546,11 @@ def run_clip(
                 g.start == frame or (p and correct_as_cond)
                 for g, p in zip(active, prompted, strict=True)
             ]
+            if memory_masks is not None:
+                results = [
+                    _teacher(r, memory_masks[g.objects, frame])
+                    for g, r in zip(active, results, strict=True)
+                ]
             _remember(model, active, results, feats[-1], batch_index, frame, prompted, as_cond)
     tracked = prompt_frame[:, None] <= torch.arange(num_frames, device=device)[None]
     return ClipOutputs(
@@ -548,6 +558,18 @@ def run_clip(
         pred_masks=torch.stack(frame_masks, dim=1),
         object_score_logits=torch.stack(frame_scores, dim=1),
         tracked=tracked,
+    )
+
+
+def _teacher(result: DecodeResult, masks: torch.Tensor) -> DecodeResult:
+    """``result`` with the target masks (m, S, S) as the high-resolution mask the memory
+    encoder sees (logits -10 / +10, as a mask prompt) and a confident object score where the
+    target is present; the object pointer stays the decoder's."""
+    present = masks.flatten(1).any(1)
+    high = masks[:, None].to(result.high_res_masks.dtype) * MASK_OUT_SCALE + MASK_OUT_BIAS
+    score = torch.where(present, MASK_OUT_SCALE + MASK_OUT_BIAS, MASK_OUT_BIAS)
+    return replace(
+        result, high_res_masks=high, object_score_logits=score.to(result.object_score_logits)
     )
 
 

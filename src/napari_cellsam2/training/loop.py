@@ -151,7 +151,10 @@ def _seed(*parts: int | str) -> int:
 def epoch_scratch(sc: ScratchConfig, epoch: int) -> ScratchConfig:
     """The options one epoch trains with: during the first ``scratch.mask_prompt_epochs`` epochs
     every object is prompted with its GT mask and gets no correction clicks (a curriculum: a model
-    trained from random weights first learns to track through memory; clicks come later)."""
+    trained from random weights first learns to track through memory; clicks come later); during
+    the first ``scratch.memory_from_gt_epochs`` its memory holds the GT masks (teacher forcing)."""
+    if epoch <= sc.memory_from_gt_epochs:
+        sc = replace(sc, memory_from_gt=True)
     if epoch > sc.mask_prompt_epochs:
         return sc
     return replace(sc, prob_point=0.0, prob_box=0.0, prob_mask=1.0, num_correction_pt_per_frame=0)

@@ -93,6 +93,7 @@ def clip_loss(
         corrector,
         correct_frames=tracked,
         correct_as_cond=scratch.add_all_frames_to_correct_as_cond,
+        memory_masks=targets if scratch.memory_from_gt else None,
     )
     if weights is None:
         weights = LossWeights(
