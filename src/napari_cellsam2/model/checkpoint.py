@@ -36,7 +36,7 @@ FORMAT_VERSION = 1
 # Bare parameters trained beside a LoRA adapter (peft saves only modules): no-memory / no-object
 # embeddings and pointer. See training.params.apply_lora.
 TRAINED_PARAMETERS = "trained_parameters.safetensors"
-RANDOM_BASES = ("tiny", "hiera-tiny-random", "demo-init")
+RANDOM_BASES = ("tiny", "hiera-tiny-random")
 
 
 def derived_from_random(base_spec: str | Path | None) -> bool:

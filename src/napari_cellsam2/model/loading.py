@@ -5,8 +5,7 @@ Specs, tried in this order:
 * ``"demo"``: the small SAM 2 shipped in the package, trained here on synthetic data only
   (``scripts/pretrain_demo_model.sh``); the offline fallback of the dock and ``cellsam2 demo``.
   It is an ordinary full checkpoint folder and loads with the same code as any checkpoint.
-* ``"tiny"`` / ``"hiera-tiny-random"`` / ``"demo-init"``: random weights (tests, benchmarks and
-  the start of the demo model's pre-training; labelled so).
+* ``"tiny"`` / ``"hiera-tiny-random"``: random weights (tests and benchmarks only; labelled so).
 * an existing file: a Meta SAM 2 / 2.1 ``.pt`` checkpoint.
 * an existing folder with ``cellsam2.json``: our full checkpoint or LoRA adapter.
 * an existing folder with ``config.json`` + safetensors: a transformers ``save_pretrained`` folder.
@@ -33,7 +32,7 @@ from .checkpoint import CELLSAM2_JSON, load_trained_parameters, read_checkpoint_
 from .device import resolve_device
 from .meta_checkpoint import load_meta_checkpoint
 from .resolution import image_size, with_image_size
-from .tiny import build_random_model, demo_config, hiera_tiny_config, tiny_config
+from .tiny import build_random_model, hiera_tiny_config, tiny_config
 
 __all__ = [
     "DEMO_NOTE",
@@ -46,11 +45,9 @@ __all__ = [
     "load_model",
 ]
 
-ModelKind = Literal[
-    "hub", "meta", "checkpoint", "lora", "demo", "tiny", "hiera-tiny-random", "demo-init"
-]
+ModelKind = Literal["hub", "meta", "checkpoint", "lora", "demo", "tiny", "hiera-tiny-random"]
 
-RANDOM_SPECS = ("tiny", "hiera-tiny-random", "demo-init")
+RANDOM_SPECS = ("tiny", "hiera-tiny-random")
 DEMO_SPEC = "demo"
 DEMO_NOTE = "trained on synthetic data only"
 DEMO_FOLDER = Path(__file__).parent / "weights" / "demo"
@@ -267,8 +264,6 @@ def _load_cpu(
         return model, "demo", info
     if spec == "tiny":
         return build_random_model(tiny_config(), seed=0), "tiny", {"random": True}
-    if spec == "demo-init":  # the demo model's architecture, random: pre-training starts here
-        return build_random_model(demo_config(), seed=0), "demo-init", {"random": True}
     if spec == "hiera-tiny-random":
         model = build_random_model(hiera_tiny_config(), seed=0)
         return model, "hiera-tiny-random", {"random": True}

@@ -14,7 +14,7 @@ from transformers import (
 
 from .resolution import config_with_image_size
 
-__all__ = ["build_random_model", "demo_config", "hiera_tiny_config", "tiny_config"]
+__all__ = ["build_random_model", "hiera_tiny_config", "tiny_config"]
 
 
 def tiny_config(image_size: int = 256) -> Sam2VideoConfig:
@@ -51,16 +51,6 @@ def tiny_config(image_size: int = 256) -> Sam2VideoConfig:
         memory_fuser_intermediate_dim=256,
     )
     return config_with_image_size(config, image_size)
-
-
-def demo_config(image_size: int = 128) -> Sam2VideoConfig:
-    """The architecture of the shipped ``demo`` model: the tiny configuration with a deeper and
-    wider memory attention (2 layers, feed-forward 256 instead of 1 and 64), the part that tells
-    tracked cells apart; pre-trained from random weights by scripts/pretrain_demo_model.sh."""
-    config = tiny_config(image_size)
-    config.memory_attention_num_layers = 2
-    config.memory_attention_feed_forward_hidden_size = 256
-    return config
 
 
 def hiera_tiny_config(image_size: int = 1024) -> Sam2VideoConfig:
