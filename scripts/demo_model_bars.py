@@ -61,7 +61,10 @@ def _scores(seq: Path, prompts: str, model: str, out: Path, device: str) -> dict
     )
     report = out.with_suffix(".json")
     _cli("evaluate", "--gt", str(gt), "--res", str(out), "--json", str(report))
-    return {k: v for k, v in json.loads(report.read_text()).items() if k in METRICS}
+    scores = json.loads(report.read_text())
+    # an empty result is left unscored by py-ctcmetrics; it found nothing: 0 (LNK stays None)
+    empty = not any(tifffile.imread(f).any() for f in out.glob("mask*.tif"))
+    return {k: (0.0 if empty and k != "LNK" else scores.get(k)) for k in METRICS}
 
 
 def _click_file(seq: Path, path: Path) -> np.ndarray:
@@ -84,6 +87,15 @@ def _click_ious(first_gt: np.ndarray, res: Path) -> list[float]:
         a, b = got == label, first_gt == label
         ious.append(float((a & b).sum() / max(1, (a | b).sum())))
     return ious
+
+
+def _means(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Mean per metric over movies, over the movies where it is defined (None if none)."""
+    out: dict[str, float | None] = {}
+    for m in METRICS:
+        values = [r[m] for r in runs if r.get(m) is not None]
+        out[m] = float(np.mean(values)) if values else None
+    return out
 
 
 def main() -> None:
