@@ -40,6 +40,24 @@ def ctc_sequence(tmp_path: Path, division_labels: np.ndarray) -> Path:
     return tmp_path / "01"
 
 
+@pytest.fixture
+def dock(make_napari_viewer, qtbot):
+    """A napari viewer with the synthetic sample and the CellSAM2 dock, the tiny model loaded
+    (GUI tests; imported lazily so that non-GUI test runs never import Qt)."""
+    from napari_cellsam2.widgets import CellSAM2Widget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-cellsam2", "mother_machine")
+    widget = CellSAM2Widget(viewer)
+    viewer.window.add_dock_widget(widget, name="CellSAM2")
+    model = widget.model_panel
+    model.add_spec("tiny")
+    with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
+        model.load("tiny")
+    qtbot.waitUntil(lambda: not widget.state.busy, timeout=120_000)
+    return viewer, widget
+
+
 def pytest_configure(config):
     """One torch/OpenMP thread per process: on a 2-core CI machine shared with Xvfb, the Qt
     thread and the accelerate test's second process, oversubscribed OpenMP threads make each

@@ -22,20 +22,6 @@ def _wait_idle(qtbot, state, timeout=120_000) -> None:
     qtbot.waitUntil(lambda: not state.busy, timeout=timeout)
 
 
-@pytest.fixture
-def dock(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-cellsam2", "mother_machine")
-    widget = CellSAM2Widget(viewer)
-    viewer.window.add_dock_widget(widget, name="CellSAM2")
-    model = widget.model_panel
-    model.add_spec("tiny")
-    with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
-        model.load("tiny")
-    _wait_idle(qtbot, widget.state)
-    return viewer, widget
-
-
 def _click(qtbot, panel, frame, x, y) -> None:
     panel.prompts.points.add([frame, y, x])
     qtbot.waitUntil(lambda: panel.pending_previews == 0, timeout=60_000)
