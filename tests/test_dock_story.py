@@ -58,13 +58,17 @@ def test_user_story_twice_loses_no_labelled_pixel(dock, qtbot, tmp_path, monkeyp
         assert asked, "starting over existing results must ask"
         assert _labelled(viewer) == tracked, answer  # kept, as the user chose
 
-        labels = viewer.layers[LABELS_NAME]
+        # export what holds the result: the session's layer (kept as seed) or the layer it
+        # was moved to (kept as a layer); the RES written holds every labelled pixel
+        layer = max(
+            (ly for ly in viewer.layers if ly.name.startswith(LABELS_NAME)),
+            key=lambda ly: np.count_nonzero(np.asarray(ly.data)),
+        )
         export = widget.export_panel
-        export.layer.select(LABELS_NAME)
+        export.layer.select(layer.name)
         out = tmp_path / f"round{round_}" / "01_RES"
         export.out.setText(str(out))
         export.export("res")
         _wait_idle(qtbot, widget.state)
-        if np.count_nonzero(np.asarray(labels.data)):
-            written = np.stack([np.asarray(f) for f in read_res(out).masks])
-            assert np.count_nonzero(written) == np.count_nonzero(np.asarray(labels.data))
+        written = np.stack([np.asarray(f) for f in read_res(out).masks])
+        assert np.count_nonzero(written) == np.count_nonzero(np.asarray(layer.data)) > 0
