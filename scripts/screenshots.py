@@ -3,8 +3,8 @@
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py
 
 Opens the demo (synthetic mother machine + dock + the shipped ``demo`` model, trained on
-synthetic data only), seeds the cells of frame 0 from the GT labels (the demo model was trained
-on mask prompts; it does not segment from clicks yet), tracks forward, fine-tunes LoRA from the
+synthetic data only), seeds the cells of frame 0 from the GT labels (where the demo model is
+strongest; its click masks are still poor), tracks forward, fine-tunes LoRA from the
 layers for a few steps, and saves docs/images/tracking.png and docs/images/finetune.png.
 """
 
