@@ -6,8 +6,8 @@
 # Usage: bash scripts/demo_finetune_compare.sh WORK_DIR [OUT]     (OUT default docs/results)
 # STEPS (default 200) sets the optimizer steps per mode; SEEDS (default "0 1 2") the seeds;
 # PARALLEL (default 2) how many seeds run at once (one torch thread each).
-# Fine-tuning prompts with GT masks, without corrections: the shipped demo model was pre-trained
-# that way (its click phase collapsed tracking, docs/results/demo_model.md), so clicks are
+# Fine-tuning prompts with GT masks, without corrections, and the test movies are seeded with GT
+# masks: the demo model's click masks are still poor (docs/results/demo_model.md), so clicks are
 # neither trained nor scored here, and the simulated annotator (click-driven) is off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
