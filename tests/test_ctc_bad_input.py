@@ -10,7 +10,14 @@ import pytest
 import tifffile
 
 from napari_cellsam2.cli import main
-from napari_cellsam2.ctc import CTCFormatError, Lineage, open_path, write_gt, write_res
+from napari_cellsam2.ctc import (
+    CTCFormatError,
+    Lineage,
+    OutputExistsError,
+    open_path,
+    write_gt,
+    write_res,
+)
 
 
 def _fails(path: Path, match: str, culprit: Path) -> CTCFormatError:
@@ -139,7 +146,7 @@ def test_failed_rewrite_keeps_the_previous_folder(tmp_path, division_labels, mon
 
     monkeypatch.setattr(Lineage, "write", explode)
     with pytest.raises(OSError, match="disk full"):
-        write_res(out, division_labels, lin)
+        write_res(out, division_labels, lin, existing="replace")
     assert sorted(p.name for p in out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["01_RES"]
 
@@ -160,7 +167,9 @@ def test_writer_never_replaces_a_folder_of_another_kind(ctc_sequence, division_l
         write_res(ctc_sequence, division_labels, lin)
     assert sorted(p.name for p in ctc_sequence.iterdir()) == before
     write_res(ctc_sequence.parent / "01_RES", division_labels, lin)
-    write_res(ctc_sequence.parent / "01_RES", division_labels, lin)  # an earlier result: replaced
+    with pytest.raises(OutputExistsError):  # an earlier result: refused unless asked
+        write_res(ctc_sequence.parent / "01_RES", division_labels, lin)
+    write_res(ctc_sequence.parent / "01_RES", division_labels, lin, existing="replace")
 
 
 def test_written_folders_get_normal_permissions(tmp_path, division_labels):

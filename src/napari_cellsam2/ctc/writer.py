@@ -259,7 +259,7 @@ def iter_write_res(
     lineage: Lineage,
     first_frame: int = 0,
     *,
-    existing: Existing = "replace",
+    existing: Existing = "refuse",
 ) -> Generator[Progress, None, Path]:
     """:func:`write_res`, yielding progress after each frame; closing the generator early
     (cancel) leaves nothing behind."""
@@ -280,13 +280,13 @@ def write_res(
     lineage: Lineage,
     first_frame: int = 0,
     *,
-    existing: Existing = "replace",
+    existing: Existing = "refuse",
 ) -> Path:
     """Write a CTC result: ``mask###.tif`` + ``res_track.txt`` (validated first).
 
-    An earlier RES folder is handled as ``existing`` says (:data:`Existing`). The default,
-    ``"replace"``, is for machine-made run folders (comparisons, evaluation); what a user
-    asked for (``cellsam2 track``, the dock's export) passes ``"refuse"`` or a backup path.
+    An earlier RES folder is handled as ``existing`` says (:data:`Existing`): refused by
+    default, like GT, since a result may hold hours of corrections; machine-made run folders
+    (comparisons) pass ``"replace"``, the CLI and the dock a backup path after asking.
     """
     return run_to_end(iter_write_res(folder, labels, lineage, first_frame, existing=existing))
 

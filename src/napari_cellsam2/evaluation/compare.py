@@ -250,7 +250,10 @@ def score_result(result: TrackingResult, seq: CTCSequence, folder: Path) -> dict
     every score the GT defines (those of the GT scored against itself) is 0.
     """
     labels = result.labels
-    res = write_res(folder, labels, result.lineage, first_frame=result.first_frame)
+    # the comparison's own run folder: a rerun rewrites its results
+    res = write_res(
+        folder, labels, result.lineage, first_frame=result.first_frame, existing="replace"
+    )
     if labels.any():
         return evaluate_folders(seq.gt.folder, res)
     with warnings.catch_warnings():

@@ -33,6 +33,7 @@ from transformers import Sam2VideoInferenceSession, Sam2VideoModel
 
 from ..ctc import Lineage, write_res
 from ..ctc.repair import plan_segments
+from ..ctc.writer import Existing
 from ..model.device import autocast_context
 from ..model.preprocess import IntensityNorm
 from ..model.resolution import image_size
@@ -894,10 +895,13 @@ class TrackingSession:
             presence, parents = self._presence()
             return build_result(self.labels, presence, parents, self.first_frame)
 
-    def write_res(self, folder: str | Path) -> Path:
-        """Write a validated CTC RES folder (``mask###.tif`` + ``res_track.txt``)."""
+    def write_res(self, folder: str | Path, existing: Existing = "refuse") -> Path:
+        """Write a validated CTC RES folder (``mask###.tif`` + ``res_track.txt``); an earlier
+        one is refused unless ``existing`` says otherwise (see ``ctc.writer.Existing``)."""
         res = self.result()
-        return write_res(folder, res.labels, res.lineage, first_frame=self.first_frame)
+        return write_res(
+            folder, res.labels, res.lineage, first_frame=self.first_frame, existing=existing
+        )
 
     def memory_stats(self) -> dict[str, int]:
         """Sizes of the bounded state: what the memory-bound tests and benchmarks watch."""
