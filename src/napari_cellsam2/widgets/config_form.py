@@ -45,9 +45,8 @@ def _default(f: Field) -> Any:
     return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
 
 
-def _base_type(name: str) -> tuple[Any, bool]:
-    """(type, optional) of option ``name``, e.g. ``(int, True)`` for ``int | None``."""
-    hint = typing.get_type_hints(ScratchConfig)[name]
+def _base_type(hint: Any) -> tuple[Any, bool]:
+    """(type, optional) of an option's type hint, e.g. ``(int, True)`` for ``int | None``."""
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         inner = [a for a in args if a is not type(None)]
@@ -84,6 +83,7 @@ class ConfigForm(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         basic, rest = QFormLayout(), QFormLayout()
         options = {f.name: f for f in fields(ScratchConfig) if f.name not in SET_BY_DOCK}
+        self._hints = typing.get_type_hints(ScratchConfig)  # resolved once, not per field
         for name in (*BASIC, *sorted(set(options) - set(BASIC))):
             f = options[name]
             widget = self._widget(f)
@@ -99,7 +99,7 @@ class ConfigForm(QWidget):
         layout.addWidget(self.more)
 
     def _widget(self, f: Field) -> QWidget:
-        kind, optional = _base_type(f.name)
+        kind, optional = _base_type(self._hints[f.name])
         self._kinds[f.name] = (kind, optional)
         value = _default(f)
         if kind is bool:

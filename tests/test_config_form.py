@@ -1,0 +1,38 @@
+"""The Fine-tune tab's form is built from the typed training config: same options, defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_cellsam2.training.config import load_config, option_help
+from napari_cellsam2.widgets.config_form import SET_BY_DOCK, ConfigForm
+
+pytestmark = pytest.mark.gui
+
+
+def test_form_defaults_are_the_config_defaults(qtbot):
+    form = ConfigForm()
+    qtbot.addWidget(form)
+    values = form.values()
+    defaults = load_config(require_log_dir=False).scratch
+    names = {key.removeprefix("scratch.") for key in values}
+    assert names == set(defaults) - set(SET_BY_DOCK)  # every option, none invented
+    assert all(values[f"scratch.{n}"] == defaults[n] for n in names), values
+    # the form's values load back through the config unchanged
+    assert load_config(values=values, require_log_dir=False).scratch == defaults
+    title, help_text = option_help("num_frames_to_correct")
+    assert form.widgets["num_frames_to_correct"].toolTip().endswith(help_text) and title
+
+
+def test_form_edits_reach_the_config(qtbot):
+    form = ConfigForm()
+    qtbot.addWidget(form)
+    form.widgets["num_epochs"].setValue(7)
+    form.widgets["steps_per_epoch"].setValue(12)
+    form.widgets["supervise_all_iou"].setChecked(False)
+    form.widgets["lora_targets"].setText("q_proj, v_proj")
+    cfg = load_config(values=form.values(), require_log_dir=False).scratch
+    assert (cfg.num_epochs, cfg.steps_per_epoch, cfg.supervise_all_iou) == (7, 12, False)
+    assert list(cfg.lora_targets) == ["q_proj", "v_proj"]
+    form.widgets["steps_per_epoch"].setValue(form.widgets["steps_per_epoch"].minimum())
+    assert load_config(values=form.values(), require_log_dir=False).scratch.steps_per_epoch is None
