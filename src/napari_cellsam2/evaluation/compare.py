@@ -49,7 +49,7 @@ from ..ctc.writer import atomic_write_text
 from ..tracking.export import TrackingResult
 from .annotator import annotate, summarize
 from .peak_memory import PeakMemory
-from .scoring import evaluate_arrays, evaluate_folders
+from .scoring import empty_result_scores, evaluate_folders
 from .seeding import gt_labels, track_sequence
 
 __all__ = ["MODES", "REPORTED", "SEEDINGS", "compare", "plan_steps", "score_result"]
@@ -260,8 +260,8 @@ def score_result(result: TrackingResult, seq: CTCSequence, folder: Path) -> dict
         warnings.simplefilter("ignore", UserWarning)  # "result has no tracks": handled here
         scores = evaluate_folders(seq.gt.folder, res)
     gt, lineage = gt_labels(seq)
-    defined = evaluate_arrays(seq.gt.folder, gt, lineage, first_frame=seq.first_frame)
-    return {k: (0.0 if defined.get(k) is not None else v) for k, v in scores.items()}
+    zeros = empty_result_scores(seq.gt.folder, gt, lineage, first_frame=seq.first_frame)
+    return {k: zeros.get(k, v) for k, v in scores.items()}
 
 
 def _evaluate(

@@ -251,6 +251,23 @@ def evaluate_arrays(
     return run_to_end(steps)
 
 
+def empty_result_scores(
+    gt: str | Path,
+    labels: np.ndarray,
+    lineage: Lineage,
+    first_frame: int = 0,
+    metrics: Sequence[str] | None = None,
+) -> Scores:
+    """Scores of a result that found nothing: 0 for every metric the GT defines.
+
+    py-ctcmetrics leaves an empty result unscored (None); for a comparison it found nothing.
+    The metrics the GT defines are those of the GT (``labels`` + ``lineage``) scored against
+    itself.
+    """
+    defined = evaluate_arrays(gt, labels, lineage, first_frame, metrics)
+    return {k: 0.0 for k, v in defined.items() if v is not None}
+
+
 def _ranges(indices: list[int]) -> str:
     """``[0,1,2,5]`` -> ``'0-2, 5'`` for messages."""
     parts, start = [], indices[0]

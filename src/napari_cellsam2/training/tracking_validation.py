@@ -56,7 +56,7 @@ def score_movie(
     """CTC scores of the session seeded from the GT on the movie's first frame (see module)."""
     from ..ctc import write_gt
     from ..ctc.repair import make_consistent
-    from ..evaluation.scoring import evaluate_arrays
+    from ..evaluation.scoring import empty_result_scores, evaluate_arrays
     from ..tracking.session import TrackingSession
 
     length = len(movie.labels) if max_frames is None else min(len(movie.labels), max_frames)
@@ -71,8 +71,7 @@ def score_movie(
     with tempfile.TemporaryDirectory(prefix="cellsam2-val-") as tmp:
         folder = write_gt(Path(tmp) / "01_GT", gt, lineage, seg_frames=range(length))
         if not result.labels.any():
-            defined = evaluate_arrays(folder, gt, lineage, metrics=METRICS)
-            return {k: 0.0 for k in METRICS if defined.get(k) is not None}
+            return empty_result_scores(folder, gt, lineage, metrics=METRICS)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # partial results are scored as such
             scores = evaluate_arrays(folder, result.labels, result.lineage, metrics=METRICS)
