@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -711,13 +711,9 @@ class Trainer:
             return None
         pointer = self.ckpt_dir / BEST_JSON
         if pointer.is_file():
-            old = json.loads(pointer.read_text())
-            previous = ValidationEvent(
-                epoch=old["epoch"],
-                val_loss=old["val_loss"],
-                val_kept_iou=old.get("val_kept_iou"),
-                val_TRA=old.get("val_TRA"),
-            )
+            old = json.loads(pointer.read_text())  # the event_record of the best epoch
+            known = {f.name for f in fields(ValidationEvent)}
+            previous = ValidationEvent(**{k: v for k, v in old.items() if k in known})
             if validation.rank() <= previous.rank():
                 return None
         best = self.ckpt_dir / BEST
