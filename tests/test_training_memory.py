@@ -14,7 +14,7 @@ Measured (tiny model, 64 px, 300 Adam steps at 1e-3, one torch thread, ~50 s):
 | SAM 2's L1 on the sigmoid IoU, all outputs | 0.04 / 0.04 (the best output fits: dice 0.01) |
 | ours, memory features cut | 0.22 / 0.22 |
 
-With L1 the IoU head saturates (every logit at -14 to -20 after 100 steps) and tracking keeps
+With L1 the IoU head saturates (its logits sink far below zero) and tracking keeps
 whichever output the saturated head happens to rank first; see ``losses.iou_loss``.
 """
 

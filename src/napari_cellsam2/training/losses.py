@@ -108,12 +108,12 @@ def iou_loss(predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
 
     SAM 2 trains the IoU head with L1 on ``sigmoid(z)``. Its gradient carries ``sigmoid'(z)``,
     which vanishes once ``z`` saturates, and Adam drives the logits of outputs whose actual IoU is
-    0 (most non-best multimask outputs) towards -inf at a constant rate. Measured on the
-    memory-path overfit (tests/test_training_memory.py): after 100 steps every IoU logit sat at
-    -14 to -20, including the output with actual IoU 0.79, so tracking kept a wrong output
-    (tracked-frame IoU 0.04). The cross-entropy gradient on ``z`` is ``sigmoid(z) - actual``:
-    it never vanishes while the prediction is wrong, so a saturated head recovers. ``z`` is
-    recovered exactly from the float32 probability (representable down to z of about -85).
+    0 (most non-best multimask outputs) towards -inf at a constant rate. On the memory-path
+    overfit (scripts/iou_loss_probe.py) every IoU logit sank far below zero, including that of
+    the output that fitted, so tracking kept a wrong output (tracked-frame IoU 0.04). The
+    cross-entropy gradient on ``z`` is ``sigmoid(z) - actual``: it never vanishes while the
+    prediction is wrong, so a saturated head recovers. ``z`` is recovered exactly from the
+    float32 probability (representable down to z of about -85).
     """
     prob = predicted.float().clamp(1e-37, 1.0 - 1e-7)
     return F.binary_cross_entropy_with_logits(torch.logit(prob), actual.float(), reduction="none")
