@@ -149,7 +149,7 @@ def _session_iou_after_click_overfit(**overrides) -> np.ndarray:
 def test_overfit_from_clicks_improves_the_tracking_session():
     """Fine-tune on one clip prompted with clicks, then track it with the real session from one
     click per cell: the user's IoU must rise to >= 0.85. Measured (300 steps, one thread): 0.97
-    with this objective, 0.40 with the loss before issue 9 (L1 IoU loss on the best output only:
+    with this objective, 0.39 with the loss before issue 9 (L1 IoU loss on the best output only:
     the session keeps wrong outputs on tracked frames, IoU about 0.3 there)."""
     iou = _session_iou_after_click_overfit()
     assert iou.mean() >= 0.85, iou
