@@ -2,9 +2,9 @@
 
 from .compose import compose_frame, resolve_overlaps, split_parts
 from .export import TrackingResult, build_result
+from .planner import DIRECTIONS, ObjectSpan, Pass, plan
 from .prompts import BoxPrompt, MaskPrompt, PointPrompt, Prompt
 from .session import (
-    DIRECTIONS,
     MAX_OBJECT_ID,
     FrameResult,
     Propagation,
@@ -19,6 +19,8 @@ __all__ = [
     "BoxPrompt",
     "FrameResult",
     "MaskPrompt",
+    "ObjectSpan",
+    "Pass",
     "PointPrompt",
     "Prompt",
     "Propagation",
@@ -28,6 +30,7 @@ __all__ = [
     "TrackingSession",
     "build_result",
     "compose_frame",
+    "plan",
     "resolve_overlaps",
     "split_parts",
 ]

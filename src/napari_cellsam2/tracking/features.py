@@ -11,10 +11,22 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceCache
+
+from ..model.hf_sam2 import (
+    COND,
+    HIGH_RES_MASKS,
+    MASKMEM_FEATURES,
+    MASKMEM_POS_ENC,
+    NON_COND,
+    POINTER_KEYS,
+    PRED_MASKS,
+    VISION_FEATS,
+    VISION_POS,
+    InferenceCache,
+)
 
 
-class FeatureCache(Sam2VideoInferenceCache):
+class FeatureCache(InferenceCache):
     """Least-recently-used image features of up to ``max_frames`` frames, kept on ``device``.
 
     The positional encodings of the feature maps depend only on their shape, so one copy is
@@ -29,35 +41,35 @@ class FeatureCache(Sam2VideoInferenceCache):
             inference_state_device=device,
             max_vision_features_cache_size=max_frames,
         )
-        self._vision_features: OrderedDict[int, list[torch.Tensor]] = OrderedDict()
+        # our own state, not the base class's: transformers only calls the methods below
+        self._device, self._max_frames = device, max_frames
+        self._lru: OrderedDict[int, list[torch.Tensor]] = OrderedDict()
         self._pos_embeds: list[torch.Tensor] | None = None
 
     def cache_vision_features(self, frame_idx: int, features: dict) -> None:
-        feats = [f.to(self.inference_state_device) for f in features["vision_feats"]]
+        feats = [f.to(self._device) for f in features[VISION_FEATS]]
         if self._pos_embeds is None:
-            self._pos_embeds = [
-                p.to(self.inference_state_device) for p in features["vision_pos_embeds"]
-            ]
-        self._vision_features[frame_idx] = feats
-        self._vision_features.move_to_end(frame_idx)
-        while len(self._vision_features) > self.max_vision_features_cache_size:
-            self._vision_features.popitem(last=False)
+            self._pos_embeds = [p.to(self._device) for p in features[VISION_POS]]
+        self._lru[frame_idx] = feats
+        self._lru.move_to_end(frame_idx)
+        while len(self._lru) > self._max_frames:
+            self._lru.popitem(last=False)
 
     def get_vision_features(self, frame_idx: int) -> dict | None:
-        feats = self._vision_features.get(frame_idx)
+        feats = self._lru.get(frame_idx)
         if feats is None:
             return None
-        self._vision_features.move_to_end(frame_idx)
-        return {"vision_feats": list(feats), "vision_pos_embeds": list(self._pos_embeds or [])}
+        self._lru.move_to_end(frame_idx)
+        return {VISION_FEATS: list(feats), VISION_POS: list(self._pos_embeds or [])}
 
     def __contains__(self, frame_idx: int) -> bool:
-        return frame_idx in self._vision_features
+        return frame_idx in self._lru
 
     def __len__(self) -> int:
-        return len(self._vision_features)
+        return len(self._lru)
 
     def clear_all(self) -> None:
-        self._vision_features.clear()
+        self._lru.clear()
         self._pos_embeds = None
 
 
@@ -94,26 +106,24 @@ def prune_outputs(
     only needed while the memory of the frame is encoded, are dropped everywhere.
     ``direction`` "prompt" (a click preview) keeps the non-conditioning entries as they are.
     """
-    for entry in outputs["cond_frame_outputs"].values():
-        entry.pop("high_res_masks", None)
-        if "maskmem_pos_enc" in entry:
-            entry["maskmem_pos_enc"] = positions.share(entry["maskmem_pos_enc"])
-    non_cond = outputs["non_cond_frame_outputs"]
+    for entry in outputs[COND].values():
+        entry.pop(HIGH_RES_MASKS, None)
+        if MASKMEM_POS_ENC in entry:
+            entry[MASKMEM_POS_ENC] = positions.share(entry[MASKMEM_POS_ENC])
+    non_cond = outputs[NON_COND]
     for f in list(non_cond):
         entry = non_cond[f]
-        entry.pop("high_res_masks", None)
-        entry.pop("pred_masks", None)
-        if "maskmem_pos_enc" in entry:
-            entry["maskmem_pos_enc"] = positions.share(entry["maskmem_pos_enc"])
+        entry.pop(HIGH_RES_MASKS, None)
+        entry.pop(PRED_MASKS, None)
+        if MASKMEM_POS_ENC in entry:
+            entry[MASKMEM_POS_ENC] = positions.share(entry[MASKMEM_POS_ENC])
         if direction == "prompt":
             continue
         behind = frame - f if direction == "forward" else f - frame
         if behind < 0 or behind >= max_pointers:
             del non_cond[f]
         elif behind >= num_maskmem:
-            non_cond[f] = {
-                k: v for k, v in entry.items() if k in ("object_pointer", "object_score_logits")
-            }
+            non_cond[f] = {k: v for k, v in entry.items() if k in POINTER_KEYS}
 
 
 def drop_partial_memories(outputs: dict, frame: int, reverse: bool, num_maskmem: int) -> None:
@@ -123,9 +133,9 @@ def drop_partial_memories(outputs: dict, frame: int, reverse: bool, num_maskmem:
     object pointer. A step elsewhere (a correction click, a restart) may look them up as
     memories; without this they would be read as incomplete memories.
     """
-    non_cond = outputs["non_cond_frame_outputs"]
+    non_cond = outputs[NON_COND]
     for offset in range(1, num_maskmem):
         f = frame + offset if reverse else frame - offset
         entry = non_cond.get(f)
-        if entry is not None and "maskmem_features" not in entry:
+        if entry is not None and MASKMEM_FEATURES not in entry:
             del non_cond[f]

@@ -35,12 +35,23 @@ from ..ctc import Lineage, write_res
 from ..ctc.repair import plan_segments
 from ..ctc.writer import Existing
 from ..model.device import autocast_context
+from ..model.hf_sam2 import (
+    COND,
+    MASKMEM_FEATURES,
+    NON_COND,
+    VISION_FEATS,
+    VISION_POS,
+    empty_outputs,
+    session_view,
+    share_object_outputs,
+)
 from ..model.preprocess import IntensityNorm
 from ..model.resolution import image_size
 from .compose import compose_frame, resolve_overlaps, split_parts
 from .export import TrackingResult, build_result
 from .features import FeatureCache, SharedPositions, drop_partial_memories, prune_outputs
 from .frames import FrameSource
+from .planner import DIRECTIONS, ObjectSpan, Pass, advance, is_active, plan
 from .prompts import (
     BoxPrompt,
     FramePrompt,
@@ -55,7 +66,6 @@ from .prompts import (
 )
 
 MAX_OBJECT_ID = int(np.iinfo(np.uint16).max)
-DIRECTIONS = ("forward", "backward", "both")
 # SAM 2 turns a mask prompt into logits mask * 20 - 10 (Sam2VideoModel._use_mask_as_output).
 _MASK_SCALE, _MASK_BIAS = 20.0, -10.0
 
@@ -95,20 +105,10 @@ class _Object:
     last: int | None = None  # hard end: a mother ends on the frame before its division
     prompts: dict[int, FramePrompt] = field(default_factory=dict)
     dirty: set[int] = field(default_factory=set)  # prompt frames not decoded yet
-    outputs: dict = field(
-        default_factory=lambda: {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
-    )
+    outputs: dict = field(default_factory=empty_outputs)
     areas: dict[int, int] = field(default_factory=dict)  # frame -> pixels in the labels
     pending_fwd: int | None = None  # first frame whose forward result is stale or missing
     pending_bwd: int | None = None  # first frame (going back) still to be filled backward
-
-
-@dataclass
-class _Pass:
-    direction: str
-    frames: range
-    starts: dict[int, int]  # object id -> the frame this pass starts it on
-    stop: int
 
 
 @dataclass(eq=False)
@@ -361,8 +361,8 @@ class TrackingSession:
 
     def _mark_dirty(self, o: _Object, t: int, earliest: int | None) -> None:
         o.dirty.add(t)
-        o.outputs["cond_frame_outputs"].pop(t, None)
-        o.outputs["non_cond_frame_outputs"].pop(t, None)
+        o.outputs[COND].pop(t, None)
+        o.outputs[NON_COND].pop(t, None)
         _stale_from(o, t)
         if earliest is None or t < earliest:
             o.pending_bwd = t if t > self._bounds(o)[0] else None
@@ -380,7 +380,7 @@ class TrackingSession:
             self._bump()
             del o.prompts[t]
             o.dirty.discard(t)
-            o.outputs["cond_frame_outputs"].pop(t, None)
+            o.outputs[COND].pop(t, None)
             if not o.prompts:
                 self._remove(o)
                 return
@@ -460,7 +460,7 @@ class TrackingSession:
         """Make ``o`` end on frame ``t - 1`` (it divides on ``t``)."""
         o.last = t - 1
         self._clear_labels(o, lambda f: f >= t)
-        for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
+        for key in (COND, NON_COND):
             for f in [f for f in o.outputs[key] if f >= t]:
                 del o.outputs[key][f]
         if o.pending_fwd is not None and o.pending_fwd >= t:
@@ -558,8 +558,8 @@ class TrackingSession:
                 self._features.cache_vision_features(
                     t,
                     {
-                        "vision_feats": out.fpn_hidden_states,
-                        "vision_pos_embeds": out.fpn_position_encoding,
+                        VISION_FEATS: out.fpn_hidden_states,
+                        VISION_POS: out.fpn_position_encoding,
                     },
                 )
 
@@ -582,35 +582,34 @@ class TrackingSession:
         """A transformers session over exactly ``objs``: it shares their output dicts, the lazy
         frames and the feature cache, and carries the prompts not decoded yet."""
         self._drop_stale_features()
-        view = Sam2VideoInferenceSession(
-            video=None,
-            video_height=self.height,
-            video_width=self.width,
-            inference_device=self.device,
-            inference_state_device=self.device,
-            video_storage_device="cpu",
-            dtype=torch.float32,
-        )
-        view.processed_frames = self.frames
-        view.cache = self._features
+        view = session_view(self.height, self.width, self.device, self.frames, self._features)
         corrections = []
         box = self.frames.letterbox
         for o in objs:
-            idx = view.obj_id_to_idx(o.id)
-            view.output_dict_per_obj[idx] = o.outputs
-            if t not in o.dirty:
+            prompt = o.prompts[t] if t in o.dirty else None
+            # Clicks on a frame the object is already tracked on are decoded with its memory.
+            correction = (
+                prompt is not None
+                and prompt.mask is None
+                and t in o.areas
+                and bool(o.outputs[COND])
+            )
+            idx = share_object_outputs(
+                view,
+                o.id,
+                o.outputs,
+                new_inputs=prompt is not None,
+                tracked_frame=t if correction else None,
+            )
+            if prompt is None:
                 continue
-            prompt = o.prompts[t]
             if prompt.mask is not None:
                 canvas = mask_canvas(prompt.mask, box).to(self.device)
                 view.add_mask_inputs(idx, t, canvas[None, None])
             else:
                 view.add_point_inputs(idx, t, point_inputs(prompt, box, self.device))
-                if t in o.areas and o.outputs["cond_frame_outputs"]:
-                    # Already tracked here: decode the clicks with the object's memory.
-                    view.frames_tracked_per_obj[idx][t] = {"reverse": False}
-                    corrections.append(o)
-            view.obj_with_new_inputs.append(o.id)
+            if correction:
+                corrections.append(o)
         return view, corrections
 
     def _object_logits(self, t: int, objs: Sequence[_Object], pred_masks: torch.Tensor):
@@ -642,12 +641,12 @@ class TrackingSession:
             # (no memory encoded yet) so that nothing ever attends to them; prompts stay dirty.
             for o in objs:
                 for entries in o.outputs.values():
-                    if "maskmem_features" not in entries.get(t, {"maskmem_features": None}):
+                    if MASKMEM_FEATURES not in entries.get(t, {MASKMEM_FEATURES: None}):
                         del entries[t]
             raise
         for o in corrections:
-            entry = o.outputs["non_cond_frame_outputs"].pop(t)
-            o.outputs["cond_frame_outputs"][t] = entry
+            entry = o.outputs[NON_COND].pop(t)
+            o.outputs[COND][t] = entry
         for o in objs:
             o.dirty.discard(t)
             prune_outputs(
@@ -699,50 +698,21 @@ class TrackingSession:
             length = sum(len(p.frames) for p in passes)
             return Propagation(self._run_passes(passes, token), length)
 
-    def _plan(self, direction, start, end, obj_ids) -> list[_Pass]:
+    def _plan(self, direction, start, end, obj_ids) -> list[Pass]:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if direction == "both" and end is not None:
-            raise ValueError("end cannot be combined with direction 'both'")
         start = None if start is None else self._check_frame(start, "start")
         end = None if end is None else self._check_frame(end, "end")
         explicit = obj_ids is not None
         objs = [self._get(i) for i in obj_ids] if explicit else list(self._objects.values())
-        passes = []
-        for d in ("forward", "backward") if direction == "both" else (direction,):
-            forward = d == "forward"
-            stop = end if end is not None else (self.num_frames - 1 if forward else 0)
-            if start is not None and (start > stop if forward else start < stop):
-                raise ValueError(f"start {start} is past end {stop} for direction {d!r}")
-            starts = {}
-            for o in objs:
-                s = self._pass_start(o, forward, start, explicit)
-                lo, hi = self._bounds(o)
-                if s is None:
-                    continue
-                if forward and max(s, lo) <= min(hi, stop):
-                    starts[o.id] = max(s, lo)
-                elif not forward and min(s, hi) >= max(lo, stop):
-                    starts[o.id] = min(s, hi)
-            if starts:
-                if forward:
-                    frames = range(min(starts.values()), stop + 1)
-                else:
-                    frames = range(max(starts.values()), stop - 1, -1)
-                passes.append(_Pass(d, frames, starts, stop))
-        return passes
+        spans = [self._span(o) for o in objs]
+        return plan(spans, self.num_frames, direction, start, end, explicit)
 
-    @staticmethod
-    def _pass_start(o: _Object, forward: bool, start: int | None, explicit: bool) -> int | None:
-        frames = sorted(o.prompts)
-        if start is not None:
-            return max(start, frames[0]) if forward else min(start, frames[-1])
-        pending = o.pending_fwd if forward else o.pending_bwd
-        if pending is None and explicit:
-            return frames[0] if forward else frames[-1]
-        return pending
+    def _span(self, o: _Object) -> ObjectSpan:
+        lo, hi = self._bounds(o)
+        return ObjectSpan(o.id, tuple(sorted(o.prompts)), lo, hi, o.pending_fwd, o.pending_bwd)
 
-    def _run_passes(self, passes: list[_Pass], token: int) -> Iterator[FrameResult]:
+    def _run_passes(self, passes: list[Pass], token: int) -> Iterator[FrameResult]:
         for p in passes:
             for t in p.frames:
                 with self._lock:
@@ -754,31 +724,17 @@ class TrackingSession:
                     result = self._pass_step(p, t)
                 yield result
 
-    def _active(self, p: _Pass, o: _Object, t: int) -> bool:
-        s = p.starts.get(o.id)
-        if s is None:
-            return False
-        lo, hi = self._bounds(o)
-        if p.direction == "forward":
-            return s <= t <= min(hi, p.stop)
-        return max(lo, p.stop) <= t <= s
-
-    def _pass_step(self, p: _Pass, t: int) -> FrameResult:
+    def _pass_step(self, p: Pass, t: int) -> FrameResult:
         forward = p.direction == "forward"
-        objs = [o for o in self._objects.values() if self._active(p, o, t)]
+        objs = [o for o in self._objects.values() if is_active(p, o.id, *self._bounds(o), t)]
         for o in objs:
             if t == p.starts[o.id]:  # entries ahead of the pass are stale: never attend to them
-                non_cond = o.outputs["non_cond_frame_outputs"]
+                non_cond = o.outputs[NON_COND]
                 for f in [f for f in non_cond if (f >= t if forward else f <= t)]:
                     del non_cond[f]
         scores = self._run_frame(t, objs, p.direction) if objs else {}
         for o in objs:
-            s = p.starts[o.id]
-            lo, hi = self._bounds(o)
-            if forward and o.pending_fwd is not None and s <= o.pending_fwd <= t + 1:
-                o.pending_fwd = t + 1 if t + 1 <= hi else None
-            if not forward and o.pending_bwd is not None and t - 1 <= o.pending_bwd <= s:
-                o.pending_bwd = t - 1 if t - 1 >= lo else None
+            o.pending_fwd, o.pending_bwd = advance(p, self._span(o), t)
         divisions = []
         if forward and self.auto_divide:
             for o in objs:
@@ -908,10 +864,10 @@ class TrackingSession:
         with self._lock:
             cond = non_cond = full = 0
             for o in self._objects.values():
-                cond += len(o.outputs["cond_frame_outputs"])
-                entries = o.outputs["non_cond_frame_outputs"].values()
+                cond += len(o.outputs[COND])
+                entries = o.outputs[NON_COND].values()
                 non_cond += len(entries)
-                full += sum("maskmem_features" in e for e in entries)
+                full += sum(MASKMEM_FEATURES in e for e in entries)
             return {
                 "objects": len(self._objects),
                 "cond_entries": cond,

@@ -28,10 +28,10 @@ inference are documented on :func:`run_clip`.
 
 transformers' batched helpers cannot be reused for this (``_single_frame_forward`` mis-indexes
 multimask outputs and ``_prepare_memory_conditioned_features`` mis-reshapes memory attention for
-batch > 1), so the decoder call and the memory bank are written here; the pure helpers
-``_select_closest_cond_frames``, ``_process_object_pointers`` and ``_encode_new_memory`` are
-called as they are (none is under ``no_grad``). They are private: transformers is pinned in
-pyproject and the equivalence test guards them.
+batch > 1), so the decoder call and the memory bank are written here; the pure helpers for memory
+selection, object-pointer encoding and memory encoding are called as they are (none is under
+``no_grad``), through :mod:`napari_cellsam2.model.hf_sam2`, the one module that touches
+transformers' private API; the equivalence test guards them.
 """
 
 from __future__ import annotations
@@ -43,8 +43,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Sam2VideoModel
-from transformers.models.sam2_video.modeling_sam2_video import NO_OBJ_SCORE
 
+from ..model.hf_sam2 import (
+    NO_OBJ_SCORE,
+    encode_new_memory,
+    process_object_pointers,
+    select_closest_cond_frames,
+)
 from .prompts import KIND_BOX, KIND_CLICK, KIND_MASK, ObjectPrompts
 
 __all__ = [
@@ -248,9 +253,7 @@ def _memory_conditioned(
     h, w = model.backbone_feature_sizes[-1]
     if model.num_maskmem == 0:
         return features.permute(1, 2, 0).reshape(m, channels, h, w)
-    selected, unselected = model._select_closest_cond_frames(
-        frame, group.cond, max_cond_frame_num=model.config.max_cond_frame_num
-    )
+    selected, unselected = select_closest_cond_frames(model, frame, group.cond)
     entries = [(0, mem) for mem in selected.values()]
     for offset in range(model.num_maskmem - 1, 0, -1):
         previous = frame - offset
@@ -277,8 +280,8 @@ def _memory_conditioned(
             pointers.append(mem.pointer)
     num_pointer_tokens = 0
     if pointers:
-        obj_ptrs, obj_pos = model._process_object_pointers(
-            offsets, pointers, max_pointers, m, channels, features.device
+        obj_ptrs, obj_pos = process_object_pointers(
+            model, offsets, pointers, max_pointers, m, channels, features.device
         )
         memories.append(obj_ptrs)
         positions.append(obj_pos)
@@ -596,12 +599,11 @@ def _remember(
         if not chosen:
             continue
         objects = torch.cat([g.objects for g, _, _ in chosen])
-        maskmem, maskmem_pos = model._encode_new_memory(
-            current_vision_feats=features[:, batch_index[objects]],
-            pred_masks_high_res=torch.cat([r.high_res_masks for _, r, _ in chosen]),
-            object_score_logits=torch.cat([r.object_score_logits for _, r, _ in chosen])[
-                :, None, None
-            ],
+        maskmem, maskmem_pos = encode_new_memory(
+            model,
+            features[:, batch_index[objects]],
+            torch.cat([r.high_res_masks for _, r, _ in chosen]),
+            torch.cat([r.object_score_logits for _, r, _ in chosen]),
             is_mask_from_pts=from_prompt,
         )
         offset = 0
