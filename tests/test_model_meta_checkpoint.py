@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from napari_cellsam2.model.meta_checkpoint import (
     load_meta_checkpoint,
     meta_to_hf_state_dict,
 )
-from napari_cellsam2.model.tiny import build_random_model, tiny_config
+from napari_cellsam2.model.tiny import build_random_model, hiera_tiny_config, tiny_config
 from sam2_reference import track_point
 
 # Real parameter names from Meta's SAM 2.1 code (sam2 1.1.0) and transformers' names for them.
@@ -279,3 +281,120 @@ def test_inverse_mapping_refuses_untied_positional_embeddings(tiny_model):
     )
     with pytest.raises(CheckpointFormatError, match="one positional matrix"):
         hf_to_meta_state_dict(sd)
+
+
+# --- the key map anchored in transformers' own conversion script ---------------------------------
+# tests/fixtures/meta_keys/<arch>.json: Meta's parameter names for SAM 2.1 (from Meta's model code)
+# and the HF name transformers' convert_sam2_video_to_hf.py gives each, written by
+# scripts/meta_key_fixture.py (its docstring has the command and the commits). Our converter's
+# round trips above cannot see a wrong entry in its table (it would be wrong both ways); these can.
+
+META_KEY_FIXTURES = Path(__file__).parent / "fixtures" / "meta_keys"
+ANCHOR_CONFIGS = {"hiera_tiny": hiera_tiny_config, "tiny": tiny_config}
+
+# The only places where transformers' conversion is not a one-to-one rename: the four point
+# embeddings become the rows of one table (in this order), and the prompt encoder's positional
+# matrix is also stored as the model's shared image embedding.
+MERGED_ROWS = {
+    "prompt_encoder.point_embed.weight": [
+        f"sam_prompt_encoder.point_embeddings.{i}.weight" for i in range(4)
+    ]
+}
+DUPLICATED = {
+    "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix": {
+        "prompt_encoder.shared_embedding.positional_embedding",
+        "shared_image_embedding.positional_embedding",
+    }
+}
+
+
+@cache
+def _anchor(arch: str) -> tuple[dict, list[str], dict[str, list[str]]]:
+    """(fixture, Meta keys in order, HF key -> the Meta keys it is made of, in row order)."""
+    fixture = json.loads((META_KEY_FIXTURES / f"{arch}.json").read_text(encoding="utf-8"))
+    meta_keys = list(dict.fromkeys(meta_key for meta_key, _ in fixture["pairs"]))
+    sources: dict[str, list[str]] = {}
+    for meta_key, hf_key in fixture["pairs"]:
+        sources.setdefault(hf_key, []).append(meta_key)
+    return fixture, meta_keys, sources
+
+
+@cache
+def _model_shapes(arch: str) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of the installed transformers' Sam2VideoModel (no memory allocated)."""
+    with torch.device("meta"):
+        model = Sam2VideoModel(ANCHOR_CONFIGS[arch]())
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _traced(tensor: torch.Tensor, meta_keys: list[str]) -> list[str]:
+    """The Meta keys whose index tags a tensor carries (see the tagged state dicts below)."""
+    return [meta_keys[int(tag)] for tag in tensor.flatten().tolist()]
+
+
+@pytest.mark.parametrize("arch", sorted(ANCHOR_CONFIGS))
+def test_anchor_fixture_has_only_the_known_structural_changes(arch):
+    fixture, meta_keys, sources = _anchor(arch)
+    repo, _, path = fixture["source"].partition(":")
+    assert repo.startswith("huggingface/transformers@") and len(repo.split("@")[1]) == 40
+    assert path.endswith("sam2_video/convert_sam2_video_to_hf.py")
+    assert fixture["meta_keys_source"].startswith("facebookresearch/sam2@")
+    assert fixture["rows"] == MERGED_ROWS
+    many_to_one = {hf: metas for hf, metas in sources.items() if len(metas) > 1}
+    assert many_to_one == MERGED_ROWS
+    targets: dict[str, set[str]] = {}
+    for meta_key, hf_key in fixture["pairs"]:
+        targets.setdefault(meta_key, set()).add(hf_key)
+    assert {m: hfs for m, hfs in targets.items() if len(hfs) > 1} == DUPLICATED
+    assert len(fixture["pairs"]) == len(set(map(tuple, fixture["pairs"])))
+    assert set(targets) == set(meta_keys)
+
+
+@pytest.mark.parametrize("arch", sorted(ANCHOR_CONFIGS))
+def test_anchor_hf_names_are_the_installed_models_names(arch):
+    # a transformers upgrade that renames parameters makes the fixture stale: regenerate it
+    _, _, sources = _anchor(arch)
+    assert set(sources) == set(_model_shapes(arch))
+
+
+@pytest.mark.parametrize("arch", sorted(ANCHOR_CONFIGS))
+def test_meta_to_hf_names_match_transformers_conversion_script(arch):
+    _, meta_keys, sources = _anchor(arch)
+    # each Meta tensor holds its own index, so every converted tensor names its Meta source(s)
+    meta = {key: torch.full((1, 1), float(i)) for i, key in enumerate(meta_keys)}
+    hf, unknown = meta_to_hf_state_dict(meta)
+    assert unknown == []
+    assert set(hf) == set(sources)
+    wrong = [
+        (hf_key, _traced(hf[hf_key], meta_keys), expected)
+        for hf_key, expected in sources.items()
+        if _traced(hf[hf_key], meta_keys) != expected
+    ]
+    assert wrong == [], "(HF key, our Meta source(s), transformers' Meta source(s))"
+    # the structural changes, explicitly: one table of four rows, one matrix under two names
+    assert hf["prompt_encoder.point_embed.weight"].shape == (4, 1)
+    for meta_key, hf_keys in DUPLICATED.items():
+        assert all(_traced(hf[k], meta_keys) == [meta_key] for k in hf_keys)
+
+
+@pytest.mark.parametrize("arch", sorted(ANCHOR_CONFIGS))
+def test_hf_to_meta_names_match_transformers_conversion_script(arch):
+    _, meta_keys, sources = _anchor(arch)
+    index = {key: float(i) for i, key in enumerate(meta_keys)}
+    # HF tensors tagged with the Meta keys transformers made them from (the merged point table
+    # gets one row per Meta embedding; both copies of the positional matrix carry its tag)
+    hf = {hf_key: torch.tensor([[index[m]] for m in metas]) for hf_key, metas in sources.items()}
+    meta = hf_to_meta_state_dict(hf)
+    assert set(meta) == set(meta_keys)
+    wrong = [(k, _traced(v, meta_keys)) for k, v in meta.items() if _traced(v, meta_keys) != [k]]
+    assert wrong == [], "(our Meta key, the Meta key transformers' HF name came from)"
+
+
+def test_meta_shapes_convert_to_the_installed_models_shapes():
+    # Meta's own hiera-tiny shapes, converted by our loader, are the shapes transformers expects
+    fixture, _, _ = _anchor("hiera_tiny")
+    with torch.device("meta"):
+        meta = {key: torch.empty(shape) for key, shape in fixture["meta_shapes"].items()}
+    hf, unknown = meta_to_hf_state_dict(meta)
+    assert unknown == []
+    assert {key: tuple(value.shape) for key, value in hf.items()} == _model_shapes("hiera_tiny")
