@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 
 import torch
 import torch.nn.functional as F
@@ -476,10 +477,12 @@ def run_clip(
         raise ValueError(f"correct_frames must be in [0, {num_frames}), got {sorted(corrected)}")
 
     device = pixel_values.device
+    # objects' clips and prompt frames steer the loop: read them on the host once
+    starts = prompt_frame.cpu()
     batch_index, prompt_frame = batch_index.to(device), prompt_frame.to(device)
     groups = [
-        _Group(int(start), (prompt_frame == start).nonzero().flatten())
-        for start in torch.unique(prompt_frame).tolist()
+        _Group(start, (prompt_frame == start).nonzero().flatten())
+        for start in torch.unique(starts).tolist()
     ]
     sizes = model.backbone_feature_sizes
     h, w = model.prompt_encoder.mask_input_size
@@ -496,47 +499,58 @@ def run_clip(
             continue
         vision = model.get_image_features(pixel_values[:, frame], return_dict=True)
         feats, pos = vision.fpn_hidden_states, vision.fpn_position_encoding
-        results: list[DecodeResult] = []
+
+        results: dict[int, DecodeResult] = {}
+        tracked = [g for g in active if g.start != frame]
         for group in active:
-            clips = batch_index[group.objects]
-            low, low_pos = feats[-1][:, clips], pos[-1][:, clips]
-            high_res = [
-                f[:, clips].permute(1, 2, 0).reshape(len(clips), f.shape[2], *size)
-                for f, size in zip(feats[:-1], sizes[:-1], strict=True)
-            ]
-            if group.start == frame:
-                result = _prompted(
+            if group.start != frame:
+                continue
+            low, _, high_res = _object_features(feats, pos, sizes, batch_index[group.objects])
+            results[group.start] = _prompted(
+                model,
+                group.objects,
+                frame,
+                low,
+                high_res,
+                prompts,
+                corrector,
+                num_corrections,
+                steps,
+            )
+        if tracked:
+            # every tracked group in one decoder pass: memory attention is per group (each has
+            # its own bank), the decoder is per object
+            conditioned, high_res_parts = [], []
+            for group in tracked:
+                low, low_pos, high_res = _object_features(
+                    feats, pos, sizes, batch_index[group.objects]
+                )
+                conditioned.append(_memory_conditioned(model, group, frame, low, low_pos, horizon))
+                high_res_parts.append(high_res)
+            embeddings = [torch.cat(level) for level in zip(*high_res_parts, strict=True)]
+            embeddings.append(torch.cat(conditioned))
+            objects = torch.cat([g.objects for g in tracked])
+            result = decode(model, embeddings, None, None, None, _use_multimask(model, False, 0))
+            steps.append(StepOutput.of(frame, 0, objects, result))
+            if frame in corrected:
+                result = _correct(
                     model,
-                    group.objects,
+                    objects,
                     frame,
-                    low,
-                    high_res,
-                    prompts,
+                    embeddings,
+                    None,
+                    None,
+                    result,
+                    False,
                     corrector,
                     num_corrections,
                     steps,
                 )
-            else:
-                conditioned = _memory_conditioned(model, group, frame, low, low_pos, horizon)
-                embeddings = [*high_res, conditioned]
-                multimask = _use_multimask(model, False, 0)
-                result = decode(model, embeddings, None, None, None, multimask)
-                steps.append(StepOutput.of(frame, 0, group.objects, result))
-                if frame in corrected:
-                    result = _correct(
-                        model,
-                        group.objects,
-                        frame,
-                        embeddings,
-                        None,
-                        None,
-                        result,
-                        False,
-                        corrector,
-                        num_corrections,
-                        steps,
-                    )
-            results.append(result)
+            sizes_of = [g.objects.shape[0] for g in tracked]
+            for group, part in zip(tracked, _split(result, sizes_of), strict=True):
+                results[group.start] = part
+        ordered = [results[g.start] for g in active]
+        for group, result in zip(active, ordered, strict=True):
             masks = masks.index_put((group.objects,), result.low_res_masks[:, 0].to(masks.dtype))
             scores = scores.index_put((group.objects,), result.object_score_logits.to(scores.dtype))
         frame_masks.append(masks)
@@ -550,11 +564,11 @@ def run_clip(
                 for g, p in zip(active, prompted, strict=True)
             ]
             if memory_masks is not None:
-                results = [
+                ordered = [
                     _teacher(r, memory_masks[g.objects, frame])
-                    for g, r in zip(active, results, strict=True)
+                    for g, r in zip(active, ordered, strict=True)
                 ]
-            _remember(model, active, results, feats[-1], batch_index, frame, prompted, as_cond)
+            _remember(model, active, ordered, feats[-1], batch_index, frame, prompted, as_cond)
     tracked = prompt_frame[:, None] <= torch.arange(num_frames, device=device)[None]
     return ClipOutputs(
         steps=steps,
@@ -562,6 +576,27 @@ def run_clip(
         object_score_logits=torch.stack(frame_scores, dim=1),
         tracked=tracked,
     )
+
+
+def _object_features(
+    feats: list[torch.Tensor],
+    pos: list[torch.Tensor],
+    sizes: list[tuple[int, int]],
+    clips: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Per-object views of a frame's features: the low-resolution level (HW, m, C) with its
+    positions, and the high-resolution levels as (m, C_l, H_l, W_l) maps."""
+    high_res = [
+        f[:, clips].permute(1, 2, 0).reshape(len(clips), f.shape[2], *size)
+        for f, size in zip(feats[:-1], sizes[:-1], strict=True)
+    ]
+    return feats[-1][:, clips], pos[-1][:, clips], high_res
+
+
+def _split(result: DecodeResult, sizes: list[int]) -> list[DecodeResult]:
+    """A batched decoder result cut back into consecutive object groups of ``sizes``."""
+    fields = [torch.split(getattr(result, f.name), sizes) for f in dataclass_fields(result)]
+    return [DecodeResult(*parts) for parts in zip(*fields, strict=True)]
 
 
 def _teacher(result: DecodeResult, masks: torch.Tensor) -> DecodeResult:

@@ -420,7 +420,9 @@ class Trainer:
         sc, acc = self.scratch, self.accelerator
         groups = build_param_groups(self.net, sc)
         self.trainable = [p for g in groups for p in g["params"]]
-        optimizer = torch.optim.AdamW(groups, lr=max(g["lr"] for g in groups))
+        # torch's fused AdamW (CUDA and CPU kernels): one update per parameter group instead of
+        # a dozen ops per parameter, and no host sync per parameter as the foreach path has
+        optimizer = torch.optim.AdamW(groups, lr=max(g["lr"] for g in groups), fused=True)
         state = None
         if self.resume is not None:
             state = torch.load(
