@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Issue 12's GPU measurements in one go (budget: 9 minutes on one H100/H200), each written as
+# JSON under OUT_DIR:
+#   1. meta_predictor.json: tracking frames/s, ours vs Meta's SAM2VideoPredictor, same random
+#      sam2.1-hiera-tiny weights (Meta .pt), 60 frames of 512 px, 1 and 20 objects
+#      (benchmarks/bench_meta_predictor.py; Meta's side runs when `import sam2` works);
+#   2. profile_hiera_b1.json: one training step of hiera-tiny at 512 px, 8 frames, 20 objects,
+#      bf16: wall time, kernel time, gpu_busy_fraction, kernel launches, host syncs;
+#   3. profile_tiny_b{1,2,4}.json: clips per second against batch_size (tiny model, 256 px);
+#   4. tracking_cuda.json: bench_tracking.py (click latency on a cached frame, throughput).
+#
+# Usage: bash scripts/gpu_engine_check.sh OUT_DIR
+#
+# Packages the device machine lacks travel as wheels in .whl/ (see
+# /work/.library/device/README.md): this package's dependencies, and for Meta's side
+# hydra-core, antlr4-python3-runtime==4.9.3 and a pure-Python wheel of facebookresearch/sam2
+# (`SAM2_BUILD_CUDA=0 pip wheel --no-deps -w .whl <sam2 checkout>`; its CUDA extension only
+# fills holes in masks and is optional). With .whl/ present they are installed to /tmp/site.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:?usage: gpu_engine_check.sh OUT_DIR}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+log() { echo "== $(date +%T) $*"; }
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+  log "installing carried wheels"
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+fi
+log environment
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+$PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())" || exit 1
+$PY -c "import sam2; print('sam2 importable')" || echo "sam2 not importable: Meta's side is skipped"
+
+log "1. tracking: ours vs Meta's predictor (hiera-tiny, 60 x 512 px, 1 and 20 objects)"
+timeout 240 $PY benchmarks/bench_meta_predictor.py --device cuda --frames 60 --size 512 \
+  --objects 1 20 --out "$OUT/meta_predictor.json"
+
+log "2. training step: hiera-tiny, 512 px, 8 frames, 20 objects, bf16"
+timeout 150 $PY benchmarks/profile_training_step.py --device cuda --model hiera-tiny-random \
+  --resolution 512 --frames 8 --objects 20 --skip 3 --python-steps 1 --torch-steps 2 \
+  --out "$OUT/profile_hiera_b1.json" | tail -n 3
+
+log "3. batch size: clips/s of the tiny model at 256 px, 4 frames, 8 objects"
+for b in 1 2 4; do
+  timeout 60 $PY benchmarks/profile_training_step.py --device cuda --model tiny --resolution 256 \
+    --frames 4 --objects 8 --batch-size "$b" --skip 4 --python-steps 1 --torch-steps 3 \
+    --out "$OUT/profile_tiny_b$b.json" | tail -n 1
+done
+
+log "4. click latency and throughput (bench_tracking.py)"
+timeout 120 $PY benchmarks/bench_tracking.py --device cuda --hiera-frames 20 \
+  --hiera-frames-many 8 --out "$OUT/tracking_cuda.json" | tail -n 20
+log done
