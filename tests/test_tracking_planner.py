@@ -68,6 +68,7 @@ def test_end_bounds_the_frames_and_objects_outside_do_not_run():
     objs = [span(1, [0], fwd=0), span(2, [12], lo=12, fwd=12)]
     (p,) = plan(objs, T, "forward", end=10)
     assert p.starts == {1: 0} and p.frames == range(0, 11)
+    assert is_active(p, 1, 0, T - 1, 10) and not is_active(p, 1, 0, T - 1, 11)
 
 
 def test_bad_requests_are_refused():
@@ -84,6 +85,7 @@ def test_advance_moves_the_stale_front_and_ends_at_the_bound():
     p = Pass("forward", range(4, T), {1: 4}, T - 1)
     o = span(1, [4], hi=6, fwd=4, bwd=3)
     assert advance(p, o, 4) == (5, 3)
+    assert advance(p, span(1, [4], hi=6, fwd=5), 5) == (6, None)  # its last frame is still to do
     assert advance(p, span(1, [4], hi=6, fwd=6), 6) == (None, None)  # done at its last frame
     assert advance(p, span(1, [4], fwd=15), 4) == (15, None)  # a later stale front stays
     b = Pass("backward", range(3, -1, -1), {1: 3}, 0)

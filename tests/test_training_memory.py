@@ -49,12 +49,13 @@ def _tracked_iou(model, batch, train_mode: bool) -> float:
     return float((inter / union.clamp(min=1))[:, 1:].mean())
 
 
-def _overfit_from_masks(steps: int = 300, **overrides) -> tuple[float, float]:
+def _overfit_from_masks(steps: int = 300, seed: int = 0, **overrides) -> tuple[float, float]:
     """Overfit a 4-frame clip whose cells are GT mask prompts on frame 0: frames 1-3 can only be
     learned through the memory. Returns the tracked-frame IoU in train and eval mode.
+    ``seed``: initial weights and memory-attention dropout (scripts/overfit_seed_sweep.py);
     ``overrides``: ScratchConfig fields (scripts/iou_loss_probe.py varies the IoU supervision)."""
-    torch.manual_seed(0)  # memory-attention dropout
-    model = tiny_model(64)
+    torch.manual_seed(seed)  # memory-attention dropout
+    model = tiny_model(64, seed=seed)
     batch = make_batch(frames=4)
     scratch = ScratchConfig(
         prob_point=0.0, prob_box=0.0, prob_mask=1.0, num_correction_pt_per_frame=0, **overrides
