@@ -40,7 +40,7 @@ def main() -> None:
         base=None,
         meta={
             "demo": "trained on synthetic data only",
-            "recipe": "scripts/pretrain_demo_model.sh (configs/demo_pretrain.yaml, 2 stages)",
+            "recipe": "scripts/pretrain_demo_model.sh (configs/demo_pretrain.yaml, 3 stages)",
             "data": "scripts/make_demo_data.py --seed 0",
             "epoch": training.get("epoch"),
             "global_step": training.get("global_step"),

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Pre-train the shipped `demo` model from random init with `cellsam2 train` on the synthetic
-# styles of scripts/make_demo_data.py, in two stages:
+# styles of scripts/make_demo_data.py, in three stages:
 #   1. WORK_DIR/run: configs/demo_pretrain.yaml (teacher-forced memory, mask prompts first);
 #   2. WORK_DIR/clicks: from stage 1's checkpoints/best, clicks / boxes / masks with correction
 #      clicks while memory stays teacher-forced, at 3e-4 (stage 1's own click epochs collapsed
-#      tracking: docs/results/demo_model.md).
-# Then: python scripts/package_demo_model.py WORK_DIR/clicks
+#      tracking: docs/results/demo_model.md);
+#   3. WORK_DIR/long: from stage 2's epoch 1, 14 more epochs of stage 2's mixture: 8 with
+#      teacher-forced memory, then 6 on the model's own memory while the rate decays.
+# Then: python scripts/package_demo_model.py WORK_DIR/long
 #
 # Usage: bash scripts/pretrain_demo_model.sh WORK_DIR [key=value ...]   (overrides: stage 1)
 # Run it again with the same WORK_DIR to resume a stage from its last checkpoint after a cut-off.
@@ -31,3 +33,10 @@ RESUME=false
   model.base="$WORK/run/checkpoints/best" scratch.num_epochs=2 scratch.mask_prompt_epochs=0 \
   scratch.memory_from_gt_epochs=2 scratch.base_lr=3e-4 scratch.vision_lr=3e-4
 echo "stages 1 and 2 done in $(( $(date +%s) - start )) s"
+RESUME=false
+[ -f "$WORK/long/checkpoints/last.json" ] && RESUME=true
+"$PY" -m napari_cellsam2.cli train --config configs/demo_pretrain.yaml \
+  launcher.experiment_log_dir="$WORK/long" dataset.data_dir="$WORK/data" launcher.resume=$RESUME \
+  model.base="$WORK/clicks/checkpoints/epoch_001" scratch.num_epochs=14 scratch.mask_prompt_epochs=0 \
+  scratch.memory_from_gt_epochs=8 scratch.base_lr=3e-4 scratch.vision_lr=3e-4
+echo "stages 1-3 done in $(( $(date +%s) - start )) s"
