@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .ctc import CTCFormatError, CTCSequence, Lineage, OutputExistsError
 from .ctc.writer import Existing
+from .tracking.detect_config import DetectConfig
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -179,6 +180,27 @@ def _said_backups(*choices: Existing) -> None:
             print(f"the earlier {old} was moved to {choice}")
 
 
+def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--detect-<option>`` for every field of DetectConfig, with its default and help."""
+    from dataclasses import fields
+
+    for f in fields(DetectConfig):
+        parser.add_argument(
+            f"--detect-{f.name.replace('_', '-')}",
+            dest=f"detect_{f.name}",
+            type=type(f.default),
+            default=f.default,
+            metavar=type(f.default).__name__.upper(),
+            help=f"--prompts auto: {f.metadata['help']} (default {f.default})",
+        )
+
+
+def _detect_config(args: argparse.Namespace) -> DetectConfig:
+    from dataclasses import fields
+
+    return DetectConfig(**{f.name: getattr(args, f"detect_{f.name}") for f in fields(DetectConfig)})
+
+
 def _cmd_track(args: argparse.Namespace) -> int:
     from .tracking.run import track_ctc_sequence
 
@@ -199,6 +221,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
             existing=existing,
             geff=geff,
             geff_existing=geff_existing,
+            detect=_detect_config(args),
             log=lambda line: print(line, file=sys.stderr),
         )
     except OutputExistsError as exc:
@@ -374,8 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prompts",
         required=True,
-        help="'gt-first-frame' (seed every cell of 01_GT/TRA on the first frame) or a prompt "
-        "file: CSV object_id,frame,x,y[,label] or JSON (see docs/tracking.md)",
+        help="'gt-first-frame' (seed every cell of 01_GT/TRA on the first frame), 'auto' (the "
+        "cells SAM 2 finds on the first frame from a grid of clicks; --detect-* options) or a "
+        "prompt file: CSV object_id,frame,x,y[,label] or JSON (see docs/tracking.md)",
     )
     p.add_argument("--model", required=True, help="model spec for load_model (e.g. 'tiny')")
     p.add_argument(
@@ -400,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: bf16 autocast on CUDA, fp32 elsewhere; fp32: strict fp32 (CUDA: TF32 off)",
     )
     p.add_argument("--evaluate", metavar="GT", help="print CTC metrics against this 01_GT folder")
+    _add_detect_arguments(p)
     p.set_defaults(handler=_cmd_track)
 
     p = sub.add_parser(

@@ -9,10 +9,12 @@ from typing import Any
 from ..ctc import CTCFormatError, CTCSequence, open_path, write_res
 from ..ctc.geff import GEFF_ENTRIES, write_geff
 from ..ctc.writer import RES_ENTRIES, Existing, check_output
+from .detect_config import DetectConfig
 from .prompt_file import PromptEntry, PromptFileError, read_prompt_file
 from .session import TrackingSession
 
 GT_FIRST_FRAME = "gt-first-frame"
+AUTO = "auto"
 
 
 def seed_from_gt(session: TrackingSession, seq: CTCSequence) -> list[int]:
@@ -58,12 +60,15 @@ def track_ctc_sequence(
     existing: Existing = "refuse",
     geff: str | Path | None = None,
     geff_existing: Existing = "refuse",
+    detect: DetectConfig | None = None,
     log: Callable[[str], None] = print,
 ) -> TrackingSession:
     """Track ``sequence`` (a CTC image folder) and write a validated RES folder to ``out``.
 
     ``prompts`` is ``"gt-first-frame"`` (every object of the sibling ``NN_GT/TRA`` on the first
-    frame becomes a mask prompt) or a CSV/JSON prompt file (``prompt_file``). ``model`` is a
+    frame becomes a mask prompt), ``"auto"`` (the cells SAM 2 finds on the first frame from a
+    grid of clicks, :mod:`.detect` with ``detect``'s options) or a CSV/JSON prompt file
+    (``prompt_file``). ``model`` is a
     spec for ``model.load_model`` or an already loaded model; ``precision`` as for
     :class:`TrackingSession`. ``geff``: also write the lineage there as a GEFF graph.
 
@@ -79,7 +84,7 @@ def track_ctc_sequence(
     check_output(out, RES_ENTRIES, existing)
     if geff is not None:
         check_output(geff, GEFF_ENTRIES, geff_existing)
-    entries = None if str(prompts) == GT_FIRST_FRAME else read_prompt_file(prompts)
+    entries = None if str(prompts) in (GT_FIRST_FRAME, AUTO) else read_prompt_file(prompts)
     if isinstance(model, str):
         from ..model.loading import load_model
 
@@ -96,7 +101,12 @@ def track_ctc_sequence(
         auto_divide=auto_divide,
         precision=precision,
     )
-    if entries is None:
+    if str(prompts) == AUTO:
+        found = session.add_detections(0, session.detect(0, detect))
+        log(f"found {len(found)} cells on the first frame")
+        if not found:
+            log(f"warning: no cell was found; {out} will hold an empty result")
+    elif entries is None:
         seed_from_gt(session, seq)
     else:
         apply_prompt_entries(session, entries)

@@ -48,6 +48,7 @@ from ..model.hf_sam2 import (
 from ..model.preprocess import IntensityNorm
 from ..model.resolution import image_size
 from .compose import compose_frame, resolve_overlaps, split_parts
+from .detect import DetectConfig, Detection, detect_cells
 from .export import TrackingResult, build_result
 from .features import FeatureCache, SharedPositions, drop_partial_memories, prune_outputs
 from .frames import FrameSource
@@ -562,6 +563,47 @@ class TrackingSession:
                         VISION_POS: out.fpn_position_encoding,
                     },
                 )
+
+    def detect(self, frame: int, config: DetectConfig | None = None) -> list[Detection]:
+        """Find the cells on a frame without prompts (a grid of clicks, filtered and
+        deduplicated: :func:`.detect.detect_cells`); nothing is added to the session. The frame
+        is encoded first, outside the lock (see :meth:`prefetch`)."""
+        t = self._check_frame(frame)
+        for _ in range(3):  # the features may be evicted between encoding and use
+            self._encode(t)
+            with self._lock:
+                cached = self._features.get_vision_features(t)
+                if cached is None:
+                    continue
+                with autocast_context(self.device, self.precision):
+                    return detect_cells(
+                        self.model, cached[VISION_FEATS], self.frames.letterbox, config
+                    )
+        raise RuntimeError(f"the image features of frame {t} were evicted three times")
+
+    def add_detections(
+        self, frame: int, detections: Sequence[Detection], max_overlap: float = 0.5
+    ) -> list[int]:
+        """Make each detection a new object prompted by its mask on ``frame``, except those that
+        are already tracked there (more than ``max_overlap`` of the mask under existing labels).
+        Returns the new IDs."""
+        with self._lock:
+            t = self._check_frame(frame)
+            ids = []
+            for detection in detections:
+                mask = np.asarray(detection.mask, bool)
+                if mask.shape != (self.height, self.width):
+                    raise ValueError(
+                        f"detection mask has shape {mask.shape}, expected "
+                        f"{(self.height, self.width)}"
+                    )
+                area = int(mask.sum())
+                if not area or (self.labels[t][mask] != 0).sum() > max_overlap * area:
+                    continue
+                if self._next_id > MAX_OBJECT_ID:
+                    raise ValueError(f"no object IDs left (max {MAX_OBJECT_ID})")
+                ids.append(self._add_prompt(self._next_id, t, self._checked_mask(mask), True))
+            return ids
 
     def predict_frame(self, frame: int) -> dict[int, np.ndarray]:
         """Decode the new prompts on a frame (an instant preview when its features are cached)

@@ -1,0 +1,114 @@
+"""Find every cell on a frame without clicks: a grid of point prompts, filtered and deduplicated.
+
+This is CellSAM2's fallback seeding (its cell-centre heatmap head is not built yet): each point
+of a regular grid over the frame is decoded as a single click, without memory, exactly as a
+user's first click on that frame would be (multimask output, the one with the highest predicted
+IoU kept). A point's mask is kept when SAM 2 says an object is there (object-score logit above
+``min_object_score``), trusts its mask (predicted IoU at least ``min_predicted_iou``) and the mask
+has at least ``min_area`` pixels on the original frame; masks are then deduplicated by greedy
+non-maximum suppression on mask IoU, best predicted IoU first (many grid points fall on the same
+cell), and a kept mask gives up pixels an earlier, better one already holds.
+
+All points of the grid are decoded in batches through the mask decoder on one image encoding:
+the image encoder runs once per frame, not once per point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import Sam2VideoModel
+
+from ..model.preprocess import Letterbox
+from ..training.forward import decode
+from .detect_config import DetectConfig
+
+__all__ = ["DetectConfig", "Detection", "detect_cells", "grid_points"]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One cell found on a frame: its (Y, X) mask on the original grid, the grid point that found
+    it (x, y original pixels), SAM 2's predicted IoU and object-score logit for that mask."""
+
+    mask: np.ndarray
+    point: tuple[float, float]
+    predicted_iou: float
+    object_score: float
+
+
+def grid_points(height: int, width: int, points_per_side: int) -> np.ndarray:
+    """(N, 2) x, y pixel positions: a square grid whose spacing is the longer side divided by
+    ``points_per_side``, centred in each cell, so a 256 x 32 trench gets 32 x 4 points, not a
+    32 x 32 grid squeezed into its width."""
+    step = max(height, width) / points_per_side
+    xs = (np.arange(max(1, round(width / step))) + 0.5) * (width / max(1, round(width / step)))
+    ys = (np.arange(max(1, round(height / step))) + 0.5) * (height / max(1, round(height / step)))
+    return np.array([(x, y) for y in ys for x in xs], dtype=np.float64)
+
+
+def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of one (H, W) bool mask with each of (n, H, W)."""
+    inter = (a & b).flatten(1).sum(1).float()
+    union = (a | b).flatten(1).sum(1).float()
+    return inter / union.clamp(min=1)
+
+
+@torch.inference_mode()
+def detect_cells(
+    model: Sam2VideoModel,
+    features: list[torch.Tensor],
+    letterbox: Letterbox,
+    config: DetectConfig | None = None,
+) -> list[Detection]:
+    """Cells on one frame from its image features (``get_image_features(...).fpn_hidden_states``
+    of that frame: levels (HW, 1, C)), mapped back to the original frame by ``letterbox``.
+    Returns the detections sorted by predicted IoU, best first, with disjoint masks."""
+    config = config or DetectConfig()
+    points = grid_points(letterbox.height, letterbox.width, config.points_per_side)
+    sizes = model.backbone_feature_sizes
+    *high, low = features
+    maps = [
+        f.permute(1, 2, 0).reshape(1, f.shape[2], *size)
+        for f, size in zip(high, sizes[:-1], strict=True)
+    ]
+    cond = (low + model.no_memory_embedding).permute(1, 2, 0).reshape(1, low.shape[2], *sizes[-1])
+    model_xy = torch.as_tensor(letterbox.points_to_model(points), dtype=torch.float32)
+    kept_logits, kept_iou, kept_obj, kept_points = [], [], [], []
+    for start in range(0, len(points), config.batch_size):
+        xy = model_xy[start : start + config.batch_size].to(low.device)
+        m = xy.shape[0]
+        embeddings = [f.expand(m, -1, -1, -1) for f in (*maps, cond)]
+        labels = torch.ones(m, 1, dtype=torch.int32, device=low.device)
+        result = decode(model, embeddings, xy[:, None], labels, None, multimask=True)
+        iou = result.iou_scores.float().gather(1, result.iou_scores.argmax(1, keepdim=True))[:, 0]
+        obj = result.object_score_logits.float()
+        ok = (obj > config.min_object_score) & (iou >= config.min_predicted_iou)
+        rows = ok.nonzero().flatten()
+        kept_logits.append(result.low_res_masks[rows, 0].float())
+        kept_iou.append(iou[rows])
+        kept_obj.append(obj[rows])
+        kept_points.extend(int(start + r) for r in rows.tolist())
+    if not kept_points:
+        return []
+    iou, obj = torch.cat(kept_iou), torch.cat(kept_obj)
+    masks = letterbox.logits_to_original(torch.cat(kept_logits)) > 0
+    detections: list[Detection] = []
+    taken = torch.zeros_like(masks[0])
+    chosen: list[torch.Tensor] = []
+    for i in torch.argsort(iou, descending=True).tolist():
+        mask = masks[i]
+        if chosen and float(_mask_iou(mask, torch.stack(chosen)).max()) > config.nms_iou:
+            continue
+        own = mask & ~taken
+        if int(own.sum()) < max(1, config.min_area):
+            continue
+        chosen.append(mask)
+        taken |= own
+        x, y = points[kept_points[i]]
+        detections.append(
+            Detection(own.cpu().numpy(), (float(x), float(y)), float(iou[i]), float(obj[i]))
+        )
+    return detections

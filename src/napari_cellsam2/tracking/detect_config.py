@@ -1,0 +1,40 @@
+"""The options of automatic cell detection (:mod:`.detect`), importable without torch so that the
+CLI can build its ``--detect-*`` flags from them without loading the model stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DetectConfig"]
+
+
+def _opt(default: float | int, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Options of :func:`detect_cells`; the CLI builds its ``--detect-*`` flags from these
+    fields (defaults and help included)."""
+
+    points_per_side: int = _opt(32, "grid points along the frame's longer side")
+    min_object_score: float = _opt(
+        0.0, "keep a point's mask if SAM 2's object-score logit is above"
+    )
+    min_predicted_iou: float = _opt(0.7, "keep a point's mask if its predicted IoU is at least")
+    nms_iou: float = _opt(0.5, "drop a mask overlapping a better one by more than this IoU")
+    min_area: int = _opt(10, "drop a mask with fewer pixels (original frame, after overlaps)")
+    batch_size: int = _opt(256, "grid points per decoder pass")
+
+    def __post_init__(self) -> None:
+        if self.points_per_side < 1 or self.batch_size < 1 or self.min_area < 0:
+            raise ValueError(
+                "points_per_side and batch_size must be >= 1 and min_area >= 0; got "
+                f"{self.points_per_side}, {self.batch_size}, {self.min_area}"
+            )
+        if not 0.0 <= self.nms_iou <= 1.0 or not 0.0 <= self.min_predicted_iou <= 1.0:
+            raise ValueError(
+                f"nms_iou and min_predicted_iou must be in [0, 1]; got {self.nms_iou}, "
+                f"{self.min_predicted_iou}"
+            )
