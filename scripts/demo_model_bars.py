@@ -9,10 +9,14 @@
      GT masks of the first frame;
    - ``cellsam2 track MOVIE --prompts clicks.csv --model M --evaluate GT``: one click per cell
      of the first frame, at the GT centroid (the prompt file is written here);
-   - the click run's first frame against the GT gives each cell's single-click mask IoU.
-3. Prints a table per style (mean over its movies; click IoU: median over cells) and writes the
-   JSON. The bars: GT-seeded TRA >= 0.90 and SEG >= 0.75, click-seeded TRA >= 0.85, click IoU
-   >= 0.85.
+   - the click run's first frame against the GT gives each cell's single-click mask IoU;
+   - ``cellsam2 track MOVIE --prompts auto --model M --evaluate GT``: no prompts at all, the
+     cells found on the first frame (``tracking.detect``, default thresholds); its first frame
+     against the GT gives the detection's precision and recall (a found cell matches a GT cell
+     at mask IoU >= 0.5, each GT cell at most once).
+3. Prints a table per style (mean over its movies; click IoU: median over cells; detection:
+   pooled over movies) and writes the JSON. The bars: GT-seeded TRA >= 0.90 and SEG >= 0.75,
+   click-seeded TRA >= 0.85, click IoU >= 0.85.
 """
 
 from __future__ import annotations
@@ -89,6 +93,25 @@ def _click_ious(first_gt: np.ndarray, res: Path) -> list[float]:
     return ious
 
 
+def _detection_counts(first_gt: np.ndarray, res: Path) -> dict[str, int]:
+    """Found cells on frame 0 of ``res``, GT cells, and matches (IoU >= 0.5, greedy by IoU)."""
+    got = tifffile.imread(sorted(res.glob("mask*.tif"))[0])
+    found, truth = np.unique(got[got > 0]), np.unique(first_gt[first_gt > 0])
+    pairs = []
+    for f in found:
+        for g in truth:
+            a, b = got == f, first_gt == g
+            iou = (a & b).sum() / max(1, (a | b).sum())
+            if iou >= 0.5:
+                pairs.append((iou, int(f), int(g)))
+    used_f, used_g = set(), set()
+    for _, f, g in sorted(pairs, reverse=True):
+        if f not in used_f and g not in used_g:
+            used_f.add(f)
+            used_g.add(g)
+    return {"found": len(found), "gt": len(truth), "matched": len(used_f)}
+
+
 def _means(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
     """Mean per metric over movies, over the movies where it is defined (None if none)."""
     out: dict[str, float | None] = {}
@@ -136,12 +159,15 @@ def main() -> None:
                 clicked = _scores(
                     seq, str(work / "clicks.csv"), args.model, work / "click_RES", args.device
                 )
+                auto = _scores(seq, "auto", args.model, work / "auto_RES", args.device)
                 per.append(
                     {
                         "movie": seq.name,
                         "gt": gt_seeded,
                         "clicks": clicked,
                         "click_iou": _click_ious(first, work / "click_RES"),
+                        "auto": auto,
+                        "detection": _detection_counts(first, work / "auto_RES"),
                     }
                 )
             results[style] = {
@@ -157,16 +183,30 @@ def main() -> None:
                     for m in METRICS
                 },
                 "click_iou_median": float(np.median([i for p in per for i in p["click_iou"]])),
+                "auto": {
+                    m: float(np.mean([p["auto"][m] for p in per if p["auto"].get(m) is not None]))
+                    for m in METRICS
+                },
+                "detection": {
+                    k: sum(p["detection"][k] for p in per) for k in ("found", "gt", "matched")
+                },
             }
     summary = {"model": args.model, "seed": args.seed, "styles": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print("| style | TRA (GT seeds) | SEG (GT seeds) | TRA (clicks) | click IoU (median) |")
-    print("|---|---|---|---|---|")
+    print(
+        "| style | TRA (GT seeds) | SEG (GT seeds) | TRA (clicks) | click IoU (median) "
+        "| TRA (automatic) | detection precision / recall |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for style, r in results.items():
+        d = r["detection"]
+        precision, recall = d["matched"] / max(1, d["found"]), d["matched"] / max(1, d["gt"])
         print(
             f"| {style} | {r['gt']['TRA']:.3f} | {r['gt']['SEG']:.3f} | "
-            f"{r['clicks']['TRA']:.3f} | {r['click_iou_median']:.3f} |"
+            f"{r['clicks']['TRA']:.3f} | {r['click_iou_median']:.3f} | {r['auto']['TRA']:.3f} "
+            f"| {precision:.2f} / {recall:.2f} ({d['matched']} of {d['found']} found, "
+            f"{d['gt']} cells) |"
         )
 
 

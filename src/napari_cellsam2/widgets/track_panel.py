@@ -53,8 +53,8 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
         actions = [
             ("Start session", self.start_session), ("New cell (n)", self.new_cell),
             ("Seed from labels", self.seed), ("Use painted frame", self.use_painted),
-            ("Divide cell", self.begin_divide), ("Delete cell", self.delete_cell),
-            ("Undo", self.undo),
+            ("Detect cells", self.detect_cells), ("Divide cell", self.begin_divide),
+            ("Delete cell", self.delete_cell), ("Undo", self.undo),
         ]  # fmt: skip
         build_track_form(self, state.viewer, actions)
         self.negative.toggled.connect(lambda on: self.prompts and self.prompts.set_positive(not on))
@@ -128,6 +128,24 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
         elif session is not None:
             t = self.current_frame()
             self._edit(lambda: session.seed_from_labels(t, layer.data[t]), t)
+
+    def detect_cells(self) -> None:
+        """Every cell SAM 2 finds on the current frame without clicks (a grid of clicks,
+        filtered and deduplicated: ``tracking.detect``) becomes a new cell prompted by its
+        mask, except cells already tracked there; one undoable edit, run in the worker."""
+        if self._require_session():
+            session, t = self.session, self.current_frame()
+
+            def found(ids: list[int]) -> None:
+                message = (
+                    f"found {len(ids)} new cell(s) on frame {t}"
+                    if ids
+                    else (f"no new cell found on frame {t}")
+                )
+                self.status.setText(message)
+                show_info(message)
+
+            self._edit(lambda: session.add_detections(t, session.detect(t)), t, done=found)
 
     def use_painted(self) -> None:
         """Hand-painted corrections on the current frame become mask prompts for re-tracking;
