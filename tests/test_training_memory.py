@@ -4,7 +4,8 @@ A training loss can fall while tracking gets worse: the loss supervises the best
 output, tracking keeps the output with the highest *predicted* IoU. These tests overfit one clip
 and then measure tracking in eval mode, as the user gets it.
 
-Measured (tiny model, 64 px, 300 Adam steps at 1e-3, one torch thread, ~50 s):
+Measured at 1e-3, seed 0 (tiny model, 64 px, 300 Adam steps, one torch thread, ~50 s;
+``scripts/iou_loss_probe.py --lr 1e-3``):
 
 | IoU loss | tracked-frame IoU (train / eval mode) |
 |---|---|
@@ -16,6 +17,11 @@ Measured (tiny model, 64 px, 300 Adam steps at 1e-3, one torch thread, ~50 s):
 
 With L1 the IoU head saturates (its logits sink far below zero) and tracking keeps
 whichever output the saturated head happens to rank first; see ``losses.iou_loss``.
+
+The tests run at 3e-4 (``LR``): at 1e-3 the overfits were bistable, seeds 1 and 2 stalled at
+0.50 and 0.26 and a float-level reordering of the loss sums flipped seed 0
+(``scripts/overfit_seed_sweep.py --lr 1e-3``); at 3e-4 seeds 0-3 reach 0.99 (memory path) and
+0.97-0.99 (clicks, session IoU) and the memory cut stays at 0.23 (docs/results/engine.md).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from napari_cellsam2.training.forward import run_clip
 from napari_cellsam2.training.objective import clip_loss
 from napari_cellsam2.training.prompts import ObjectPrompts
 from test_training_forward import make_batch, tiny_model
+
+STEPS, LR = 300, 3e-4  # the overfits' Adam recipe (robust across seeds: module docstring)
 
 
 def _tracked_iou(model, batch, train_mode: bool) -> float:
@@ -49,7 +57,9 @@ def _tracked_iou(model, batch, train_mode: bool) -> float:
     return float((inter / union.clamp(min=1))[:, 1:].mean())
 
 
-def _overfit_from_masks(steps: int = 300, seed: int = 0, **overrides) -> tuple[float, float]:
+def _overfit_from_masks(
+    steps: int = STEPS, seed: int = 0, lr: float = LR, **overrides
+) -> tuple[float, float]:
     """Overfit a 4-frame clip whose cells are GT mask prompts on frame 0: frames 1-3 can only be
     learned through the memory. Returns the tracked-frame IoU in train and eval mode.
     ``seed``: initial weights and memory-attention dropout (scripts/overfit_seed_sweep.py);
@@ -60,7 +70,7 @@ def _overfit_from_masks(steps: int = 300, seed: int = 0, **overrides) -> tuple[f
     scratch = ScratchConfig(
         prob_point=0.0, prob_box=0.0, prob_mask=1.0, num_correction_pt_per_frame=0, **overrides
     )
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for step in range(steps):
         loss, _ = clip_loss(model, batch, scratch, torch.Generator().manual_seed(step))
@@ -103,9 +113,11 @@ def _click_movie():
     return movie, gt
 
 
-def _session_iou_after_click_overfit(**overrides) -> np.ndarray:
-    """Fine-tune on one clip prompted with clicks (300 steps), then track it with the real
-    session from one click per cell; returns the (frame, cell) IoUs."""
+def _session_iou_after_click_overfit(
+    steps: int = STEPS, seed: int = 0, lr: float = LR, **overrides
+) -> np.ndarray:
+    """Fine-tune on one clip prompted with clicks, then track it with the real session from one
+    click per cell; returns the (frame, cell) IoUs."""
     from napari_cellsam2.model.preprocess import preprocess_frames
     from napari_cellsam2.tracking import TrackingSession
     from napari_cellsam2.training.data import ClipBatch
@@ -124,14 +136,14 @@ def _session_iou_after_click_overfit(**overrides) -> np.ndarray:
         valid_region=torch.ones(1, 64, 64, dtype=torch.bool),
         object_ids=torch.arange(1, 4)[None],
     )
-    torch.manual_seed(0)
-    model = tiny_model(64)
+    torch.manual_seed(seed)
+    model = tiny_model(64, seed=seed)
     scratch = ScratchConfig(
         prob_point=1.0, prob_box=0.0, prob_mask=0.0, num_correction_pt_per_frame=1, **overrides
     )
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    for step in range(300):
+    for step in range(steps):
         loss, _ = clip_loss(model, batch, scratch, torch.Generator().manual_seed(step))
         optimiser.zero_grad()
         loss.backward()
@@ -149,8 +161,8 @@ def _session_iou_after_click_overfit(**overrides) -> np.ndarray:
 
 def test_overfit_from_clicks_improves_the_tracking_session():
     """Fine-tune on one clip prompted with clicks, then track it with the real session from one
-    click per cell: the user's IoU must rise to >= 0.85. Measured (300 steps, one thread): 0.97
-    with this objective, 0.39 with the loss before issue 9 (L1 IoU loss on the best output only:
-    the session keeps wrong outputs on tracked frames, IoU about 0.3 there)."""
+    click per cell: the user's IoU must rise to >= 0.85. Measured at 3e-4: 0.97-0.99 over seeds
+    0-3; at 1e-3 (seed 0) 0.97 with this objective and 0.39 with the loss before issue 9 (L1 IoU
+    loss on the best output only: the session keeps wrong outputs on tracked frames)."""
     iou = _session_iou_after_click_overfit()
     assert iou.mean() >= 0.85, iou
