@@ -71,6 +71,11 @@ def test_detections_become_objects_except_cells_already_tracked():
     )
     assert ids == [2]
     assert session.prompt_frames(2) == [0]
+    # a 256 x 32 trench at a 64 px model: 1 pixel is a quarter of a model pixel, not a cell
+    trench = TrackingSession(model, np.zeros((2, 256, 32), np.uint16))
+    speck = np.zeros((256, 32), bool)
+    speck[100, 10] = True
+    assert trench.add_detections(0, [Detection(speck, (10, 100), 0.9, 5.0)]) == []
     with pytest.raises(ValueError, match="shape"):
         session.add_detections(0, [Detection(np.ones((4, 4), bool), (1, 1), 0.9, 1.0)])
 

@@ -309,3 +309,33 @@ def test_loading_shows_a_progress_indicator_until_done(make_napari_viewer, qtbot
         assert any(bar.desc == "loading tiny" for bar in progress._all_instances)
     _wait_idle(qtbot, widget.state)
     assert not any(bar.desc == "loading tiny" for bar in progress._all_instances)
+
+
+def test_detect_cells_seeds_editable_cells_with_the_demo_model(dock, qtbot):
+    """'Detect cells' with the shipped demo model: the sample's first-frame cells become session
+    cells without a click, labelled on that frame; a second press adds none; Undo removes them."""
+    viewer, widget = dock
+    with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
+        widget.model_panel.load("demo")
+    _wait_idle(qtbot, widget.state)
+    track = widget.track_panel
+    track.image.select("mother machine")
+    track.start_session()
+    _wait_idle(qtbot, widget.state)
+    viewer.dims.set_current_step(0, 0)
+    track.detect_cells()
+    _wait_idle(qtbot, widget.state)
+    qtbot.waitUntil(lambda: track.pending_previews == 0, timeout=60_000)
+    found = track.session.object_ids
+    gt = np.asarray(viewer.layers["mother machine TRA"].data[0])
+    assert len(found) >= 2, track.status.text()
+    assert track.status.text().startswith(f"found {len(found)} new cell")
+    labels = viewer.layers[LABELS_NAME].data[0]
+    assert set(np.unique(labels)) - {0} == set(found)
+    assert ((labels > 0) & (gt > 0)).sum() > 0.5 * (labels > 0).sum()  # mostly on real cells
+    track.detect_cells()
+    _wait_idle(qtbot, widget.state)
+    assert track.session.object_ids == found  # the same cells are not added twice
+    track.undo()
+    _wait_idle(qtbot, widget.state)
+    assert track.session.object_ids == found  # undo of the second (empty) detection

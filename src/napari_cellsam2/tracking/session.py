@@ -585,8 +585,8 @@ class TrackingSession:
         self, frame: int, detections: Sequence[Detection], max_overlap: float = 0.5
     ) -> list[int]:
         """Make each detection a new object prompted by its mask on ``frame``, except those that
-        are already tracked there (more than ``max_overlap`` of the mask under existing labels).
-        Returns the new IDs."""
+        are already tracked there (more than ``max_overlap`` of the mask under existing labels)
+        and those too small to exist at the model resolution. Returns the new IDs."""
         with self._lock:
             t = self._check_frame(frame)
             ids = []
@@ -600,9 +600,13 @@ class TrackingSession:
                 area = int(mask.sum())
                 if not area or (self.labels[t][mask] != 0).sum() > max_overlap * area:
                     continue
+                try:
+                    prompt = self._checked_mask(mask)
+                except ValueError:  # too small to exist at the model resolution: not a cell
+                    continue
                 if self._next_id > MAX_OBJECT_ID:
                     raise ValueError(f"no object IDs left (max {MAX_OBJECT_ID})")
-                ids.append(self._add_prompt(self._next_id, t, self._checked_mask(mask), True))
+                ids.append(self._add_prompt(self._next_id, t, prompt, True))
             return ids
 
     def predict_frame(self, frame: int) -> dict[int, np.ndarray]:

@@ -486,8 +486,6 @@ def run_clip(
     ]
     sizes = model.backbone_feature_sizes
     h, w = model.prompt_encoder.mask_input_size
-    first = groups[0].start if groups else num_frames
-    features = _clip_features(model, pixel_values, first)
     steps: list[StepOutput] = []
     frame_masks: list[torch.Tensor] = []
     frame_scores: list[torch.Tensor] = []
@@ -499,7 +497,8 @@ def run_clip(
             frame_masks.append(masks)
             frame_scores.append(scores)
             continue
-        feats, pos = features(frame)
+        vision = model.get_image_features(pixel_values[:, frame], return_dict=True)
+        feats, pos = vision.fpn_hidden_states, vision.fpn_position_encoding
 
         results: dict[int, DecodeResult] = {}
         tracked = [g for g in active if g.start != frame]
@@ -577,25 +576,6 @@ def run_clip(
         object_score_logits=torch.stack(frame_scores, dim=1),
         tracked=tracked,
     )
-
-
-def _clip_features(
-    model: Sam2VideoModel, pixel_values: torch.Tensor, first: int
-) -> Callable[[int], tuple[list[torch.Tensor], list[torch.Tensor]]]:
-    """Image features of frames ``first..T-1`` of every clip from one image-encoder call (one
-    batch of B x T' images instead of T' calls: the per-call work of the Hiera trunk is paid
-    once); returns a lookup ``frame -> (features, positions)``, each level (HW, B, C)."""
-    span = pixel_values.shape[1] - first
-    if span <= 0:
-        return lambda frame: ([], [])
-    vision = model.get_image_features(pixel_values[:, first:].flatten(0, 1), return_dict=True)
-    feats, pos = vision.fpn_hidden_states, vision.fpn_position_encoding
-
-    def lookup(frame: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        images = slice(frame - first, None, span)  # image b * span + (frame - first) of clip b
-        return [f[:, images] for f in feats], [p[:, images] for p in pos]
-
-    return lookup
 
 
 def _object_features(

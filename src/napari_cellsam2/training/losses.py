@@ -51,7 +51,6 @@ __all__ = [
 ]
 
 TERMS = ("focal", "dice", "iou", "obj")
-MERGE_ELEMENTS = 1 << 26  # 256 MB of float32 upsampled masks per merged loss computation
 
 
 @dataclass(frozen=True)
@@ -162,37 +161,6 @@ def step_losses(
     }
 
 
-def _batched(
-    steps: Iterable[StepOutput], targets: torch.Tensor
-) -> list[tuple[StepOutput, torch.Tensor]]:
-    """Predictions with the same number of outputs K concatenated along objects, with their
-    (m, S, S) targets, so each loss term runs once per K instead of once per prediction (every
-    term is per object, so the sums are the same). A merged prediction has frame and step -1.
-    Merging stops at ``MERGE_ELEMENTS`` upsampled mask elements (rows x K x S x S): every output
-    is upsampled to the canvas at once, which at 1024 px is 4 MB per output."""
-    size = targets.shape[-1] * targets.shape[-2]
-    by_outputs: dict[int, list[list[StepOutput]]] = {}
-    for step in steps:
-        k = step.mask_logits.shape[1]
-        chunks = by_outputs.setdefault(k, [[]])
-        rows = sum(s.objects.shape[0] for s in chunks[-1]) + step.objects.shape[0]
-        if chunks[-1] and rows * k * size > MERGE_ELEMENTS:
-            chunks.append([])
-        chunks[-1].append(step)
-    merged = []
-    for group in (chunk for chunks in by_outputs.values() for chunk in chunks):
-        prediction = StepOutput(
-            frame=-1,
-            step=-1,
-            objects=torch.cat([s.objects for s in group]),
-            mask_logits=torch.cat([s.mask_logits for s in group]),
-            iou_scores=torch.cat([s.iou_scores for s in group]),
-            object_score_logits=torch.cat([s.object_score_logits for s in group]),
-        )
-        merged.append((prediction, torch.cat([targets[s.objects, s.frame] for s in group])))
-    return merged
-
-
 def clip_losses(
     steps: Iterable[StepOutput],
     targets: torch.Tensor,
@@ -210,25 +178,23 @@ def clip_losses(
     """
     if num_objects < 1:
         raise ValueError(f"num_objects must be >= 1, got {num_objects}")
-    device = targets.device
-    sums = {name: torch.zeros((), device=device) for name in TERMS}
-    kept_sum = torch.zeros((), device=device)
-    present = torch.zeros((), device=device)
-    for step, step_targets in _batched(steps, targets):
+    sums: dict[str, torch.Tensor] = {}
+    kept_sum, present = 0.0, 0
+    for step in steps:
+        step_targets = targets[step.objects, step.frame]
         terms = step_losses(step, step_targets, weights, supervise_all_iou)
         kept_sum = kept_sum + terms.pop("kept_iou").sum()
         present = present + step_targets.flatten(1).any(1).sum()
         for name, value in terms.items():
-            sums[name] = sums[name] + value.sum()
-    sums = {name: sums[name] / num_objects for name in TERMS}
+            sums[name] = sums[name] + value.sum() if name in sums else value.sum()
+    device = targets.device
+    sums = {name: sums.get(name, torch.zeros((), device=device)) / num_objects for name in TERMS}
     total = sum(getattr(weights, name) * sums[name] for name in TERMS)
     if torch.is_grad_enabled() and not total.requires_grad:
         # nothing predicted (e.g. one frame, mask prompts only): a zero that backward accepts
         total = total.detach().requires_grad_()
-    # one host transfer for every logged number (each float() would wait for the device)
-    values = torch.stack([*sums.values(), total, kept_sum, present]).detach().float().tolist()
-    parts = dict(zip([*TERMS, "total"], values, strict=False))
-    kept, count = values[-2:]
-    if count:
-        parts["kept_iou"] = kept / count
+    parts = {name: float(value.detach()) for name, value in sums.items()}
+    parts["total"] = float(total.detach())
+    if int(present):
+        parts["kept_iou"] = float(kept_sum / present)
     return total, parts
