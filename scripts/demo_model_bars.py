@@ -172,21 +172,10 @@ def main() -> None:
                 )
             results[style] = {
                 "movies": per,
-                "gt": {
-                    m: float(np.mean([p["gt"][m] for p in per if p["gt"].get(m) is not None]))
-                    for m in METRICS
-                },
-                "clicks": {
-                    m: float(
-                        np.mean([p["clicks"][m] for p in per if p["clicks"].get(m) is not None])
-                    )
-                    for m in METRICS
-                },
+                "gt": _means([p["gt"] for p in per]),
+                "clicks": _means([p["clicks"] for p in per]),
                 "click_iou_median": float(np.median([i for p in per for i in p["click_iou"]])),
-                "auto": {
-                    m: float(np.mean([p["auto"][m] for p in per if p["auto"].get(m) is not None]))
-                    for m in METRICS
-                },
+                "auto": _means([p["auto"] for p in per]),
                 "detection": {
                     k: sum(p["detection"][k] for p in per) for k in ("found", "gt", "matched")
                 },
@@ -204,7 +193,7 @@ def main() -> None:
         precision, recall = d["matched"] / max(1, d["found"]), d["matched"] / max(1, d["gt"])
         print(
             f"| {style} | {r['gt']['TRA']:.3f} | {r['gt']['SEG']:.3f} | "
-            f"{r['clicks']['TRA']:.3f} | {r['click_iou_median']:.3f} | {r['auto']['TRA']:.3f} "
+            f"{r['clicks']['TRA']:.3f} | {r['click_iou_median']:.3f} | {r['auto']['TRA'] or 0:.3f} "
             f"| {precision:.2f} / {recall:.2f} ({d['matched']} of {d['found']} found, "
             f"{d['gt']} cells) |"
         )

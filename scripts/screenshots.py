@@ -3,9 +3,9 @@
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py
 
 Opens the demo (synthetic mother machine + dock + the shipped ``demo`` model, trained on
-synthetic data only), seeds the cells of frame 0 from the GT labels (where the demo model is
-strongest; its click masks are still poor), tracks forward, fine-tunes LoRA from the
-layers for a few steps, and saves docs/images/tracking.png and docs/images/finetune.png.
+synthetic data only), clicks each cell of frame 0 once (at its GT centre, as a user would),
+tracks forward, fine-tunes LoRA from the layers for a few steps, and saves
+docs/images/tracking.png and docs/images/finetune.png.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import napari
+import numpy as np
 from qtpy.QtWidgets import QApplication
 
 from napari_cellsam2.widgets.demo import open_demo
@@ -51,10 +52,13 @@ def main() -> None:
     track = widget.track_panel
     track.start_session()
     wait(lambda: not state.busy)
-    track.seed_layer.select("mother machine TRA")
     viewer.dims.set_current_step(0, 0)
-    track.seed()
-    wait(lambda: track.pending_previews == 0 and not state.busy)
+    gt = np.asarray(viewer.layers["mother machine TRA"].data[0])
+    for cell in (int(v) for v in np.unique(gt) if v):
+        ys, xs = np.nonzero(gt == cell)
+        track.cell.setValue(cell)
+        track.prompts.points.add([0, ys.mean(), xs.mean()])
+        wait(lambda: track.pending_previews == 0 and not state.busy)
     track.direction.setCurrentText("forward")
     track.track()
     wait(lambda: not state.busy)

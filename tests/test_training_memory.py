@@ -21,7 +21,7 @@ whichever output the saturated head happens to rank first; see ``losses.iou_loss
 The tests run at 3e-4 (``LR``): at 1e-3 the overfits were bistable, seeds 1 and 2 stalled at
 0.50 and 0.26 and a float-level reordering of the loss sums flipped seed 0
 (``scripts/overfit_seed_sweep.py --lr 1e-3``); at 3e-4 seeds 0-3 reach 0.99 (memory path) and
-0.97-0.99 (clicks, session IoU) and the memory cut stays at 0.23 (docs/results/engine.md).
+0.97-0.99 (clicks, session IoU) and the memory cut stays at 0.22-0.24 (docs/results/engine.md).
 """
 
 from __future__ import annotations
