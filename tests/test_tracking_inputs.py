@@ -327,3 +327,19 @@ def test_peft_lora_models_track_with_their_adapters(model):
     s.add_points(1, 0, [[14, 14]])
     s.predict_frame(0)
     assert not np.array_equal(s.labels[0], base.labels[0])  # the adapter changes the masks
+
+
+def test_seed_from_labels_can_leave_out_labels_too_small_for_the_model():
+    """A 1-pixel fragment (common in tracking results) is refused by default and left out with
+    skip_vanishing, which the tracking-path validation uses to score a result."""
+    session = TrackingSession(
+        build_random_model(tiny_config(64)), np.zeros((2, 256, 32), np.uint16)
+    )
+    labels = np.zeros((256, 32), np.uint16)
+    labels[20:60, 4:28] = 1
+    labels[200, 10] = 2  # a quarter of a model pixel
+    with pytest.raises(ValueError, match=r"label 2 .*vanishes"):
+        session.seed_from_labels(0, labels)
+    assert session.object_ids == []  # nothing half-seeded
+    assert session.seed_from_labels(0, labels, skip_vanishing=True) == [1]
+    assert session.object_ids == [1]

@@ -392,10 +392,14 @@ class TrackingSession:
                 t = earliest
             _stale_from(o, t)
 
-    def seed_from_labels(self, frame: int, labels: Any) -> list[int]:
+    def seed_from_labels(
+        self, frame: int, labels: Any, *, skip_vanishing: bool = False
+    ) -> list[int]:
         """Prompt every label of a (Y, X) labels frame as a mask (e.g. a GT TRA frame or a
         corrected result). A label that is an existing object ID corrects that object; others
-        become new objects with that ID. Returns the IDs."""
+        become new objects with that ID. A label too small to exist at the model resolution is
+        refused, or left out with ``skip_vanishing`` (e.g. a 1-pixel fragment in a result used
+        for scoring). Returns the IDs seeded."""
         with self._lock:
             t = self._check_frame(frame)
             lab = np.asarray(labels)
@@ -410,7 +414,14 @@ class TrackingSession:
                 raise ValueError(f"labels frame {t} has no objects (all zero)")
             if ids[0] < 0 or ids[-1] > MAX_OBJECT_ID:
                 raise ValueError(f"labels must be in 0..{MAX_OBJECT_ID}, got {ids[0]}..{ids[-1]}")
-            prompts = {i: self._checked_mask(lab == i, f"label {i}") for i in ids}
+            prompts = {}
+            for i in ids:
+                try:
+                    prompts[i] = self._checked_mask(lab == i, f"label {i}")
+                except ValueError:
+                    if not skip_vanishing:
+                        raise
+            ids = list(prompts)
             for i in ids:
                 o = self._objects.get(i)
                 if o is not None and not self._bounds(o)[0] <= t <= self._bounds(o)[1]:
