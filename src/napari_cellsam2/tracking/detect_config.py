@@ -22,7 +22,7 @@ class DetectConfig:
     min_object_score: float = _opt(
         0.0, "keep a point's mask if SAM 2's object-score logit is above"
     )
-    min_predicted_iou: float = _opt(0.7, "keep a point's mask if its predicted IoU is at least")
+    min_predicted_iou: float = _opt(0.6, "keep a point's mask if its predicted IoU is at least")
     nms_iou: float = _opt(0.5, "drop a mask overlapping a better one by more than this IoU")
     min_area: int = _opt(10, "drop a mask with fewer pixels (original frame, after overlaps)")
     batch_size: int = _opt(256, "grid points per decoder pass")
