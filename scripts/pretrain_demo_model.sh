@@ -20,23 +20,21 @@ PY="${PYTHON:-python}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 mkdir -p "$WORK"
 [ -d "$WORK/data" ] || "$PY" scripts/make_demo_data.py --out "$WORK/data" --seed 0
-RESUME=false
-[ -f "$WORK/run/checkpoints/last.json" ] && RESUME=true
+# stage NAME [key=value ...]: train into WORK/NAME, resuming it when it has a last checkpoint
+stage() {
+  local name=$1 resume=false
+  shift
+  [ -f "$WORK/$name/checkpoints/last.json" ] && resume=true
+  "$PY" -m napari_cellsam2.cli train --config configs/demo_pretrain.yaml \
+    launcher.experiment_log_dir="$WORK/$name" dataset.data_dir="$WORK/data" \
+    launcher.resume=$resume "$@"
+  echo "stage $name done at $(( $(date +%s) - start )) s"
+}
 start=$(date +%s)
-"$PY" -m napari_cellsam2.cli train --config configs/demo_pretrain.yaml \
-  launcher.experiment_log_dir="$WORK/run" dataset.data_dir="$WORK/data" launcher.resume=$RESUME "$@"
-echo "stage 1 done in $(( $(date +%s) - start )) s"
-RESUME=false
-[ -f "$WORK/clicks/checkpoints/last.json" ] && RESUME=true
-"$PY" -m napari_cellsam2.cli train --config configs/demo_pretrain.yaml \
-  launcher.experiment_log_dir="$WORK/clicks" dataset.data_dir="$WORK/data" launcher.resume=$RESUME \
-  model.base="$WORK/run/checkpoints/best" scratch.num_epochs=2 scratch.mask_prompt_epochs=0 \
-  scratch.memory_from_gt_epochs=2 scratch.base_lr=3e-4 scratch.vision_lr=3e-4
-echo "stages 1 and 2 done in $(( $(date +%s) - start )) s"
-RESUME=false
-[ -f "$WORK/long/checkpoints/last.json" ] && RESUME=true
-"$PY" -m napari_cellsam2.cli train --config configs/demo_pretrain.yaml \
-  launcher.experiment_log_dir="$WORK/long" dataset.data_dir="$WORK/data" launcher.resume=$RESUME \
-  model.base="$WORK/clicks/checkpoints/epoch_001" scratch.num_epochs=14 scratch.mask_prompt_epochs=0 \
-  scratch.memory_from_gt_epochs=8 scratch.base_lr=3e-4 scratch.vision_lr=3e-4
-echo "stages 1-3 done in $(( $(date +%s) - start )) s"
+stage run "$@"
+# stages 2 and 3: clicks / boxes / masks with corrections at 3e-4, from the previous stage
+LATER=(scratch.mask_prompt_epochs=0 scratch.base_lr=3e-4 scratch.vision_lr=3e-4)
+stage clicks model.base="$WORK/run/checkpoints/best" scratch.num_epochs=2 \
+  scratch.memory_from_gt_epochs=2 "${LATER[@]}"
+stage long model.base="$WORK/clicks/checkpoints/epoch_001" scratch.num_epochs=14 \
+  scratch.memory_from_gt_epochs=8 "${LATER[@]}"
