@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from napari_cellsam2.evaluation.detection import detection_counts
+
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("TRA", "SEG", "DET", "LNK")
 
@@ -93,25 +95,6 @@ def _click_ious(first_gt: np.ndarray, res: Path) -> list[float]:
     return ious
 
 
-def _detection_counts(first_gt: np.ndarray, res: Path) -> dict[str, int]:
-    """Found cells on frame 0 of ``res``, GT cells, and matches (IoU >= 0.5, greedy by IoU)."""
-    got = tifffile.imread(sorted(res.glob("mask*.tif"))[0])
-    found, truth = np.unique(got[got > 0]), np.unique(first_gt[first_gt > 0])
-    pairs = []
-    for f in found:
-        for g in truth:
-            a, b = got == f, first_gt == g
-            iou = (a & b).sum() / max(1, (a | b).sum())
-            if iou >= 0.5:
-                pairs.append((iou, int(f), int(g)))
-    used_f, used_g = set(), set()
-    for _, f, g in sorted(pairs, reverse=True):
-        if f not in used_f and g not in used_g:
-            used_f.add(f)
-            used_g.add(g)
-    return {"found": len(found), "gt": len(truth), "matched": len(used_f)}
-
-
 def _means(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
     """Mean per metric over movies, over the movies where it is defined (None if none)."""
     out: dict[str, float | None] = {}
@@ -167,7 +150,10 @@ def main() -> None:
                         "clicks": clicked,
                         "click_iou": _click_ious(first, work / "click_RES"),
                         "auto": auto,
-                        "detection": _detection_counts(first, work / "auto_RES"),
+                        "detection": detection_counts(
+                            tifffile.imread(sorted((work / "auto_RES").glob("mask*.tif"))[0]),
+                            first,
+                        ),
                     }
                 )
             results[style] = {

@@ -26,28 +26,13 @@ import numpy as np
 import tifffile
 
 from napari_cellsam2.ctc import open_path
+from napari_cellsam2.evaluation.detection import detection_counts
 from napari_cellsam2.model.loading import load_model
 from napari_cellsam2.tracking import DetectConfig, TrackingSession
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN_IOU = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_SCORE = (0.0, 2.0, 5.0)
-
-
-def matches(found: list[np.ndarray], gt: np.ndarray) -> int:
-    pairs = []
-    for i, mask in enumerate(found):
-        for g in np.unique(gt[gt > 0]):
-            truth = gt == g
-            iou = (mask & truth).sum() / max(1, (mask | truth).sum())
-            if iou >= 0.5:
-                pairs.append((iou, i, int(g)))
-    used_f, used_g = set(), set()
-    for _, i, g in sorted(pairs, reverse=True):
-        if i not in used_f and g not in used_g:
-            used_f.add(i)
-            used_g.add(g)
-    return len(used_f)
 
 
 def main() -> None:
@@ -76,13 +61,14 @@ def main() -> None:
             session = TrackingSession(model, seq.images)
             for min_iou, min_score in itertools.product(MIN_IOU, MIN_SCORE):
                 config = DetectConfig(min_predicted_iou=min_iou, min_object_score=min_score)
-                found = [d.mask for d in session.detect(0, config)]
+                found = np.zeros(gt.shape, np.int32)  # detections are disjoint
+                for i, detection in enumerate(session.detect(0, config), start=1):
+                    found[detection.mask] = i
                 counts = rows.setdefault((min_iou, min_score), {}).setdefault(
                     style, {"found": 0, "gt": 0, "matched": 0}
                 )
-                counts["found"] += len(found)
-                counts["gt"] += len(np.unique(gt[gt > 0]))
-                counts["matched"] += matches(found, gt)
+                for key, value in detection_counts(found, gt).items():
+                    counts[key] += value
 
     def f1(counts: dict[str, int]) -> tuple[float, float, float]:
         p = counts["matched"] / max(1, counts["found"])

@@ -98,3 +98,17 @@ def test_bad_detect_option_exits_2(ctc_sequence: Path, tmp_path: Path, capsys):
     assert main([*argv, "--detect-nms-iou", "2"]) == 2
     assert "nms_iou" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_detection_counts_match_each_cell_once_at_half_iou():
+    from napari_cellsam2.evaluation.detection import detection_counts
+
+    gt = np.zeros((10, 10), int)
+    gt[0:4, 0:4], gt[6:9, 6:9], gt[0:2, 8:10] = 1, 2, 3
+    found = np.zeros((10, 10), int)
+    found[0:4, 0:3] = 5  # IoU 0.75 with cell 1
+    found[6:9, 6:7] = 7  # IoU 0.33 with cell 2: not a match
+    found[5, 0] = 9  # on no cell
+    assert detection_counts(found, gt) == {"found": 3, "gt": 3, "matched": 1}
+    found[6:9, 6:8] = 7  # IoU 0.67
+    assert detection_counts(found, gt)["matched"] == 2

@@ -49,11 +49,9 @@ def grid_points(height: int, width: int, points_per_side: int) -> np.ndarray:
     return np.array([(x, y) for y in ys for x in xs], dtype=np.float64)
 
 
-def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of one (H, W) bool mask with each of (n, H, W)."""
-    inter = (a & b).flatten(1).sum(1).float()
-    union = (a | b).flatten(1).sum(1).float()
-    return inter / union.clamp(min=1)
+def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """IoU of two (H, W) bool masks."""
+    return int((a & b).sum()) / max(1, int((a | b).sum()))
 
 
 @torch.inference_mode()
@@ -83,7 +81,7 @@ def detect_cells(
         embeddings = [f.expand(m, -1, -1, -1) for f in (*maps, cond)]
         labels = torch.ones(m, 1, dtype=torch.int32, device=low.device)
         result = decode(model, embeddings, xy[:, None], labels, None, multimask=True)
-        iou = result.iou_scores.float().gather(1, result.iou_scores.argmax(1, keepdim=True))[:, 0]
+        iou = result.iou_scores.float().amax(1)  # of the output kept (highest predicted IoU)
         obj = result.object_score_logits.float()
         ok = (obj > config.min_object_score) & (iou >= config.min_predicted_iou)
         rows = ok.nonzero().flatten()
@@ -93,14 +91,15 @@ def detect_cells(
         kept_points.extend(int(start + r) for r in rows.tolist())
     if not kept_points:
         return []
-    iou, obj = torch.cat(kept_iou), torch.cat(kept_obj)
-    masks = letterbox.logits_to_original(torch.cat(kept_logits)) > 0
+    iou, obj, logits = torch.cat(kept_iou), torch.cat(kept_obj), torch.cat(kept_logits)
     detections: list[Detection] = []
-    taken = torch.zeros_like(masks[0])
+    taken = torch.zeros((letterbox.height, letterbox.width), dtype=torch.bool, device=low.device)
     chosen: list[torch.Tensor] = []
     for i in torch.argsort(iou, descending=True).tolist():
-        mask = masks[i]
-        if chosen and float(_mask_iou(mask, torch.stack(chosen)).max()) > config.nms_iou:
+        # one candidate at a time on the original grid: hundreds of kept points on a large
+        # frame would not fit as one float stack
+        mask = letterbox.logits_to_original(logits[i]) > 0
+        if any(_mask_iou(mask, other) > config.nms_iou for other in chosen):
             continue
         own = mask & ~taken
         if int(own.sum()) < max(1, config.min_area):
