@@ -135,6 +135,7 @@ def _session_iou_after_click_overfit(
         is_background=torch.zeros(1, 3, dtype=torch.bool),
         valid_region=torch.ones(1, 64, 64, dtype=torch.bool),
         object_ids=torch.arange(1, 4)[None],
+        parent_slot=torch.full((1, 3), -1, dtype=torch.long),
     )
     torch.manual_seed(seed)
     model = tiny_model(64, seed=seed)

@@ -191,8 +191,19 @@ def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
             type=type(f.default),
             default=f.default,
             metavar=type(f.default).__name__.upper(),
-            help=f"--prompts auto: {f.metadata['help']} (default {f.default})",
+            help=f"--prompts auto, --detect-new-cells: {f.metadata['help']} (default {f.default})",
         )
+
+
+def _non_negative(text: str) -> int:
+    """An integer >= 0 (argparse turns the error into a usage error, exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0 = off), got {value}")
+    return value
 
 
 def _detect_config(args: argparse.Namespace) -> DetectConfig:
@@ -222,6 +233,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
             geff=geff,
             geff_existing=geff_existing,
             detect=_detect_config(args),
+            detect_new_cells=args.detect_new_cells,
             log=lambda line: print(line, file=sys.stderr),
         )
     except OutputExistsError as exc:
@@ -424,6 +436,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: bf16 autocast on CUDA, fp32 elsewhere; fp32: strict fp32 (CUDA: TF32 off)",
     )
     p.add_argument("--evaluate", metavar="GT", help="print CTC metrics against this 01_GT folder")
+    p.add_argument(
+        "--detect-new-cells",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="every N frames, also track the cells found (--detect-* options) outside the "
+        "tracked ones, forward from there; with any --prompts, not with --direction backward "
+        "(default 0: off)",
+    )
     _add_detect_arguments(p)
     p.set_defaults(handler=_cmd_track)
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from torch import nn
 
 from ..ctc.writer import atomic_folder
+from .heads import HEADS_FILE, head_state, without_heads
 from .resolution import image_size
 
 __all__ = [
@@ -107,6 +108,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def _write_heads(folder: Path, heads: dict[str, Any]) -> None:
+    """The division head (if any) beside the weights: :data:`.heads.HEADS_FILE`."""
+    if heads:
+        from safetensors.torch import save_file
+
+        save_file(heads, str(folder / HEADS_FILE))
+
+
 def save_model_checkpoint(
     model: nn.Module,
     folder: str | Path,
@@ -127,8 +136,13 @@ def save_model_checkpoint(
     if not hasattr(model, "save_pretrained") or not hasattr(model, "config"):
         raise TypeError(f"expected a transformers Sam2VideoModel, got {type(model).__name__}")
     info = _info("full", base_spec, image_size(model.config), extra_meta)
+    heads = head_state(model)
     with _atomic_folder(folder) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        # transformers loads model.safetensors strictly: the heads go in their own file
+        model.save_pretrained(
+            tmp, safe_serialization=True, state_dict=without_heads(model.state_dict())
+        )
+        _write_heads(tmp, heads)
         _write_json(tmp / CELLSAM2_JSON, info)
     return Path(folder).expanduser().resolve()
 
@@ -161,6 +175,7 @@ def save_adapter_checkpoint(
 
             tensors = {n: getattr(base, n).detach().float().cpu().contiguous() for n in names}
             save_file(tensors, str(tmp / TRAINED_PARAMETERS))
+        _write_heads(tmp, head_state(peft_model))
         _write_json(tmp / CELLSAM2_JSON, info)
     return Path(folder).expanduser().resolve()
 

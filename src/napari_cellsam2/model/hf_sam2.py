@@ -50,6 +50,7 @@ __all__ = [
     "InferenceCache",
     "empty_outputs",
     "encode_new_memory",
+    "install_extra_token",
     "process_object_pointers",
     "select_closest_cond_frames",
     "session_view",
@@ -171,3 +172,50 @@ def encode_new_memory(
         object_score_logits=object_scores[:, None, None],
         is_mask_from_pts=is_mask_from_pts,
     )
+
+
+# ---- an extra output token in the mask decoder (the division head, model/heads.py) ----------
+def _append_extra_token(decoder: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook: the head's token joins the prompt tokens, so the decoder's two-way
+    transformer attends it to the image (and the other tokens) like SAM 2's own output tokens."""
+    sparse = kwargs.get("sparse_prompt_embeddings")
+    if sparse is None:
+        raise RuntimeError(
+            "the mask decoder was called without sparse_prompt_embeddings=...: unsupported "
+            "transformers version for the division head"
+        )
+    batch, point_batch = sparse.shape[:2]
+    token = decoder.division_head.token.weight.to(sparse.dtype)
+    token = token.expand(batch, point_batch, 1, token.shape[-1])
+    return args, {**kwargs, "sparse_prompt_embeddings": torch.cat([sparse, token], dim=2)}
+
+
+def _keep_extra_token(transformer: Any, args: tuple, output: Any) -> None:
+    """Forward hook on the decoder's two-way transformer: its last output token is ours."""
+    transformer.cellsam2_extra_token = output[0][:, :, -1]
+
+
+def _score_extra_token(decoder: Any, args: tuple, kwargs: dict, output: Any) -> None:
+    """Forward hook on the decoder: the head's logits of this call, one per decoded object,
+    plus (while a caller records) every output of the call."""
+    token = decoder.transformer.cellsam2_extra_token
+    decoder.transformer.cellsam2_extra_token = None
+    logits = decoder.division_head.score(token).reshape(-1)
+    decoder.division_logits = logits
+    record = getattr(decoder, "cellsam2_record", None)
+    if record is not None:
+        masks, iou, _, object_score = output
+        record.append((masks.detach(), iou.detach(), object_score.detach(), logits.detach()))
+
+
+def install_extra_token(decoder: Any) -> None:
+    """Hook ``decoder`` (a ``Sam2VideoMaskDecoder`` holding a ``division_head``) so that every
+    call runs the head's token through the decoder and leaves its logits in
+    ``decoder.division_logits``. The hooks find the head through the decoder they are called
+    on, so a deep copy of the model carries working hooks of its own."""
+    if getattr(decoder, "cellsam2_hooked", False):
+        return
+    decoder.register_forward_pre_hook(_append_extra_token, with_kwargs=True)
+    decoder.transformer.register_forward_hook(_keep_extra_token)
+    decoder.register_forward_hook(_score_extra_token, with_kwargs=True)
+    decoder.cellsam2_hooked = True

@@ -30,6 +30,7 @@ from transformers import Sam2VideoConfig, Sam2VideoModel
 
 from .checkpoint import CELLSAM2_JSON, load_trained_parameters, read_checkpoint_info
 from .device import resolve_device
+from .heads import load_heads
 from .meta_checkpoint import load_meta_checkpoint
 from .resolution import image_size, with_image_size
 from .tiny import build_random_model, hiera_tiny_config, tiny_config
@@ -275,8 +276,14 @@ def _load_cpu(
         if (path / CELLSAM2_JSON).is_file():
             info = read_checkpoint_info(path)
             if info["kind"] == "lora":
-                return _load_lora(path, info, base, merge_lora), "lora", info
-            return _from_pretrained_folder(path), "checkpoint", info
+                model = _load_lora(path, info, base, merge_lora)
+            else:
+                model = _from_pretrained_folder(path)
+            try:
+                load_heads(model, path)
+            except ValueError as err:
+                raise ModelSpecError(str(err)) from err
+            return model, "lora" if info["kind"] == "lora" else "checkpoint", info
         if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
             return _from_pretrained_folder(path), "checkpoint", {"path": str(path)}
         raise ModelSpecError(

@@ -42,5 +42,10 @@ def with_image_size(model: Sam2VideoModel, size: int) -> Sam2VideoModel:
     param = next(model.parameters())
     resized = Sam2VideoModel(config_with_image_size(model.config, size))
     resized = resized.to(device=param.device, dtype=param.dtype)
-    resized.load_state_dict(model.state_dict(), strict=True)
+    from .heads import attach_division_head, division_head, without_heads
+
+    resized.load_state_dict(without_heads(model.state_dict()), strict=True)
+    head = division_head(model)
+    if head is not None:
+        attach_division_head(resized).load_state_dict(head.state_dict())
     return resized.train(model.training)

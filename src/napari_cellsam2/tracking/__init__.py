@@ -18,6 +18,8 @@ _LAZY = {
     "split_parts": ".compose",
     "Detection": ".detect",
     "detect_cells": ".detect",
+    "NewCellTracking": ".new_cells",
+    "track_with_new_cells": ".new_cells",
     "TrackingResult": ".export",
     "build_result": ".export",
     "BoxPrompt": ".prompts",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ from ..ctc import CTCFormatError, CTCSequence, open_path, write_res
 from ..ctc.geff import GEFF_ENTRIES, write_geff
 from ..ctc.writer import RES_ENTRIES, Existing, check_output
 from .detect_config import DetectConfig
+from .new_cells import check_new_cell_options, track_with_new_cells
 from .prompt_file import PromptEntry, PromptFileError, read_prompt_file
 from .session import TrackingSession
 
@@ -61,6 +62,7 @@ def track_ctc_sequence(
     geff: str | Path | None = None,
     geff_existing: Existing = "refuse",
     detect: DetectConfig | None = None,
+    detect_new_cells: int = 0,
     log: Callable[[str], None] = print,
 ) -> TrackingSession:
     """Track ``sequence`` (a CTC image folder) and write a validated RES folder to ``out``.
@@ -71,6 +73,9 @@ def track_ctc_sequence(
     (``prompt_file``). ``model`` is a
     spec for ``model.load_model`` or an already loaded model; ``precision`` as for
     :class:`TrackingSession`. ``geff``: also write the lineage there as a GEFF graph.
+    ``detect_new_cells`` N > 0: every N frames, also track the cells found outside the tracked
+    masks, forward from that frame (:mod:`.new_cells`, with ``detect``'s options); with any
+    ``prompts``.
 
     Outputs are checked before the model loads, so a run never ends in "cannot write": an
     earlier result is refused unless ``existing`` (``geff_existing``) says otherwise (see
@@ -81,6 +86,7 @@ def track_ctc_sequence(
     seq = open_path(sequence)
     if seq.images is None:
         raise CTCFormatError(seq.folder, "no image frames (tNNN.tif) to track")
+    check_new_cell_options(detect_new_cells, direction)
     check_output(out, RES_ENTRIES, existing)
     if geff is not None:
         check_output(geff, GEFF_ENTRIES, geff_existing)
@@ -104,19 +110,28 @@ def track_ctc_sequence(
     if str(prompts) == AUTO:
         found = session.add_detections(0, session.detect(0, detect))
         log(f"found {len(found)} cells on the first frame")
-        if not found:
+        if not found and not detect_new_cells:
             log(f"warning: no cell was found; {out} will hold an empty result")
     elif entries is None:
         seed_from_gt(session, seq)
     else:
         apply_prompt_entries(session, entries)
-    frames = session.propagate(direction)
+    new_cells = (
+        track_with_new_cells(session, detect_new_cells, detect, direction=direction)
+        if detect_new_cells
+        else None
+    )
+    frames = session.propagate(direction) if new_cells is None else new_cells
     if progress:
         from tqdm.auto import tqdm
 
-        frames = tqdm(frames, total=len(frames), desc=f"tracking {seq.name}", unit="frame")
+        total = len(frames) if isinstance(frames, Sized) else None  # new cells: unknown
+        frames = tqdm(frames, total=total, desc=f"tracking {seq.name}", unit="frame")
     for _ in frames:
         pass
+    if new_cells is not None:
+        n = len(new_cells.new_ids)
+        log(f"added {n} new cells on later frames (searched every {detect_new_cells} frames)")
     result = session.result()
     if not len(result.lineage):
         log(f"warning: no cell was tracked; {out} holds an empty result (0 tracks)")

@@ -83,6 +83,8 @@ def console_train(overrides: Sequence[str], config_file: str | None = None) -> i
                     f"{ParamCount(event.trainable, event.total_params)}"
                 )
                 say(f"log dir {event.log_dir}; epochs {event.start_epoch}..{event.num_epochs}")
+                for note in event.notes:
+                    say(note)
                 bar = tqdm(
                     total=event.total_steps, initial=event.start_step, disable=not main, unit="step"
                 )

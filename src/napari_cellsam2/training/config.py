@@ -79,6 +79,13 @@ class ScratchConfig:
     loss_dice: float = _opt(1.0, "Dice weight", "weight of the dice loss")
     loss_iou: float = _opt(1.0, "IoU weight", "weight of the IoU-prediction loss")
     loss_class: float = _opt(1.0, "Object-score weight", "weight of the object-score loss")
+    # CellSAM2's division head (model.heads), named as in the seed
+    pred_div_scores: bool = _opt(
+        False,
+        "Division head",
+        "learn divisions: a division score and the daughters' masks (adds the head if missing)",
+    )
+    loss_div: float = _opt(1.0, "Division weight", "weight of the division-score loss")
     supervise_all_iou: bool = _opt(
         True, "Supervise all IoUs", "train the predicted IoU of every multimask output"
     )

@@ -61,6 +61,7 @@ class ClipSample:
     is_background: torch.Tensor  # (N,) bool
     valid_region: torch.Tensor  # (S, S) bool
     object_ids: torch.Tensor  # (N,) long
+    parent_slot: torch.Tensor  # (N,) long: the mother's slot in the clip, -1 for none
 
     @property
     def num_objects(self) -> int:
@@ -78,6 +79,7 @@ class ClipBatch:
     is_background: torch.Tensor  # (B, N) bool
     valid_region: torch.Tensor  # (B, S, S) bool
     object_ids: torch.Tensor  # (B, N) long
+    parent_slot: torch.Tensor  # (B, N) long: the mother's slot in the same clip, -1 for none
 
     def to(self, device: torch.device | str) -> ClipBatch:
         return ClipBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
@@ -110,6 +112,7 @@ def collate_clips(samples: list[ClipSample]) -> ClipBatch:
     prompt_frame = torch.zeros((b, n), dtype=torch.long)
     is_background = torch.zeros((b, n), dtype=torch.bool)
     object_ids = torch.zeros((b, n), dtype=torch.long)
+    parent_slot = torch.full((b, n), -1, dtype=torch.long)
     for i, sample in enumerate(samples):
         k = sample.num_objects
         targets[i, :, :k] = sample.targets
@@ -117,6 +120,7 @@ def collate_clips(samples: list[ClipSample]) -> ClipBatch:
         prompt_frame[i, :k] = sample.prompt_frame
         is_background[i, :k] = sample.is_background
         object_ids[i, :k] = sample.object_ids
+        parent_slot[i, :k] = sample.parent_slot
     return ClipBatch(
         pixel_values=torch.stack([sample.pixel_values for sample in samples]),
         targets=targets,
@@ -125,6 +129,7 @@ def collate_clips(samples: list[ClipSample]) -> ClipBatch:
         is_background=is_background,
         valid_region=torch.stack([sample.valid_region for sample in samples]),
         object_ids=object_ids,
+        parent_slot=parent_slot,
     )
 
 
@@ -490,6 +495,8 @@ class CTCClipDataset(Dataset):
             (self.options.num_frames, n_cells + n_bkgd, size, size), dtype=torch.bool
         )
         targets[:, :n_cells] = masks[:, [k for k, _ in pairs]]
+        slot_of = {chosen[k]: slot for slot, (k, _) in enumerate(pairs)}
+        parent_slot = [slot_of.get(parents.get(chosen[k], 0), -1) for k, _ in pairs]
         return ClipSample(
             pixel_values=pixel_values,
             targets=targets,
@@ -497,6 +504,7 @@ class CTCClipDataset(Dataset):
             is_background=torch.tensor([False] * n_cells + [True] * n_bkgd, dtype=torch.bool),
             valid_region=_valid_region(box),
             object_ids=torch.tensor([chosen[k] for k, _ in pairs] + [0] * n_bkgd, dtype=torch.long),
+            parent_slot=torch.tensor(parent_slot + [-1] * n_bkgd, dtype=torch.long),
         )
 
 

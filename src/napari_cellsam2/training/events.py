@@ -41,6 +41,7 @@ class StartEvent:
     mode: Literal["lora", "full"]
     device: str
     num_processes: int
+    notes: tuple[str, ...] = ()  # what the user must know about the model (e.g. a new head)
 
 
 @dataclass(frozen=True)

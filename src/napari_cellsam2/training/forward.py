@@ -58,6 +58,8 @@ __all__ = [
     "ClipOutputs",
     "Corrector",
     "DecodeResult",
+    "DivisionStep",
+    "Divisions",
     "StepOutput",
     "decode",
     "mask_as_output",
@@ -92,6 +94,7 @@ class DecodeResult:
     low_res_masks: torch.Tensor  # (m, 1, h, w) the chosen, gated logits: what the tracker outputs
     high_res_masks: torch.Tensor  # (m, 1, S, S) the same upsampled: what the memory encoder sees
     object_pointer: torch.Tensor  # (m, C)
+    division_logits: torch.Tensor | None = None  # (m,) with a division head (model.heads)
 
 
 @dataclass
@@ -104,12 +107,47 @@ class StepOutput:
     mask_logits: torch.Tensor  # (m, K, h, w) raw decoder logits (K = 3 multimask or 1)
     iou_scores: torch.Tensor  # (m, K)
     object_score_logits: torch.Tensor  # (m,)
+    division_logits: torch.Tensor | None = None  # (m,) with a division head
 
     @classmethod
     def of(cls, frame: int, step: int, objects: torch.Tensor, result: DecodeResult) -> StepOutput:
         return cls(
-            frame, step, objects, result.mask_logits, result.iou_scores, result.object_score_logits
+            frame,
+            step,
+            objects,
+            result.mask_logits,
+            result.iou_scores,
+            result.object_score_logits,
+            result.division_logits,
         )
+
+
+@dataclass(frozen=True)
+class Divisions:
+    """GT divisions inside a clip, teacher-forced by :func:`run_clip`: on ``frame[d]`` the
+    tracked object ``mother[d]`` divides into ``daughters[d]`` (indices into the clip's M
+    objects), whose masks there are ``daughter_masks[d]`` (2, S, S) bool (used to match the
+    decoder's multimask outputs 1 and 2 to the daughters)."""
+
+    frame: torch.Tensor  # (D,) long
+    mother: torch.Tensor  # (D,) long
+    daughters: torch.Tensor  # (D, 2) long
+    daughter_masks: torch.Tensor  # (D, 2, S, S) bool
+
+    def __len__(self) -> int:
+        return int(self.frame.shape[0])
+
+
+@dataclass(frozen=True)
+class DivisionStep:
+    """One teacher-forced division as run: the mother's row ``row`` in ``steps[step]`` (the
+    tracked decode of ``frame``), and the daughters in the order of multimask outputs 1 and 2."""
+
+    step: int
+    frame: int
+    mother: int
+    row: int
+    daughters: tuple[int, int]
 
 
 @dataclass
@@ -120,6 +158,7 @@ class ClipOutputs:
     pred_masks: torch.Tensor  # (M, T, h, w) final low-res logits per frame, as the tracker outputs
     object_score_logits: torch.Tensor  # (M, T)
     tracked: torch.Tensor  # (M, T) bool: frame >= the object's prompt frame
+    divisions: list[DivisionStep] = field(default_factory=list)
 
 
 @dataclass
@@ -127,6 +166,10 @@ class _Memory:
     features: torch.Tensor  # (HW, m, mem_dim), bf16 as inference stores it
     position: torch.Tensor  # (HW, m, mem_dim)
     pointer: torch.Tensor  # (m, C)
+
+    def columns(self, index: torch.Tensor) -> _Memory:
+        """The memory of the objects at ``index`` (positions in the group)."""
+        return _Memory(self.features[:, index], self.position[:, index], self.pointer[index])
 
 
 @dataclass
@@ -137,6 +180,16 @@ class _Group:
     objects: torch.Tensor  # (m,) indices into M
     cond: dict[int, _Memory] = field(default_factory=dict)
     non_cond: dict[int, _Memory] = field(default_factory=dict)
+
+    def subset(self, index: torch.Tensor, start: int | None = None) -> _Group:
+        """The objects at ``index`` (positions in this group) with their memory: daughters
+        inherit their mother's bank this way, and a group drops its divided mothers."""
+        return _Group(
+            self.start if start is None else start,
+            self.objects[index],
+            {f: mem.columns(index) for f, mem in self.cond.items()},
+            {f: mem.columns(index) for f, mem in self.non_cond.items()},
+        )
 
 
 def _use_multimask(model: Sam2VideoModel, init_cond: bool, num_points: int) -> bool:
@@ -199,7 +252,12 @@ def decode(
     pointer = model.object_pointer_proj(token)
     lam = appearing.to(pointer.dtype)[:, None]
     pointer = lam * pointer + (1 - lam) * model.no_object_pointer
-    return DecodeResult(multi, iou, obj, chosen, high, pointer)
+    division = getattr(model.mask_decoder, "division_logits", None) if _has_head(model) else None
+    return DecodeResult(multi, iou, obj, chosen, high, pointer, division)
+
+
+def _has_head(model: Sam2VideoModel) -> bool:
+    return getattr(model.mask_decoder, "division_head", None) is not None
 
 
 def _resize(x: torch.Tensor, size, antialias: bool = False) -> torch.Tensor:
@@ -413,6 +471,7 @@ def run_clip(
     correct_frames: Sequence[int] = (),
     correct_as_cond: bool = True,
     memory_masks: torch.Tensor | None = None,
+    divisions: Divisions | None = None,
 ) -> ClipOutputs:
     """Track M prompted objects through a clip with autograd; returns every prediction.
 
@@ -441,6 +500,16 @@ def run_clip(
             (teacher forcing, a training curriculum: a model trained from random weights whose
             masks still cover every cell would otherwise remember no identity and never learn
             to track). Inference never does this.
+        divisions: GT divisions, teacher-forced (needs a model with a division head,
+            :mod:`napari_cellsam2.model.heads`, and multimask tracking): on a division frame
+            the mother's tracked decode is the division. Its multimask outputs 1 and 2 are
+            matched to the two daughters at minimum cost (``20 focal + dice``, as the loss);
+            each daughter then starts from the mother's memory bank (conditioning frames,
+            recent frames and object pointers), with its matched output, binarised, as a mask
+            prompt on the division frame, exactly what the tracking session does at a learned
+            division. The mother stops there: she is neither decoded nor supervised later.
+            Daughters are not prompted from ``prompts``; their ``prompt_frame`` must be the
+            division frame.
 
     Differences from inference, on purpose: objects (and clips) are batched; the memory encoder
     is not run on the clip's last frame (nothing reads it); correction clicks are simulated.
@@ -480,10 +549,15 @@ def run_clip(
     # objects' clips and prompt frames steer the loop: read them on the host once
     starts = prompt_frame.cpu()
     batch_index, prompt_frame = batch_index.to(device), prompt_frame.to(device)
+    by_frame = _check_divisions(divisions, model, starts, num_frames)
+    inherited = torch.zeros(num_objects, dtype=torch.bool)
+    if divisions is not None:
+        inherited[divisions.daughters.flatten().cpu()] = True
     groups = [
-        _Group(start, (prompt_frame == start).nonzero().flatten())
-        for start in torch.unique(starts).tolist()
+        _Group(start, ((prompt_frame == start) & ~inherited.to(device)).nonzero().flatten())
+        for start in torch.unique(starts[~inherited]).tolist()
     ]
+    division_steps: list[DivisionStep] = []
     sizes = model.backbone_feature_sizes
     h, w = model.prompt_encoder.mask_input_size
     steps: list[StepOutput] = []
@@ -501,12 +575,13 @@ def run_clip(
         feats, pos = vision.fpn_hidden_states, vision.fpn_position_encoding
 
         results: dict[int, DecodeResult] = {}
+        tracked_step = -1  # index in steps of this frame's tracked decode
         tracked = [g for g in active if g.start != frame]
         for group in active:
             if group.start != frame:
                 continue
             low, _, high_res = _object_features(feats, pos, sizes, batch_index[group.objects])
-            results[group.start] = _prompted(
+            results[id(group)] = _prompted(
                 model,
                 group.objects,
                 frame,
@@ -531,6 +606,7 @@ def run_clip(
             embeddings.append(torch.cat(conditioned))
             objects = torch.cat([g.objects for g in tracked])
             result = decode(model, embeddings, None, None, None, _use_multimask(model, False, 0))
+            tracked_step = len(steps)
             steps.append(StepOutput.of(frame, 0, objects, result))
             if frame in corrected:
                 result = _correct(
@@ -548,8 +624,25 @@ def run_clip(
                 )
             sizes_of = [g.objects.shape[0] for g in tracked]
             for group, part in zip(tracked, _split(result, sizes_of), strict=True):
-                results[group.start] = part
-        ordered = [results[g.start] for g in active]
+                results[id(group)] = part
+        ordered = [results[id(g)] for g in active]
+        for d in by_frame.get(frame, []):
+            division_steps.append(
+                _divide(
+                    model,
+                    divisions,
+                    d,
+                    groups,
+                    active,
+                    ordered,
+                    steps,
+                    tracked_step,
+                    feats,
+                    pos,
+                    sizes,
+                    batch_index,
+                )
+            )
         for group, result in zip(active, ordered, strict=True):
             masks = masks.index_put((group.objects,), result.low_res_masks[:, 0].to(masks.dtype))
             scores = scores.index_put((group.objects,), result.object_score_logits.to(scores.dtype))
@@ -575,6 +668,101 @@ def run_clip(
         pred_masks=torch.stack(frame_masks, dim=1),
         object_score_logits=torch.stack(frame_scores, dim=1),
         tracked=tracked,
+        divisions=division_steps,
+    )
+
+
+def _check_divisions(
+    divisions: Divisions | None, model: Sam2VideoModel, starts: torch.Tensor, num_frames: int
+) -> dict[int, list[int]]:
+    """Division indices by frame, after checking that each one can be teacher-forced."""
+    if divisions is None or not len(divisions):
+        return {}
+    if not _has_head(model):
+        raise ValueError("divisions need a model with a division head (model.heads)")
+    if not _use_multimask(model, False, 0):
+        raise ValueError("divisions need multimask tracking (multimask_output_for_tracking)")
+    by_frame: dict[int, list[int]] = {}
+    frames, mothers = divisions.frame.tolist(), divisions.mother.tolist()
+    for d, (frame, mother, pair) in enumerate(
+        zip(frames, mothers, divisions.daughters.tolist(), strict=True)
+    ):
+        if not 0 < frame < num_frames or int(starts[mother]) >= frame:
+            raise ValueError(
+                f"division {d}: mother {mother} (prompt frame {int(starts[mother])}) cannot "
+                f"divide on frame {frame} of {num_frames}"
+            )
+        if [int(starts[i]) for i in pair] != [frame, frame] or mother in pair:
+            raise ValueError(f"division {d}: daughters {pair} must start on frame {frame}")
+        by_frame.setdefault(frame, []).append(d)
+    return by_frame
+
+
+def _divide(
+    model: Sam2VideoModel,
+    divisions: Divisions,
+    d: int,
+    groups: list[_Group],
+    active: list[_Group],
+    ordered: list[DecodeResult],
+    steps: list[StepOutput],
+    tracked_step: int,
+    feats: list[torch.Tensor],
+    pos: list[torch.Tensor],
+    sizes: list[tuple[int, int]],
+    batch_index: torch.Tensor,
+) -> DivisionStep:
+    """Teacher-force division ``d`` (see :func:`run_clip`): the daughters' group joins
+    ``groups``/``active``/``ordered`` and the mother leaves hers (all three edited in place)."""
+    frame, mother = int(divisions.frame[d]), int(divisions.mother[d])
+    step = steps[tracked_step]
+    row = int((step.objects == mother).nonzero()[0, 0])
+    targets = divisions.daughter_masks[d]
+    size = targets.shape[-1]
+    with torch.no_grad():
+        up = _resize(step.mask_logits[row, 1:3, None].float(), (size, size))  # (2, 1, S, S)
+        cost = _match_cost(up, targets)  # (2 outputs, 2 daughters)
+    swap = bool(cost[0, 1] + cost[1, 0] < cost[0, 0] + cost[1, 1])
+    pair = divisions.daughters[d].flip(0) if swap else divisions.daughters[d]
+    daughters = pair.to(step.objects.device)
+    masks = _resize(step.mask_logits[row, 1:3, None].detach(), (model.image_size,) * 2)[:, 0] > 0
+    low, _, high_res = _object_features(feats, pos, sizes, batch_index[daughters])
+    raw_map = low.permute(1, 2, 0).reshape(2, low.shape[2], *model.backbone_feature_sizes[-1])
+    result = mask_as_output(model, [*high_res, raw_map], masks)
+
+    g = next(i for i, grp in enumerate(active) if bool((grp.objects == mother).any()))
+    group = active[g]
+    position = (group.objects == mother).nonzero().flatten()
+    child = group.subset(position.repeat(2), start=frame)
+    child.objects = daughters
+    keep = (group.objects != mother).nonzero().flatten()
+    remaining = group.subset(keep)
+    groups[groups.index(group)] = remaining
+    active[g], ordered[g] = remaining, _rows(ordered[g], keep)
+    if keep.numel() == 0:
+        groups.remove(remaining)
+        del active[g], ordered[g]
+    groups.append(child)
+    active.append(child)
+    ordered.append(result)
+    return DivisionStep(tracked_step, frame, mother, row, (int(pair[0]), int(pair[1])))
+
+
+def _match_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``20 focal + dice`` of each of 2 outputs (2, 1, S, S) against each of 2 targets."""
+    from .losses import dice_loss, focal_loss  # losses imports this module
+
+    targets = targets[None].float()  # (1, 2, S, S)
+    return 20.0 * focal_loss(logits, targets) + dice_loss(logits, targets)
+
+
+def _rows(result: DecodeResult, index: torch.Tensor) -> DecodeResult:
+    """The decoder result of the objects at ``index``."""
+    return DecodeResult(
+        *(
+            None if getattr(result, f.name) is None else getattr(result, f.name)[index]
+            for f in dataclass_fields(result)
+        )
     )
 
 
@@ -595,7 +783,11 @@ def _object_features(
 
 def _split(result: DecodeResult, sizes: list[int]) -> list[DecodeResult]:
     """A batched decoder result cut back into consecutive object groups of ``sizes``."""
-    fields = [torch.split(getattr(result, f.name), sizes) for f in dataclass_fields(result)]
+    none = [None] * len(sizes)
+    fields = [
+        none if getattr(result, f.name) is None else torch.split(getattr(result, f.name), sizes)
+        for f in dataclass_fields(result)
+    ]
     return [DecodeResult(*parts) for parts in zip(*fields, strict=True)]
 
 

@@ -57,6 +57,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..ctc.writer import atomic_write_text
 from ..model.device import autocast_context, resolve_device
+from ..model.heads import attach_division_head, division_head, load_heads
 from ..model.resolution import with_image_size
 from .config import ScratchConfig, TrainConfig, to_dataclass
 from .data import ClipBatch, collate_clips
@@ -393,6 +394,13 @@ class Trainer:
         full_resume = self.resume is not None and not sc.use_lora
         spec = str(self.resume.folder) if full_resume else self.conf.model.base
         sam = with_image_size(load_model(spec, self.device).model, sc.resolution)
+        self.notes: tuple[str, ...] = ()
+        if sc.pred_div_scores and division_head(sam) is None:
+            attach_division_head(sam, seed=sc.seed)
+            self.notes = (
+                f"division head: freshly initialised ({spec} has none); it learns divisions "
+                "from the lineage of the training data",
+            )
         if sc.use_lora:
             if self.resume is not None:
                 from peft import PeftModel
@@ -401,8 +409,12 @@ class Trainer:
 
                 net = PeftModel.from_pretrained(sam, self.resume.folder, is_trainable=True)
                 net = train_extra_parameters(net, load_trained_parameters(net, self.resume.folder))
+                load_heads(net, self.resume.folder)
             else:
                 net = apply_lora(sam, sc)
+            head = division_head(net)
+            if head is not None:  # a small head, trained in full beside the adapters
+                head.requires_grad_(True)
         else:
             net = sam
             if sc.freeze_encoder:
@@ -519,6 +531,7 @@ class Trainer:
                 trainable=self.params.trainable,
                 total_params=self.params.total,
                 mode="lora" if sc.use_lora else "full",
+                notes=self.notes,
                 device=str(self.device),
                 num_processes=acc.num_processes,
             )

@@ -20,7 +20,13 @@ Supervision of one prediction (object o, frame t, correction step k), as in SAM 
   output with the highest predicted IoU; if only the best output's IoU is trained, the others'
   predictions are never corrected and tracking keeps wrong outputs (measured in issue 9: the kept
   output was the best one in 12.5 % of decoder passes, eval loss 68.4 vs 5.94 in train mode);
-* object-score BCE x 1 on every prediction (target: present on that frame).
+* object-score BCE x 1 on every prediction (target: present on that frame);
+* with a division head (CellSAM2's, :mod:`napari_cellsam2.model.heads`): division-score BCE x 1
+  (``loss_div``) on every prediction, target 1 on the mother's tracked decode at a GT division
+  and 0 elsewhere. That decode is supervised as a division instead of as the mother: its
+  multimask outputs 1 and 2 against the daughters they were matched to (focal + dice each, the
+  IoU term over those two outputs) and the object score as present. The mother is not tracked
+  after her division, so she is never taught to vanish there.
 
 Differences from SAM 2's training code, on purpose: mask terms use the decoder's raw logits, not
 the ones replaced by ``NO_OBJ_SCORE`` when the object score is negative, so a mask head keeps
@@ -31,19 +37,20 @@ supervised. Terms are summed over objects, steps and frames and divided by the n
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .forward import StepOutput
+from .forward import DivisionStep, StepOutput
 
 __all__ = [
     "DEFAULT_WEIGHTS",
     "LossWeights",
     "clip_losses",
     "dice_loss",
+    "division_losses",
     "focal_loss",
     "iou_loss",
     "mask_iou",
@@ -51,6 +58,7 @@ __all__ = [
 ]
 
 TERMS = ("focal", "dice", "iou", "obj")
+DIV = "div"
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class LossWeights:
     dice: float = 1.0
     iou: float = 1.0
     obj: float = 1.0
+    div: float = 1.0
 
 
 DEFAULT_WEIGHTS = LossWeights()
@@ -161,35 +170,84 @@ def step_losses(
     }
 
 
+def division_losses(
+    step: StepOutput, rows: torch.Tensor, daughters: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Unweighted terms (r,) of the mothers at ``rows`` of ``step`` decoded as divisions:
+    outputs 1 and 2 against ``daughters`` (r, 2, S, S), in the matched order."""
+    targets = daughters.float()
+    size = targets.shape[-1]
+    logits = step.mask_logits[rows, 1:3]  # (r, 2, h, w)
+    up = _upsample(logits, size)
+    with torch.no_grad():
+        actual_iou = mask_iou(up > 0, targets > 0.5)
+    return {
+        "focal": focal_loss(up, targets).sum(1),
+        "dice": dice_loss(up, targets).sum(1),
+        "iou": iou_loss(step.iou_scores[rows, 1:3], actual_iou).mean(1),
+        "obj": F.binary_cross_entropy_with_logits(
+            step.object_score_logits[rows].float(),
+            torch.ones_like(actual_iou[:, 0]),
+            reduction="none",
+        ),
+    }
+
+
 def clip_losses(
     steps: Iterable[StepOutput],
     targets: torch.Tensor,
     num_objects: int,
     weights: LossWeights = DEFAULT_WEIGHTS,
     supervise_all_iou: bool = True,
+    divisions: Sequence[DivisionStep] = (),
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted total over all predictions of a clip, divided by ``num_objects``.
 
-    ``targets`` (M, T, S, S): each object's target per frame. Returns the scalar loss (with grad)
-    and ``parts``: the unweighted term sums (``focal``, ``dice``, ``iou``, ``obj``, each divided by
-    ``num_objects``), ``total`` = ``20 focal + dice + iou + obj`` (with the default weights) and
+    ``targets`` (M, T, S, S): each object's target per frame; ``divisions``: the teacher-forced
+    divisions of :func:`.forward.run_clip` (supervised as the module docstring says). Returns
+    the scalar loss (with grad) and ``parts``: the unweighted term sums (``focal``, ``dice``,
+    ``iou``, ``obj``, and ``div`` with a division head, each divided by ``num_objects``),
+    ``total`` = ``20 focal + dice + iou + obj (+ div)`` (with the default weights) and
     ``kept_iou``: the mean actual IoU of the output the tracker would keep, over predictions of
     present objects (not a loss term; in eval mode it is what tracking gets).
     """
     if num_objects < 1:
         raise ValueError(f"num_objects must be >= 1, got {num_objects}")
+    at_step: dict[int, list[DivisionStep]] = {}
+    for division in divisions:
+        at_step.setdefault(division.step, []).append(division)
     sums: dict[str, torch.Tensor] = {}
+
+    def add(name: str, value: torch.Tensor) -> None:
+        sums[name] = sums[name] + value.sum() if name in sums else value.sum()
+
     kept_sum, present = 0.0, 0
-    for step in steps:
+    for index, step in enumerate(steps):
         step_targets = targets[step.objects, step.frame]
         terms = step_losses(step, step_targets, weights, supervise_all_iou)
+        dividing = torch.zeros(step.objects.shape[0], device=targets.device)
+        here = at_step.get(index, [])
+        if here:
+            rows = torch.tensor([d.row for d in here], device=targets.device)
+            dividing[rows] = 1.0
+            pairs = torch.tensor([d.daughters for d in here], device=targets.device)
+            for name, value in division_losses(step, rows, targets[pairs, step.frame]).items():
+                add(name, value)
         kept_sum = kept_sum + terms.pop("kept_iou").sum()
         present = present + step_targets.flatten(1).any(1).sum()
         for name, value in terms.items():
-            sums[name] = sums[name] + value.sum() if name in sums else value.sum()
+            add(name, value * (1 - dividing))
+        if step.division_logits is not None:
+            add(
+                DIV,
+                F.binary_cross_entropy_with_logits(
+                    step.division_logits.float(), dividing, reduction="none"
+                ),
+            )
     device = targets.device
-    sums = {name: sums.get(name, torch.zeros((), device=device)) / num_objects for name in TERMS}
-    total = sum(getattr(weights, name) * sums[name] for name in TERMS)
+    names = (*TERMS, DIV) if DIV in sums else TERMS
+    sums = {name: sums.get(name, torch.zeros((), device=device)) / num_objects for name in names}
+    total = sum(getattr(weights, name) * sums[name] for name in names)
     if torch.is_grad_enabled() and not total.requires_grad:
         # nothing predicted (e.g. one frame, mask prompts only): a zero that backward accepts
         total = total.detach().requires_grad_()

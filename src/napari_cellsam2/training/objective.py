@@ -13,13 +13,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..model.heads import division_head
 from .config import ScratchConfig
 from .data import ClipBatch
-from .forward import run_clip
+from .forward import Divisions, run_clip
 from .losses import LossWeights, clip_losses
 from .prompts import ClickCorrector, frames_to_correct, sample_prompts
 
-__all__ = ["clip_loss"]
+__all__ = ["clip_loss", "gt_divisions"]
 
 
 def clip_loss(
@@ -41,6 +42,7 @@ def clip_loss(
             f"{tuple(batch.targets.shape)} disagree on (B, T)"
         )
     clip_idx, slot = batch.obj_valid.nonzero(as_tuple=True)
+    has_head = division_head(model) is not None
     if clip_idx.numel() == 0:
         raise ValueError("batch has no valid objects (obj_valid is all False)")
     prompt_frame = batch.prompt_frame[clip_idx, slot]
@@ -67,6 +69,7 @@ def clip_loss(
     if not bool(ok.all()):  # background objects without empty space to click: drop them
         keep = ok.nonzero().flatten()
         clip_idx, prompt_frame, targets = clip_idx[keep], prompt_frame[keep], targets[keep]
+        slot = slot[keep]
         prompts = prompts.subset(keep)
         if keep.numel() == 0:
             raise ValueError("no object of the batch could be prompted")
@@ -84,6 +87,9 @@ def clip_loss(
         scratch.rand_frames_to_correct,
         generator,
     )
+    divisions = gt_divisions(batch, clip_idx, slot, prompt_frame, targets) if has_head else None
+    if divisions is not None:  # a division frame is the mother's decode, not a correction
+        tracked = [f for f in tracked if f not in set(divisions.frame.tolist())]
     outputs = run_clip(
         model,
         batch.pixel_values,
@@ -94,10 +100,15 @@ def clip_loss(
         correct_frames=tracked,
         correct_as_cond=scratch.add_all_frames_to_correct_as_cond,
         memory_masks=targets if scratch.memory_from_gt else None,
+        divisions=divisions,
     )
     if weights is None:
         weights = LossWeights(
-            scratch.loss_mask, scratch.loss_dice, scratch.loss_iou, scratch.loss_class
+            scratch.loss_mask,
+            scratch.loss_dice,
+            scratch.loss_iou,
+            scratch.loss_class,
+            scratch.loss_div,
         )
     return clip_losses(
         outputs.steps,
@@ -105,4 +116,43 @@ def clip_loss(
         num_objects=int(clip_idx.numel()),
         weights=weights,
         supervise_all_iou=scratch.supervise_all_iou,
+        divisions=outputs.divisions,
+    )
+
+
+def gt_divisions(
+    batch: ClipBatch,
+    clip_idx: torch.Tensor,
+    slot: torch.Tensor,
+    prompt_frame: torch.Tensor,
+    targets: torch.Tensor,
+) -> Divisions | None:
+    """The batch's divisions that can be teacher-forced, as indices into the flattened objects
+    (``clip_idx``, ``slot``): a mother tracked up to the frame before her two daughters appear
+    together. Others (a daughter not visible at the model resolution, a mother prompted on the
+    division frame) stay as the data has them: daughters prompted, the mother absent."""
+    index = {key: i for i, key in enumerate(zip(clip_idx.tolist(), slot.tolist(), strict=True))}
+    parents = batch.parent_slot[clip_idx, slot].tolist()
+    starts = prompt_frame.tolist()
+    children: dict[int, list[int]] = {}
+    for i, (clip, parent) in enumerate(zip(clip_idx.tolist(), parents, strict=True)):
+        if parent >= 0 and (clip, parent) in index:
+            children.setdefault(index[(clip, parent)], []).append(i)
+    found = []
+    for mother, pair in sorted(children.items()):
+        frame = starts[pair[0]] if len(pair) == 2 else -1
+        if frame < 1 or starts[pair[1]] != frame or starts[mother] >= frame:
+            continue
+        if bool(targets[mother, frame - 1].any()):
+            found.append((frame, mother, pair))
+    if not found:
+        return None
+    device = targets.device
+    frames = torch.tensor([f for f, _, _ in found], device=device)
+    pairs = torch.tensor([p for _, _, p in found], device=device)
+    return Divisions(
+        frame=frames,
+        mother=torch.tensor([m for _, m, _ in found], device=device),
+        daughters=pairs,
+        daughter_masks=targets[pairs, frames[:, None]],
     )

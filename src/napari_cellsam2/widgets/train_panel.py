@@ -193,6 +193,7 @@ class TrainPanel(QWidget):
             self._progress.total = event.total_steps
             self.eta.setText(
                 f"{event.mode}: {event.trainable:,} / {event.total_params:,} parameters trained"
+                + "".join(f"; {note}" for note in event.notes)
             )
         elif isinstance(event, StepEvent):
             self.plot.add_train(event.global_step, event.loss)
