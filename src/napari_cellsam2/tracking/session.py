@@ -35,6 +35,7 @@ from ..ctc import Lineage, write_res
 from ..ctc.repair import plan_segments
 from ..ctc.writer import Existing
 from ..model.device import autocast_context
+from ..model.heads import division_head
 from ..model.hf_sam2 import (
     COND,
     MASKMEM_FEATURES,
@@ -49,6 +50,8 @@ from ..model.preprocess import IntensityNorm
 from ..model.resolution import image_size
 from .compose import compose_frame, resolve_overlaps, split_parts
 from .detect import DetectConfig, Detection, detect_cells
+from .division_config import DivisionConfig, resolve_mode
+from .divisions import inherited_outputs, learned_division
 from .export import TrackingResult, build_result
 from .features import FeatureCache, SharedPositions, drop_partial_memories, prune_outputs
 from .frames import FrameSource
@@ -184,9 +187,12 @@ class TrackingSession:
     is the CTC index of position 0 and only shifts the exported lineage. Object IDs are the
     values written to :attr:`labels` (1..65535). ``norm`` defaults to the loaded model's
     intensity normalisation (or :class:`IntensityNorm`). ``feature_cache_frames`` bounds the
-    image features kept for instant clicks. With ``auto_divide`` a tracked mask that splits into
-    two parts of at least ``division_min_area`` pixels and ``division_min_fraction`` of the
-    mother's previous area becomes a division (forward propagation only). ``precision``
+    image features kept for instant clicks. ``divisions`` (forward propagation only;
+    :mod:`.division_config`): ``"learned"`` (the default for a model with a division head) lets
+    the head divide a cell, with ``division_config``'s thresholds, into daughters that inherit
+    its memory; ``"split"`` makes a tracked mask that splits into two parts of at least
+    ``division_min_area`` pixels and ``division_min_fraction`` of the mother's previous area a
+    division; ``"off"`` (the default without the head) divides only by hand. ``precision``
     (``auto``: bf16 on CUDA, else fp32; ``fp32``; ``bf16``, CUDA only) may be changed at any
     time and applies from the next frame computed.
     """
@@ -198,7 +204,8 @@ class TrackingSession:
         *,
         norm: IntensityNorm | None = None,
         feature_cache_frames: int = 8,
-        auto_divide: bool = False,
+        divisions: str | None = None,
+        division_config: DivisionConfig | None = None,
         division_min_area: int = 20,
         division_min_fraction: float = 0.25,
         first_frame: int = 0,
@@ -221,7 +228,8 @@ class TrackingSession:
         self.num_frames = self.frames.num_frames
         self.height, self.width = self.frames.height, self.frames.width
         self.first_frame = int(first_frame)
-        self.auto_divide = bool(auto_divide)
+        self.divisions = divisions  # validated by the setter
+        self.division_config = division_config or DivisionConfig()
         self.division_min_area = int(division_min_area)
         self.division_min_fraction = float(division_min_fraction)
         self.labels = np.zeros((self.num_frames, self.height, self.width), np.uint16)
@@ -239,6 +247,15 @@ class TrackingSession:
         config = self.model.config
         self._num_maskmem = int(config.num_maskmem)
         self._max_pointers = int(config.max_object_pointers_in_encoder)
+
+    @property
+    def divisions(self) -> str:
+        """How divisions are found while propagating forward: learned, split or off."""
+        return self._divisions
+
+    @divisions.setter
+    def divisions(self, mode: str | None) -> None:
+        self._divisions = resolve_mode(mode, division_head(self.model) is not None)
 
     # ---- objects ------------------------------------------------------------------------------
     @property
@@ -680,16 +697,24 @@ class TrackingSession:
                 logits[i] = box.logits_to_original(canvas * _MASK_SCALE + _MASK_BIAS)
         return logits
 
-    def _run_frame(self, t: int, objs: Sequence[_Object], direction: str) -> dict[int, float]:
-        """Run SAM 2 for ``objs`` on frame ``t``, write the labels frame; returns object scores."""
+    def _run_frame(
+        self, t: int, objs: Sequence[_Object], direction: str, record: list | None = None
+    ) -> dict[int, float]:
+        """Run SAM 2 for ``objs`` on frame ``t``, write the labels frame; returns object scores.
+        ``record`` receives every mask-decoder call (with a division head)."""
         reverse = direction == "backward"
+        decoder = self.model.mask_decoder
         for o in objs:
             drop_partial_memories(o.outputs, t, reverse, self._num_maskmem)
         view, corrections = self._view(t, objs)
         try:
             with torch.inference_mode():
                 with autocast_context(self.device, self.precision):
-                    out = self.model(inference_session=view, frame_idx=t, reverse=reverse)
+                    decoder.cellsam2_record = record
+                    try:
+                        out = self.model(inference_session=view, frame_idx=t, reverse=reverse)
+                    finally:
+                        decoder.cellsam2_record = None
                 logits = self._object_logits(t, objs, out.pred_masks)
                 scores = out.object_score_logits.float().reshape(-1).cpu().tolist()
                 new = resolve_overlaps(logits, [o.id for o in objs])
@@ -789,13 +814,20 @@ class TrackingSession:
                 non_cond = o.outputs[NON_COND]
                 for f in [f for f in non_cond if (f >= t if forward else f <= t)]:
                     del non_cond[f]
-        scores = self._run_frame(t, objs, p.direction) if objs else {}
+        learned = forward and self.divisions == "learned"
+        record: list | None = [] if learned else None
+        scores = self._run_frame(t, objs, p.direction, record) if objs else {}
         for o in objs:
             o.pending_fwd, o.pending_bwd = advance(p, self._span(o), t)
         divisions = []
-        if forward and self.auto_divide:
-            for o in objs:
-                division = self._maybe_divide(o, t)
+        if forward and self.divisions != "off":
+            # transformers decodes each object once, in order, on a frame none is prompted on
+            aligned = record is not None and len(record) == len(objs)
+            for i, o in enumerate(objs):
+                if learned:
+                    division = self._learned_division(o, t, record[i]) if aligned else None
+                else:
+                    division = self._maybe_divide(o, t)
                 if division is not None:
                     divisions.append(division)
                     scores.pop(o.id, None)
@@ -815,11 +847,41 @@ class TrackingSession:
             p.direction,
         )
 
+    def _may_divide(self, o: _Object, t: int) -> bool:
+        """``o`` was tracked into frame ``t`` (not prompted there or later) and IDs are left."""
+        return (
+            t not in o.prompts
+            and t - 1 in o.areas
+            and max(o.prompts) <= t
+            and self._next_id + 1 <= MAX_OBJECT_ID
+        )
+
+    def _learned_division(self, o: _Object, t: int, record) -> tuple[int, int, int] | None:
+        """The division head's verdict on ``o`` at ``t`` (:mod:`.divisions`): daughters are
+        the decoder's outputs 1 and 2 and start from a copy of the mother's memory."""
+        if not self._may_divide(o, t):
+            return None
+        logits = learned_division(record, self.division_config)
+        if logits is None:
+            return None
+        box = self.frames.letterbox
+        original = box.logits_to_original(logits.float())  # (2, Y, X)
+        owner = original.argmax(0)
+        parts = [((owner == k) & (original[k] > 0)).cpu().numpy() for k in (0, 1)]
+        try:
+            prompts = [self._checked_mask(part) for part in parts]
+        except ValueError:  # a daughter too small to exist at the model resolution
+            return None
+        inherited = inherited_outputs(o.outputs, t)
+        self._end(o, t)
+        daughters = [self._daughter(o, t, prompt) for prompt in prompts]
+        for d in daughters:
+            d.outputs = inherited_outputs(inherited, t)
+        return o.id, daughters[0].id, daughters[1].id
+
     def _maybe_divide(self, o: _Object, t: int) -> tuple[int, int, int] | None:
         """Automatic division: the tracked mask of ``o`` split into two substantial parts."""
-        if t in o.prompts or t - 1 not in o.areas or max(o.prompts) > t:
-            return None
-        if self._next_id + 1 > MAX_OBJECT_ID:
+        if not self._may_divide(o, t):
             return None
         parts = split_parts(
             self.labels[t] == o.id,

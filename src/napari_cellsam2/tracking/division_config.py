@@ -1,0 +1,53 @@
+"""How the tracker finds divisions, importable without torch so that the CLI and the dock can
+build their choices from it without loading the model stack.
+
+* ``learned``: CellSAM2's division head (:mod:`napari_cellsam2.model.heads`) decides; the
+  daughters are the decoder's multimask outputs 1 and 2 and start from the mother's memory
+  (:mod:`.divisions`). The default for a model that has the head.
+* ``split``: a tracked mask that falls apart into two substantial pieces is a division
+  (a heuristic for models without the head; its daughters start with fresh memory).
+* ``off``: no automatic divisions (divide by hand). The default without the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DIVISION_MODES", "DivisionConfig", "resolve_mode"]
+
+DIVISION_MODES = ("learned", "split", "off")
+
+
+def _opt(default: float, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class DivisionConfig:
+    """Thresholds of a learned division, named and set as in CellSAM2's inference: all three
+    must hold for a tracked cell to divide."""
+
+    div_obj_score_thresh: float = _opt(0.5, "division probability above which a cell divides")
+    obj_score_thresh: float = _opt(0.5, "the dividing cell's presence probability must exceed")
+    iou_thresh: float = _opt(0.7, "both daughters' predicted IoUs must exceed")
+
+    def __post_init__(self) -> None:
+        for name in ("div_obj_score_thresh", "obj_score_thresh", "iou_thresh"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def resolve_mode(mode: str | None, has_head: bool) -> str:
+    """The division mode to use: ``mode`` checked, or the default for the model."""
+    if mode is None:
+        return "learned" if has_head else "off"
+    if mode not in DIVISION_MODES:
+        raise ValueError(f"divisions must be one of {DIVISION_MODES}, got {mode!r}")
+    if mode == "learned" and not has_head:
+        raise ValueError(
+            "divisions='learned' needs a model with a division head (train one with "
+            "scratch.pred_div_scores=true); use 'split' or 'off'"
+        )
+    return mode
