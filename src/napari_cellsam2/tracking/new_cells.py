@@ -1,0 +1,118 @@
+"""Track a movie while adding the cells that appear on later frames (``--detect-new-cells``).
+
+Prompts on the first frame (``--prompts auto`` or a user's clicks) only cover the cells present
+then; in a time-lapse cells also enter the field of view, and an empty trench fills up. So,
+while propagating forward, every ``every`` frames the frame just tracked is searched for cells
+(:meth:`TrackingSession.detect`) and those that no tracked mask already covers become new
+objects (new IDs, no parent) prompted by their mask on that frame.
+
+A new cell is tracked **forward only** from the frame where it was found: it entered the field
+there, so tracking it backward would invent a past it does not have. Hence detection happens
+only during the forward part of a run, and a backward pass (direction "both") runs *before* the
+first detection, never after one; it fills frames before the prompts the caller gave, so that
+cells prompted later in the movie are already tracked when earlier frames are searched and are
+not found a second time.
+
+:meth:`TrackingSession.propagate` raises :class:`PropagationInterrupted` when the session
+changes while it is paused, and adding an object is such a change; the forward run is therefore
+a series of propagations, each ending on a detection frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .detect_config import DetectConfig
+from .session import FrameResult, TrackingSession
+
+__all__ = ["NewCellTracking", "check_new_cell_options", "detection_frames", "track_with_new_cells"]
+
+
+def check_new_cell_options(every: int, direction: str) -> None:
+    """Refuse options that cannot work, before a model loads or a frame is tracked."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(
+            f"detecting new cells every N frames needs N >= 0 (0 = off), got {every!r}"
+        )
+    if direction not in ("forward", "backward", "both"):
+        raise ValueError(f"direction must be forward, backward or both, got {direction!r}")
+    if every and direction == "backward":
+        raise ValueError(
+            "new cells are tracked forward from the frame where they appear; detecting them "
+            "needs direction 'forward' or 'both', not 'backward'"
+        )
+
+
+def detection_frames(num_frames: int, every: int) -> list[int]:
+    """Frames searched for new cells: ``every, 2 * every, ...`` (frame 0 holds the seeds);
+    none when ``every`` is 0."""
+    return list(range(every, num_frames, every)) if every else []
+
+
+class NewCellTracking:
+    """An iterator of the :class:`FrameResult` of each computed frame (stop iterating, or
+    :meth:`close`, to cancel: the session stays consistent, as with ``propagate``).
+
+    A detection frame is yielded twice when cells were added there: once tracked, once more
+    with the new cells decoded from their masks. :attr:`added` maps each detection frame to the
+    IDs of the cells added on it (so far)."""
+
+    def __init__(
+        self,
+        session: TrackingSession,
+        every: int,
+        config: DetectConfig | None,
+        direction: str,
+        max_overlap: float,
+    ) -> None:
+        self.session = session
+        self.added: dict[int, list[int]] = {}
+        self._steps = self._run(every, config, direction, max_overlap)
+
+    @property
+    def new_ids(self) -> list[int]:
+        """Every object added by this run, in the order found."""
+        return [i for ids in self.added.values() for i in ids]
+
+    def __iter__(self) -> NewCellTracking:
+        return self
+
+    def __next__(self) -> FrameResult:
+        return next(self._steps)
+
+    def close(self) -> None:
+        self._steps.close()
+
+    def _run(
+        self, every: int, config: DetectConfig | None, direction: str, max_overlap: float
+    ) -> Iterator[FrameResult]:
+        if direction == "both" or not every:
+            # "both" without detection keeps propagate's own order (forward, then backward)
+            yield from self.session.propagate(direction if not every else "backward")
+            if not every:
+                return
+        for t in detection_frames(self.session.num_frames, every):
+            yield from self.session.propagate("forward", end=t)
+            found = self.session.detect(t, config)
+            self.added[t] = self.session.add_detections(t, found, max_overlap)
+        yield from self.session.propagate("forward")
+
+
+def track_with_new_cells(
+    session: TrackingSession,
+    every: int,
+    config: DetectConfig | None = None,
+    *,
+    direction: str = "forward",
+    max_overlap: float = 0.5,
+) -> NewCellTracking:
+    """Propagate ``session`` and, every ``every`` frames, add the cells found outside the
+    tracked masks (see the module docstring); iterate the result to run it.
+
+    ``direction``: "forward", or "both" (first backward from the given prompts, then forward
+    with detection). "backward" only works with ``every`` 0, which adds nothing and is
+    ``session.propagate(direction)``. ``config``: the detection options; ``max_overlap``: a
+    detection with more than this fraction under tracked labels is a cell already tracked.
+    Arguments are checked here, before anything runs."""
+    check_new_cell_options(every, direction)
+    return NewCellTracking(session, every, config, direction, max_overlap)
