@@ -7,6 +7,7 @@ experiment of docs/results/demo_model.md). Deterministic by ``--seed``; test mov
 training never sees.
 
     python scripts/make_demo_data.py --out data/demo-pretrain [--seed 0] [--held-out]
+        [--styles mother-machine,nuclei-sparse]
 """
 
 from __future__ import annotations
@@ -70,11 +71,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--held-out", action="store_true")
+    parser.add_argument(
+        "--styles", help="comma-separated subset of the pre-training styles (default: all)"
+    )
     args = parser.parse_args()
     if args.out.exists():
         raise SystemExit(f"{args.out} exists; choose a new folder")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    origin = write_mixture(args.out, HELD_OUT if args.held_out else STYLES, args.seed)
+    styles = HELD_OUT if args.held_out else STYLES
+    if args.styles:
+        wanted = args.styles.split(",")
+        unknown = sorted(set(wanted) - {name for name, *_ in styles})
+        if unknown:
+            raise SystemExit(f"unknown style(s) {unknown}; choose from {[s[0] for s in styles]}")
+        styles = [style for style in styles if style[0] in wanted]
+    origin = write_mixture(args.out, styles, args.seed)
     lines = [f"{split}/{entry}" for split, entries in origin.items() for entry in entries]
     (args.out / "styles.txt").write_text("\n".join(lines) + "\n")
     print(f"wrote {sum(map(len, origin.values()))} sequences to {args.out}")

@@ -29,7 +29,7 @@ def test_track_from_gt_first_frame_and_evaluate(ctc_sequence: Path, tmp_path: Pa
     assert "wrote" in printed.out and "TRA" in printed.out and "SEG" in printed.out
 
 
-def test_track_from_a_prompt_file_with_auto_divide(ctc_sequence: Path, tmp_path: Path):
+def test_track_from_a_prompt_file_with_split_divisions(ctc_sequence: Path, tmp_path: Path):
     prompts = tmp_path / "prompts.csv"
     prompts.write_text("object_id,frame,x,y,label\n1,0,4,9,1\n4,0,21,28,1\n4,0,2,2,0\n")
     out = tmp_path / "01_RES"
@@ -43,7 +43,8 @@ def test_track_from_a_prompt_file_with_auto_divide(ctc_sequence: Path, tmp_path:
             str(prompts),
             "--out",
             str(out),
-            "--auto-divide",
+            "--divisions",
+            "split",
             "--direction",
             "forward",
         ]

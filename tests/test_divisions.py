@@ -154,7 +154,9 @@ def test_daughters_are_matched_to_the_outputs_at_minimum_cost():
     second = run(model, batch, swapped).divisions[0]
     assert first.daughters == second.daughters  # the assignment is the outputs', not the order's
     step = run(model, batch, found).steps[first.step]
-    up = F.interpolate(step.mask_logits[first.row, 1:3, None], size=(SIZE, SIZE), mode="bilinear")
+    up = F.interpolate(
+        step.mask_logits[first.row, 1:3, None].detach(), size=(SIZE, SIZE), mode="bilinear"
+    )
     chosen = [targets[d, 2] for d in first.daughters]
     other = chosen[::-1]
 

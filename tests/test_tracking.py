@@ -315,7 +315,7 @@ def split_at_4(t: int) -> np.ndarray:
 
 
 def test_automatic_division(model, frames, tmp_path):
-    s = TrackingSession(model, frames, auto_divide=True, division_min_area=20)
+    s = TrackingSession(model, frames, divisions="split", division_min_area=20)
     s.add_mask(1, 0, disk(16, 20, 7))
     s.add_mask(2, 0, disk(50, 38, 5))
     _controlled(s, split_at_4)
@@ -336,7 +336,7 @@ def test_automatic_division(model, frames, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kw", [{"auto_divide": False}, {"auto_divide": True, "division_min_area": 200}]
+    "kw", [{"divisions": "off"}, {"divisions": "split", "division_min_area": 200}]
 )
 def test_no_division_when_off_or_parts_too_small(model, frames, kw):
     s = TrackingSession(model, frames, **kw)

@@ -11,6 +11,7 @@ from pathlib import Path
 from .ctc import CTCFormatError, CTCSequence, Lineage, OutputExistsError
 from .ctc.writer import Existing
 from .tracking.detect_config import DetectConfig
+from .tracking.division_config import DIVISION_MODES, DivisionConfig
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -206,6 +207,25 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _add_division_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--<threshold>`` for every field of DivisionConfig, with its default and help."""
+    from dataclasses import fields
+
+    for f in fields(DivisionConfig):
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=float,
+            default=f.default,
+            help=f"--divisions learned: {f.metadata['help']} (default {f.default})",
+        )
+
+
+def _division_config(args: argparse.Namespace) -> DivisionConfig:
+    from dataclasses import fields
+
+    return DivisionConfig(**{f.name: getattr(args, f.name) for f in fields(DivisionConfig)})
+
+
 def _detect_config(args: argparse.Namespace) -> DetectConfig:
     from dataclasses import fields
 
@@ -226,7 +246,8 @@ def _cmd_track(args: argparse.Namespace) -> int:
             out,
             device=args.device,
             direction=args.direction,
-            auto_divide=args.auto_divide,
+            divisions=args.divisions,
+            division_config=_division_config(args),
             precision=args.precision,
             progress=True,
             existing=existing,
@@ -428,7 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geff", metavar="PATH", help="also write the lineage as a GEFF graph here")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--direction", choices=["forward", "backward", "both"], default="both")
-    p.add_argument("--auto-divide", action="store_true", help="detect divisions from split masks")
+    p.add_argument(
+        "--divisions",
+        choices=DIVISION_MODES,
+        default=None,
+        help="learned: the model's division head (the default when it has one); split: a mask "
+        "that falls apart into two; off: none (the default without a head)",
+    )
+    _add_division_arguments(p)
     p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16"],

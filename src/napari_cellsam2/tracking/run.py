@@ -10,6 +10,7 @@ from ..ctc import CTCFormatError, CTCSequence, open_path, write_res
 from ..ctc.geff import GEFF_ENTRIES, write_geff
 from ..ctc.writer import RES_ENTRIES, Existing, check_output
 from .detect_config import DetectConfig
+from .division_config import DivisionConfig
 from .new_cells import check_new_cell_options, track_with_new_cells
 from .prompt_file import PromptEntry, PromptFileError, read_prompt_file
 from .session import TrackingSession
@@ -55,7 +56,8 @@ def track_ctc_sequence(
     *,
     device: str = "auto",
     direction: str = "both",
-    auto_divide: bool = False,
+    divisions: str | None = None,
+    division_config: DivisionConfig | None = None,
     precision: str = "auto",
     progress: bool = False,
     existing: Existing = "refuse",
@@ -72,7 +74,9 @@ def track_ctc_sequence(
     grid of clicks, :mod:`.detect` with ``detect``'s options) or a CSV/JSON prompt file
     (``prompt_file``). ``model`` is a
     spec for ``model.load_model`` or an already loaded model; ``precision`` as for
-    :class:`TrackingSession`. ``geff``: also write the lineage there as a GEFF graph.
+    :class:`TrackingSession`, and so are ``divisions`` (learned, split, off; default learned with
+    a division head) and ``division_config``. ``geff``: also write the lineage there as a GEFF
+    graph.
     ``detect_new_cells`` N > 0: every N frames, also track the cells found outside the tracked
     masks, forward from that frame (:mod:`.new_cells`, with ``detect``'s options); with any
     ``prompts``.
@@ -104,7 +108,8 @@ def track_ctc_sequence(
         model,
         seq.images,
         first_frame=seq.first_frame,
-        auto_divide=auto_divide,
+        divisions=divisions,
+        division_config=division_config,
         precision=precision,
     )
     if str(prompts) == AUTO:

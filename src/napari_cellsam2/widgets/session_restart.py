@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QMessageBox, QWidget
 from ..ctc.napari_layers import META_KEY, PARENTS_KEY, layer_meta
 from .lineage_view import TRACKS_NAME
 from .prompt_layers import PromptLayers
+from .track_form import division_mode
 
 LABELS_NAME = "cellsam2 tracking"
 
@@ -103,7 +104,8 @@ class SessionStart:
         first = int((image.metadata.get(META_KEY) or {}).get("first_frame", 0))
         try:
             session = TrackingSession(
-                self.state.model, image.data, auto_divide=self.auto_divide.isChecked(),
+                self.state.model, image.data,
+                divisions=division_mode(self.divisions.currentText()),
                 first_frame=first, precision=self.precision.currentText(),
             )  # fmt: skip
         except (ValueError, TypeError) as exc:

@@ -22,12 +22,19 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..tracking.division_config import DIVISION_MODES
 from .layer_combo import LayerCombo
 
 # Copies of tracking.DIRECTIONS and model.device.PRECISIONS, which import torch (a test keeps
 # them equal).
 DIRECTIONS = ("forward", "backward", "both")
 PRECISIONS = ("auto", "fp32", "bf16")
+AUTO_DIVISIONS = "auto"  # the model's default: learned with a division head, else off
+
+
+def division_mode(text: str) -> str | None:
+    """The session's ``divisions`` for the combo's text (None: the model's default)."""
+    return None if text == AUTO_DIVISIONS else text
 
 
 def _button(text: str, slot) -> QPushButton:
@@ -45,7 +52,12 @@ def build_track_form(
     panel.cell = QSpinBox()
     panel.cell.setRange(1, 65535)
     panel.negative = QCheckBox("negative clicks (x)")
-    panel.auto_divide = QCheckBox("detect divisions automatically")
+    panel.divisions = QComboBox()
+    panel.divisions.addItems([AUTO_DIVISIONS, *DIVISION_MODES])
+    panel.divisions.setToolTip(
+        "learned: the model's division head (auto picks it when the model has one); split: a "
+        "tracked mask that falls apart into two; off: divide by hand"
+    )
     panel.direction = QComboBox()
     panel.direction.addItems(DIRECTIONS)
     panel.direction.setCurrentText("both")
@@ -77,7 +89,7 @@ def build_track_form(
     form.addRow("Seed labels", panel.seed_layer)
     form.addRow("Cell ID", panel.cell)
     form.addRow("", panel.negative)
-    form.addRow("", panel.auto_divide)
+    form.addRow("Divisions", panel.divisions)
     form.addRow("Direction", panel.direction)
     form.addRow("Precision", panel.precision)
     form.addRow("From frame", panel.start_frame)

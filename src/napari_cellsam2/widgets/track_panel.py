@@ -25,7 +25,7 @@ from .prompt_input import PromptInput
 from .prompt_layers import PromptLayers
 from .session_restart import LABELS_NAME, SessionStart
 from .state import DockState
-from .track_form import build_track_form
+from .track_form import build_track_form, division_mode
 from .track_jobs import TrackingStarted, edit_and_preview, tracking_steps
 
 if TYPE_CHECKING:  # the tracker imports torch; the model's loading job imports it
@@ -182,7 +182,11 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
             return
         start = self.start_frame.value() if self.start_frame.value() >= 0 else None
         end = self.end_frame.value() if self.end_frame.value() >= 0 else None
-        self.session.auto_divide = self.auto_divide.isChecked()
+        try:
+            self.session.divisions = division_mode(self.divisions.currentText())
+        except ValueError as exc:  # learned, but the model has no division head
+            self._failed(str(exc))
+            return
         self.bar.reset()  # nothing of the previous run stays on show
         self.status.setText("tracking …")
         self.track_button.setEnabled(False)

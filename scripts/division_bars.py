@@ -1,0 +1,98 @@
+"""Divisions on the tracking path (issue 13): TRA, SEG, LNK, BC(0) and division F1 of
+``cellsam2 track`` on held-out synthetic movies, per division mode and seeding.
+
+For every test movie of ``--data`` (a CTC tree from scripts/make_demo_data.py) and every
+combination of ``--modes`` (learned / split / off) and ``--seedings`` (``gt``: the GT masks of
+the first frame; ``auto``: no prompts, the cells the model finds), it runs::
+
+    cellsam2 track MOVIE --prompts gt-first-frame|auto --model M --divisions MODE \
+        --direction forward --out RES
+
+and scores RES against the movie's GT with py-ctcmetrics. Division F1 is
+``2 tp / (2 tp + fp + fn)`` over py-ctcmetrics' division counts at zero frame tolerance (the
+counts behind BC(0)), summed over the movies of a style. Writes one JSON with every movie's
+scores and the per-style means.
+
+    python scripts/division_bars.py --model M --data WORK/data --out docs/results/x.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from napari_cellsam2.evaluation import evaluate_folders
+
+METRICS = ("TRA", "SEG", "LNK", "BC(0)", "tp_div(0)", "fp_div(0)", "fn_div(0)")
+PROMPTS = {"gt": "gt-first-frame", "auto": "auto"}
+
+
+def _track(seq: Path, model: str, mode: str, seeding: str, out: Path) -> None:
+    args = [
+        sys.executable, "-m", "napari_cellsam2.cli", "track", str(seq),
+        "--prompts", PROMPTS[seeding], "--model", model, "--divisions", mode,
+        "--direction", "forward", "--device", "cpu", "--out", str(out),
+    ]  # fmt: skip
+    run = subprocess.run(args, capture_output=True, text=True, check=False)
+    if run.returncode:
+        raise SystemExit(f"{' '.join(args)} failed:\n{run.stderr}")
+
+
+def _style(data: Path, seq: Path) -> str:
+    """The style a test movie came from (make_demo_data.py's styles.txt)."""
+    for line in (data / "styles.txt").read_text().splitlines():
+        where, _, name = line.partition(": ")
+        if where == f"test/{seq.name}":
+            return name.split(" (")[0]
+    return "unknown"
+
+
+def _summary(rows: list[dict]) -> dict:
+    out: dict = {}
+    for key in sorted({(r["style"], r["mode"], r["seeding"]) for r in rows}):
+        group = [r for r in rows if (r["style"], r["mode"], r["seeding"]) == key]
+        mean = {}
+        for metric in ("TRA", "SEG", "LNK", "BC(0)"):
+            values = [r[metric] for r in group if r[metric] is not None]
+            mean[metric] = round(sum(values) / len(values), 4) if values else None
+        tp, fp, fn = (sum(r[f"{k}_div(0)"] or 0 for r in group) for k in ("tp", "fp", "fn"))
+        mean["div_F1"] = round(2 * tp / (2 * tp + fp + fn), 4) if tp + fp + fn else None
+        mean.update(tp_div=tp, fp_div=fp, fn_div=fn, movies=len(group))
+        out["/".join(key)] = mean
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--modes", default="learned,split,off")
+    parser.add_argument("--seedings", default="gt,auto")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    movies = sorted((args.data / "test" / "CTC").glob("[0-9][0-9]"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seq in movies:
+            for mode in args.modes.split(","):
+                for seeding in args.seedings.split(","):
+                    res = Path(tmp) / f"{seq.name}_{mode}_{seeding}_RES"
+                    _track(seq, args.model, mode, seeding, res)
+                    scores = evaluate_folders(seq.with_name(seq.name + "_GT"), res, METRICS)
+                    row = {"movie": seq.name, "style": _style(args.data, seq), "mode": mode,
+                           "seeding": seeding}  # fmt: skip
+                    row.update({m: scores.get(m) for m in METRICS})
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    result = {"model": args.model, "data": str(args.data), "rows": rows, "summary": _summary(rows)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

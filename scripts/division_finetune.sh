@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Issue 13: a division-aware fine-tune of the shipped `demo` model, measured on the tracking path.
+#   1. WORK/data: synthetic mother machine (128 x 32) + sparse nuclei, seed 3 (make_demo_data.py;
+#      the test movies are seeds the demo model never saw);
+#   2. WORK/run: `cellsam2 train` from demo with scratch.pred_div_scores=true (a fresh division
+#      head), full fine-tune, GT mask prompts (what gt-first-frame and auto seeding give the
+#      tracker), STEPS optimizer steps at 3e-4;
+#   3. scripts/division_bars.py on the test movies: the demo model (split / off) and the
+#      fine-tuned one (learned / split / off), GT-seeded and fully automatic.
+# Usage: bash scripts/division_finetune.sh WORK_DIR [OUT]   (OUT default docs/results)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK="${1:?usage: division_finetune.sh WORK_DIR [OUT]}"
+OUT="${2:-docs/results}"
+PY="${PYTHON:-python}"
+STEPS="${STEPS:-400}"
+export OMP_NUM_THREADS=1
+mkdir -p "$WORK"
+[ -d "$WORK/data" ] || "$PY" scripts/make_demo_data.py --out "$WORK/data" --seed 3 \
+  --styles mother-machine,nuclei-sparse
+resume=false
+[ -f "$WORK/run/checkpoints/last.json" ] && resume=true
+"$PY" -m napari_cellsam2.cli train --config configs/demo_pretrain.yaml \
+  launcher.experiment_log_dir="$WORK/run" launcher.resume=$resume \
+  dataset.data_dir="$WORK/data" model.base=demo scratch.pred_div_scores=true \
+  scratch.num_epochs=2 scratch.steps_per_epoch=$((STEPS / 2)) \
+  scratch.base_lr=3e-4 scratch.vision_lr=3e-4 scratch.val_tracking_sequences=2 \
+  scratch.mask_prompt_epochs=0 scratch.memory_from_gt_epochs=0 \
+  scratch.prob_point=0 scratch.prob_box=0 scratch.prob_mask=1 \
+  scratch.num_correction_pt_per_frame=0 > "$WORK/train.log" 2>&1
+"$PY" scripts/division_bars.py --model demo --data "$WORK/data" --modes split,off \
+  --out "$OUT/divisions_demo.json" > "$WORK/bars_demo.log"
+"$PY" scripts/division_bars.py --model "$WORK/run/checkpoints/best" --data "$WORK/data" \
+  --out "$OUT/divisions_finetuned.json" > "$WORK/bars_finetuned.log"
