@@ -57,6 +57,7 @@ def division_batch() -> ClipBatch:
         valid_region=torch.ones(1, SIZE, SIZE, dtype=torch.bool),
         object_ids=torch.tensor([[1, 2, 3, 4]]),
         parent_slot=torch.tensor([[-1, MOTHER, MOTHER, -1]]),
+        centres=torch.zeros(1, FRAMES, SIZE // 4, SIZE // 4),
     )
 
 

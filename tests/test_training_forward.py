@@ -84,6 +84,7 @@ def make_batch(
         valid_region=torch.ones(clips, size, size, dtype=torch.bool),
         object_ids=torch.arange(1, slots + 1).repeat(clips, 1) * (~is_background),
         parent_slot=torch.full((clips, slots), -1, dtype=torch.long),
+        centres=torch.zeros(clips, frames, size // 4, size // 4),
     )
 
 

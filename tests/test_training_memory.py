@@ -136,6 +136,7 @@ def _session_iou_after_click_overfit(
         valid_region=torch.ones(1, 64, 64, dtype=torch.bool),
         object_ids=torch.arange(1, 4)[None],
         parent_slot=torch.full((1, 3), -1, dtype=torch.long),
+        centres=torch.zeros(1, 4, 16, 16),
     )
     torch.manual_seed(seed)
     model = tiny_model(64, seed=seed)

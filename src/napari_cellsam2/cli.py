@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .ctc import CTCFormatError, CTCSequence, Lineage, OutputExistsError
 from .ctc.writer import Existing
-from .tracking.detect_config import DetectConfig
+from .tracking.detect_config import DETECT_METHODS, DetectConfig
 from .tracking.division_config import DIVISION_MODES, DivisionConfig
 
 Handler = Callable[[argparse.Namespace], int]
@@ -186,12 +186,14 @@ def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     from dataclasses import fields
 
     for f in fields(DetectConfig):
+        choice = f.name == "method"
         parser.add_argument(
             f"--detect-{f.name.replace('_', '-')}",
             dest=f"detect_{f.name}",
             type=type(f.default),
             default=f.default,
-            metavar=type(f.default).__name__.upper(),
+            choices=DETECT_METHODS if choice else None,
+            metavar=None if choice else type(f.default).__name__.upper(),
             help=f"--prompts auto, --detect-new-cells: {f.metadata['help']} (default {f.default})",
         )
 

@@ -1,15 +1,22 @@
-"""CellSAM2's division head: a learned token in SAM 2's mask decoder and an MLP on its output.
+"""CellSAM2's two heads beside SAM 2: the division head and the cell-centre heatmap head.
 
+**Division head**: a learned token in SAM 2's mask decoder and an MLP on its output.
 The token joins the decoder's prompt tokens (:func:`.hf_sam2.install_extra_token`), so the
 two-way transformer attends it to the image and the memory-conditioned features like SAM 2's own
 output tokens; its output goes through a 3-layer MLP into one *division logit* per decoded object.
 At a division, the decoder's multimask outputs 1 and 2 are the daughters' masks (output 0 stays
 the mask of a cell that does not divide): :mod:`napari_cellsam2.tracking.divisions`.
 
-The head is our module beside transformers' ``Sam2VideoModel``: it hangs on the mask decoder
-(``mask_decoder.division_head``) and is saved in its own file, ``heads.safetensors``, next to
-any checkpoint (full or LoRA), so transformers' strict loading of ``model.safetensors`` never
-sees it. A model without the head runs no hook and computes exactly what it did before.
+**Heatmap head** (:class:`CentreHeatmapHead`, ``centre_head``): a few convolutions over the
+image encoder's three feature levels, resized to a quarter of the model resolution, predict a
+cell-centre heatmap; its local maxima become the point prompts that find cells without clicks
+(:mod:`napari_cellsam2.tracking.detect`). It reads the image features only, so it never changes
+what SAM 2 computes.
+
+Both are our modules beside transformers' ``Sam2VideoModel`` and are saved in their own file,
+``heads.safetensors``, next to any checkpoint (full or LoRA), so transformers' strict loading of
+``model.safetensors`` never sees them. A model without heads runs no hook and computes exactly
+what it did before.
 """
 
 from __future__ import annotations
@@ -24,16 +31,22 @@ from .hf_sam2 import install_extra_token
 __all__ = [
     "HEADS_FILE",
     "HEAD_PREFIX",
+    "CentreHeatmapHead",
     "DivisionHead",
+    "attach_centre_head",
     "attach_division_head",
+    "centre_head",
     "division_head",
     "head_state",
+    "heads_of",
     "load_heads",
     "without_heads",
 ]
 
 HEADS_FILE = "heads.safetensors"
 HEAD_PREFIX = "mask_decoder.division_head."
+CENTRE_PREFIX = "centre_head."
+PREFIXES = (HEAD_PREFIX, CENTRE_PREFIX)
 # A fresh head says "no division" (sigmoid(-4) = 0.018) until trained, so plain SAM 2 weights
 # with a new head track as before instead of splitting cells at random.
 INITIAL_BIAS = -4.0
@@ -53,6 +66,36 @@ class DivisionHead(nn.Module):
             nn.Linear(hidden, 1),
         )
         nn.init.constant_(self.score[-1].bias, INITIAL_BIAS)
+
+
+class CentreHeatmapHead(nn.Module):
+    """Cell-centre heatmap logits at a quarter of the model resolution from the image encoder's
+    feature levels (finest first, as ``get_image_features(...).fpn_hidden_states``)."""
+
+    def __init__(self, channels: list[int], hidden: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(sum(channels), hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, 1, 1),
+        )
+        # CenterNet's prior: a peak is rare, so logits start at sigmoid^-1(0.01)
+        nn.init.constant_(self.net[-1].bias, -4.6)
+
+    def forward(self, features: list[torch.Tensor], sizes: list[tuple[int, int]]) -> torch.Tensor:
+        """Levels (HW_l, B, C_l) with their (h_l, w_l) -> logits (B, h_0, w_0)."""
+        target = tuple(sizes[0])
+        maps = []
+        for feature, size in zip(features, sizes, strict=True):
+            level = feature.permute(1, 2, 0).reshape(feature.shape[1], feature.shape[2], *size)
+            if tuple(size) != target:
+                level = torch.nn.functional.interpolate(
+                    level.float(), size=target, mode="bilinear", align_corners=False
+                ).to(level.dtype)
+            maps.append(level)
+        return self.net(torch.cat(maps, dim=1))[:, 0]
 
 
 def _base(model: nn.Module) -> nn.Module:
@@ -83,43 +126,93 @@ def attach_division_head(model: nn.Module, seed: int = 0) -> DivisionHead:
     return head
 
 
+def centre_head(model: nn.Module) -> CentreHeatmapHead | None:
+    """The model's cell-centre heatmap head, or None."""
+    head = getattr(_base(model), "centre_head", None)
+    return head if isinstance(head, CentreHeatmapHead) else None
+
+
+def attach_centre_head(model: nn.Module, seed: int = 0) -> CentreHeatmapHead:
+    """Give ``model`` a heatmap head (freshly initialised from ``seed``) unless it has one."""
+    head = centre_head(model)
+    if head is not None:
+        return head
+    base = _base(model)
+    reference = base.no_memory_embedding
+    with torch.no_grad():
+        probe = base.get_image_features(
+            torch.zeros(1, 3, base.image_size, base.image_size, device=reference.device),
+            return_dict=True,
+        )
+    channels = [int(f.shape[-1]) for f in probe.fpn_hidden_states]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = CentreHeatmapHead(channels)
+    head = head.to(device=reference.device, dtype=reference.dtype)
+    head.requires_grad_(reference.requires_grad)
+    base.centre_head = head
+    return head
+
+
+def _heads(model: nn.Module) -> dict[str, nn.Module]:
+    found = {HEAD_PREFIX: division_head(model), CENTRE_PREFIX: centre_head(model)}
+    return {prefix: head for prefix, head in found.items() if head is not None}
+
+
+def heads_of(model: nn.Module) -> list[nn.Module]:
+    """The heads the model has (trained in full beside LoRA adapters, like SAM 2's small
+    heads)."""
+    return list(_heads(model).values())
+
+
 def head_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The heads' tensors by their names in the model (empty for plain SAM 2)."""
-    head = division_head(model)
-    if head is None:
-        return {}
     return {
-        HEAD_PREFIX + name: value.detach().float().cpu().contiguous()
+        prefix + name: value.detach().float().cpu().contiguous()
+        for prefix, head in _heads(model).items()
         for name, value in head.state_dict().items()
     }
 
 
 def without_heads(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A model state dict minus the heads (what transformers' ``save_pretrained`` may write)."""
-    return {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
+    return {k: v for k, v in state.items() if not k.startswith(PREFIXES)}
 
 
 def load_heads(model: nn.Module, folder: str | Path) -> list[str]:
-    """Attach and fill the heads saved in ``folder/heads.safetensors``; returns the head names
-    loaded (none when the file is absent). A tensor that is missing, unexpected or of the wrong
-    shape is a ValueError that names the file."""
+    """Attach and fill the heads saved in ``folder/heads.safetensors``; returns the prefixes of
+    the heads loaded (none when the file is absent). A tensor that is missing, unexpected or of
+    the wrong shape is a ValueError that names the file."""
     from safetensors.torch import load_file
 
     path = Path(folder) / HEADS_FILE
     if not path.is_file():
         return []
     tensors = load_file(str(path))
-    head = attach_division_head(model)
-    wanted = {HEAD_PREFIX + name: v for name, v in head.state_dict().items()}
-    if set(tensors) != set(wanted):
-        raise ValueError(f"{path}: expected tensors {sorted(wanted)}, found {sorted(tensors)}")
-    for name, value in tensors.items():
-        if value.shape != wanted[name].shape:
+    unknown = sorted(k for k in tensors if not k.startswith(PREFIXES))
+    if unknown:
+        raise ValueError(f"{path}: unexpected tensors {unknown[:5]}")
+    loaded = []
+    for prefix, attach in (
+        (HEAD_PREFIX, attach_division_head),
+        (CENTRE_PREFIX, attach_centre_head),
+    ):
+        saved = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not saved:
+            continue
+        head = attach(model)
+        wanted = head.state_dict()
+        if set(saved) != set(wanted):
             raise ValueError(
-                f"{path}: {name} has shape {tuple(value.shape)}, the model needs "
-                f"{tuple(wanted[name].shape)}"
+                f"{path}: expected tensors {sorted(prefix + k for k in wanted)}, found "
+                f"{sorted(prefix + k for k in saved)}"
             )
-    head.load_state_dict(
-        {name[len(HEAD_PREFIX) :]: value for name, value in tensors.items()}, strict=True
-    )
-    return ["division"]
+        for name, value in saved.items():
+            if value.shape != wanted[name].shape:
+                raise ValueError(
+                    f"{path}: {prefix}{name} has shape {tuple(value.shape)}, the model needs "
+                    f"{tuple(wanted[name].shape)}"
+                )
+        head.load_state_dict(saved, strict=True)
+        loaded.append(prefix)
+    return loaded

@@ -1,8 +1,10 @@
-"""Find every cell on a frame without clicks: a grid of point prompts, filtered and deduplicated.
+"""Find every cell on a frame without clicks: point prompts, filtered and deduplicated.
 
-This is CellSAM2's fallback seeding (its cell-centre heatmap head is not built yet): each point
-of a regular grid over the frame is decoded as a single click, without memory, exactly as a
-user's first click on that frame would be (multimask output, the one with the highest predicted
+The points are CellSAM2's: the local maxima of the model's cell-centre heatmap
+(:class:`napari_cellsam2.model.heads.CentreHeatmapHead`; peaks above ``min_heatmap_score`` after
+a 3 x 3 maximum filter), or, for a model without that head, a regular grid over the frame (its
+fallback). Each point is decoded as a single click, without memory, exactly as a user's first
+click on that frame would be (multimask output, the one with the highest predicted
 IoU kept). A point's mask is kept when SAM 2 says an object is there (object-score logit above
 ``min_object_score``), trusts its mask (predicted IoU at least ``min_predicted_iou``) and the mask
 has at least ``min_area`` pixels on the original frame; masks are then deduplicated by greedy
@@ -19,18 +21,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import Sam2VideoModel
 
+from ..model.heads import centre_head
 from ..model.preprocess import Letterbox
+from ..training.centres import HEATMAP_STRIDE
 from ..training.forward import decode
 from .detect_config import DetectConfig
 
-__all__ = ["DetectConfig", "Detection", "detect_cells", "grid_points"]
+__all__ = ["DetectConfig", "Detection", "detect_cells", "grid_points", "heatmap_points"]
 
 
 @dataclass(frozen=True)
 class Detection:
-    """One cell found on a frame: its (Y, X) mask on the original grid, the grid point that found
+    """One cell found on a frame: its (Y, X) mask on the original grid, the point that found
     it (x, y original pixels), SAM 2's predicted IoU and object-score logit for that mask."""
 
     mask: np.ndarray
@@ -49,6 +54,40 @@ def grid_points(height: int, width: int, points_per_side: int) -> np.ndarray:
     return np.array([(x, y) for y in ys for x in xs], dtype=np.float64)
 
 
+def heatmap_points(
+    model: Sam2VideoModel, features: list[torch.Tensor], letterbox: Letterbox, min_score: float
+) -> np.ndarray:
+    """(N, 2) x, y original pixel positions of the heatmap's local maxima above
+    ``min_score``, strongest first; peaks in the letterbox padding are dropped."""
+    head = centre_head(model)
+    if head is None:
+        raise ValueError("method 'heatmap' needs a model with a cell-centre heatmap head")
+    prob = torch.sigmoid(head(list(features), model.backbone_feature_sizes)[0].float())
+    peaks = (prob == F.max_pool2d(prob[None], 3, stride=1, padding=1)[0]) & (prob > min_score)
+    ys, xs = peaks.nonzero(as_tuple=True)
+    order = torch.argsort(prob[ys, xs], descending=True)
+    grid = torch.stack([xs[order], ys[order]], dim=1).cpu().numpy().astype(np.float64)
+    points = letterbox.points_to_original((grid + 0.5) * HEATMAP_STRIDE - 0.5)
+    inside = (
+        (points[:, 0] >= -0.5)
+        & (points[:, 0] < letterbox.width - 0.5)
+        & (points[:, 1] >= -0.5)
+        & (points[:, 1] < letterbox.height - 0.5)
+    )
+    return points[inside]
+
+
+def _points(
+    model: Sam2VideoModel, features: list[torch.Tensor], letterbox: Letterbox, config: DetectConfig
+) -> np.ndarray:
+    method = config.method
+    if method == "auto":
+        method = "heatmap" if centre_head(model) is not None else "grid"
+    if method == "heatmap":
+        return heatmap_points(model, features, letterbox, config.min_heatmap_score)
+    return grid_points(letterbox.height, letterbox.width, config.points_per_side)
+
+
 def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
     """IoU of two (H, W) bool masks."""
     return int((a & b).sum()) / max(1, int((a | b).sum()))
@@ -65,7 +104,9 @@ def detect_cells(
     of that frame: levels (HW, 1, C)), mapped back to the original frame by ``letterbox``.
     Returns the detections sorted by predicted IoU, best first, with disjoint masks."""
     config = config or DetectConfig()
-    points = grid_points(letterbox.height, letterbox.width, config.points_per_side)
+    points = _points(model, features, letterbox, config)
+    if not len(points):
+        return []
     sizes = model.backbone_feature_sizes
     *high, low = features
     maps = [

@@ -86,6 +86,12 @@ class ScratchConfig:
         "learn divisions: a division score and the daughters' masks (adds the head if missing)",
     )
     loss_div: float = _opt(1.0, "Division weight", "weight of the division-score loss")
+    pred_heatmap: bool = _opt(
+        False,
+        "Heatmap head",
+        "learn where cells are: a cell-centre heatmap for finding cells without clicks",
+    )
+    loss_heatmap: float = _opt(1.0, "Heatmap weight", "weight of the centre-heatmap loss")
     supervise_all_iou: bool = _opt(
         True, "Supervise all IoUs", "train the predicted IoU of every multimask output"
     )

@@ -46,6 +46,7 @@ from .augment import (
     sample_geometric,
     sample_intensity,
 )
+from .centres import centre_heatmap
 from .tracking_validation import ValidationMovie
 
 __all__ = ["CTCClipDataset", "ClipBatch", "ClipSample", "available_splits", "collate_clips"]
@@ -62,6 +63,7 @@ class ClipSample:
     valid_region: torch.Tensor  # (S, S) bool
     object_ids: torch.Tensor  # (N,) long
     parent_slot: torch.Tensor  # (N,) long: the mother's slot in the clip, -1 for none
+    centres: torch.Tensor  # (T, S/4, S/4) float: every cell's centre (.centres)
 
     @property
     def num_objects(self) -> int:
@@ -80,6 +82,7 @@ class ClipBatch:
     valid_region: torch.Tensor  # (B, S, S) bool
     object_ids: torch.Tensor  # (B, N) long
     parent_slot: torch.Tensor  # (B, N) long: the mother's slot in the same clip, -1 for none
+    centres: torch.Tensor  # (B, T, S/4, S/4) float: every cell's centre (.centres)
 
     def to(self, device: torch.device | str) -> ClipBatch:
         return ClipBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
@@ -130,6 +133,7 @@ def collate_clips(samples: list[ClipSample]) -> ClipBatch:
         valid_region=torch.stack([sample.valid_region for sample in samples]),
         object_ids=object_ids,
         parent_slot=parent_slot,
+        centres=torch.stack([sample.centres for sample in samples]),
     )
 
 
@@ -505,6 +509,7 @@ class CTCClipDataset(Dataset):
             valid_region=_valid_region(box),
             object_ids=torch.tensor([chosen[k] for k, _ in pairs] + [0] * n_bkgd, dtype=torch.long),
             parent_slot=torch.tensor(parent_slot + [-1] * n_bkgd, dtype=torch.long),
+            centres=torch.from_numpy(np.stack([centre_heatmap(frame, box) for frame in labels])),
         )
 
 

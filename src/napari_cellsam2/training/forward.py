@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Sam2VideoModel
 
+from ..model.heads import centre_head
 from ..model.hf_sam2 import (
     NO_OBJ_SCORE,
     encode_new_memory,
@@ -159,6 +160,8 @@ class ClipOutputs:
     object_score_logits: torch.Tensor  # (M, T)
     tracked: torch.Tensor  # (M, T) bool: frame >= the object's prompt frame
     divisions: list[DivisionStep] = field(default_factory=list)
+    # frame -> (B, S/4, S/4) cell-centre heatmap logits, with a heatmap head (model.heads)
+    centre_logits: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -558,6 +561,8 @@ def run_clip(
         for start in torch.unique(starts[~inherited]).tolist()
     ]
     division_steps: list[DivisionStep] = []
+    centre = centre_head(model)
+    centre_logits: dict[int, torch.Tensor] = {}
     sizes = model.backbone_feature_sizes
     h, w = model.prompt_encoder.mask_input_size
     steps: list[StepOutput] = []
@@ -573,6 +578,8 @@ def run_clip(
             continue
         vision = model.get_image_features(pixel_values[:, frame], return_dict=True)
         feats, pos = vision.fpn_hidden_states, vision.fpn_position_encoding
+        if centre is not None:
+            centre_logits[frame] = centre(list(feats), sizes)
 
         results: dict[int, DecodeResult] = {}
         tracked_step = -1  # index in steps of this frame's tracked decode
@@ -669,6 +676,7 @@ def run_clip(
         object_score_logits=torch.stack(frame_scores, dim=1),
         tracked=tracked,
         divisions=division_steps,
+        centre_logits=centre_logits,
     )
 
 

@@ -57,7 +57,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..ctc.writer import atomic_write_text
 from ..model.device import autocast_context, resolve_device
-from ..model.heads import attach_division_head, division_head, load_heads
+from ..model.heads import (
+    attach_centre_head,
+    attach_division_head,
+    centre_head,
+    division_head,
+    heads_of,
+    load_heads,
+)
 from ..model.resolution import with_image_size
 from .config import ScratchConfig, TrainConfig, to_dataclass
 from .data import ClipBatch, collate_clips
@@ -394,13 +401,20 @@ class Trainer:
         full_resume = self.resume is not None and not sc.use_lora
         spec = str(self.resume.folder) if full_resume else self.conf.model.base
         sam = with_image_size(load_model(spec, self.device).model, sc.resolution)
-        self.notes: tuple[str, ...] = ()
+        notes = []
         if sc.pred_div_scores and division_head(sam) is None:
             attach_division_head(sam, seed=sc.seed)
-            self.notes = (
+            notes.append(
                 f"division head: freshly initialised ({spec} has none); it learns divisions "
-                "from the lineage of the training data",
+                "from the lineage of the training data"
             )
+        if sc.pred_heatmap and centre_head(sam) is None:
+            attach_centre_head(sam, seed=sc.seed)
+            notes.append(
+                f"cell-centre heatmap head: freshly initialised ({spec} has none); it learns "
+                "where cells are from the training masks"
+            )
+        self.notes = tuple(notes)
         if sc.use_lora:
             if self.resume is not None:
                 from peft import PeftModel
@@ -412,8 +426,7 @@ class Trainer:
                 load_heads(net, self.resume.folder)
             else:
                 net = apply_lora(sam, sc)
-            head = division_head(net)
-            if head is not None:  # a small head, trained in full beside the adapters
+            for head in heads_of(net):  # small heads, trained in full beside the adapters
                 head.requires_grad_(True)
         else:
             net = sam

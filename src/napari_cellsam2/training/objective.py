@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..model.heads import division_head
+from .centres import centre_focal_loss
 from .config import ScratchConfig
 from .data import ClipBatch
 from .forward import Divisions, run_clip
@@ -30,7 +31,8 @@ def clip_loss(
     generator: torch.Generator | None = None,
     weights: LossWeights | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Scalar loss (with grad) of one batch and its parts ``focal, dice, iou, obj, total``.
+    """Scalar loss (with grad) of one batch and its parts ``focal, dice, iou, obj, total`` (and
+    ``div`` / ``heatmap`` with CellSAM2's heads, each weighted by its ``scratch.loss_*``).
 
     Objects are normalised by their count over the whole batch (valid slots, including background
     objects), as SAM 2 does; B > 1 clips are tracked together, batched over all their objects.
@@ -110,7 +112,7 @@ def clip_loss(
             scratch.loss_class,
             scratch.loss_div,
         )
-    return clip_losses(
+    total, parts = clip_losses(
         outputs.steps,
         targets,
         num_objects=int(clip_idx.numel()),
@@ -118,6 +120,15 @@ def clip_loss(
         supervise_all_iou=scratch.supervise_all_iou,
         divisions=outputs.divisions,
     )
+    if outputs.centre_logits:
+        frames = sorted(outputs.centre_logits)
+        logits = torch.stack([outputs.centre_logits[f] for f in frames], dim=1)
+        heat = centre_focal_loss(logits.flatten(0, 1), batch.centres[:, frames].flatten(0, 1))
+        heat = heat.mean()
+        total = total + scratch.loss_heatmap * heat
+        parts["heatmap"] = float(heat.detach())
+        parts["total"] = float(total.detach())
+    return total, parts
 
 
 def gt_divisions(
