@@ -76,6 +76,8 @@ class ValidationEvent:
     val_TRA: float | None = None  # CTC metric names, as in metrics.jsonl
     val_SEG: float | None = None
     val_DET: float | None = None
+    val_LNK: float | None = None
+    val_BC0: float | None = None  # BC(0), where the validation GT has divisions
 
     def rank(self) -> tuple[float, float, float]:
         """Order for picking the best checkpoint: ``val_TRA``, then ``val_kept_iou``, then the

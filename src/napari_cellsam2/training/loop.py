@@ -30,7 +30,7 @@ Log directory (``launcher.experiment_log_dir``)::
 
 Validation (each epoch, with a validation set) measures the loss, ``val_kept_iou`` (eval mode:
 the IoU of the multimask output tracking keeps) and, on movies with GT, ``val_TRA``/``val_SEG``/
-``val_DET`` of the real tracking session (:mod:`.tracking_validation`).
+``val_DET``/``val_LNK``/``val_BC0`` of the real tracking session (:mod:`.tracking_validation`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ output was never trained). So every epoch the fine-tuned model also runs the rea
   cells entering later and daughters of divisions are found only as far as the model finds
   them (TRA counts what it misses);
 * the cut GT is written as a temporary CTC ``NN_GT`` (TRA on every frame, SEG = TRA masks) and
-  the result is scored with TRA, SEG and DET; an empty result scores 0 where the GT is defined.
+  the result is scored with TRA, SEG, DET, LNK and BC(0) (the last two judge divisions; BC(0)
+  only where the GT has divisions); an empty result scores 0 where the GT is defined.
 
 Cost: one tracking pass per movie, at most ``val_tracking_sequences`` movies (evenly spaced).
 """
@@ -25,9 +26,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRICS", "ValidationMovie", "pick_movies", "score_movie", "tracking_scores"]
+__all__ = [
+    "METRICS",
+    "ValidationMovie",
+    "field_name",
+    "pick_movies",
+    "score_movie",
+    "tracking_scores",
+]
 
-METRICS = ("TRA", "SEG", "DET")
+METRICS = ("TRA", "SEG", "DET", "LNK", "BC(0)")  # LNK, BC(0): divisions followed or not
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,11 @@ class ValidationMovie:
     images: Any
     labels: Any
     parents: dict[int, int]
+
+
+def field_name(metric: str) -> str:
+    """``val_TRA`` … ``val_BC0``: the ValidationEvent / metrics.jsonl name of a metric."""
+    return "val_" + metric.replace("(", "").replace(")", "")
 
 
 def pick_movies(movies: list[ValidationMovie], count: int | None) -> list[ValidationMovie]:
@@ -85,11 +98,11 @@ def tracking_scores(
     max_frames: int | None,
     precision: str = "auto",
 ) -> dict[str, float]:
-    """Mean ``val_TRA``, ``val_SEG``, ``val_DET`` over ``movies`` (empty dict for no movies)."""
+    """Mean ``val_<metric>`` of :data:`METRICS` over ``movies`` (empty dict for no movies)."""
     per = [score_movie(model, movie, max_frames, precision) for movie in movies]
     means: dict[str, float] = {}
     for name in METRICS:
         values = [scores[name] for scores in per if name in scores]
         if values:
-            means[f"val_{name}"] = float(np.mean(values))
+            means[field_name(name)] = float(np.mean(values))
     return means
