@@ -264,7 +264,7 @@ def dividing_session(bias: float):
     frames = np.random.default_rng(0).random((4, SIZE, SIZE)).astype(np.float32)
     frames[:, 20:40, 20:40] += 2
     session = TrackingSession(
-        model, frames, division_config=DivisionConfig(obj_score_thresh=0.0, iou_thresh=0.0)
+        model, frames, division_config=DivisionConfig(div_presence_thresh=0.0, div_iou_thresh=0.0)
     )
     seeds = np.zeros((SIZE, SIZE), np.uint16)
     seeds[20:40, 20:40] = 1

@@ -29,11 +29,11 @@ class DivisionConfig:
     must hold for a tracked cell to divide."""
 
     div_obj_score_thresh: float = _opt(0.5, "division probability above which a cell divides")
-    obj_score_thresh: float = _opt(0.5, "the dividing cell's presence probability must exceed")
-    iou_thresh: float = _opt(0.7, "both daughters' predicted IoUs must exceed")
+    div_presence_thresh: float = _opt(0.5, "the dividing cell's presence probability must exceed")
+    div_iou_thresh: float = _opt(0.7, "both daughters' predicted IoUs must exceed")
 
     def __post_init__(self) -> None:
-        for name in ("div_obj_score_thresh", "obj_score_thresh", "iou_thresh"):
+        for name in ("div_obj_score_thresh", "div_presence_thresh", "div_iou_thresh"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")

@@ -33,8 +33,8 @@ def learned_division(record: DecoderRecord, config: DivisionConfig) -> torch.Ten
         return None
     divides = (
         torch.sigmoid(division.float().reshape(-1)[0]) > config.div_obj_score_thresh
-        and torch.sigmoid(object_score.float().reshape(-1)[0]) > config.obj_score_thresh
-        and bool((iou.float().reshape(-1)[1:3] > config.iou_thresh).all())
+        and torch.sigmoid(object_score.float().reshape(-1)[0]) > config.div_presence_thresh
+        and bool((iou.float().reshape(-1)[1:3] > config.div_iou_thresh).all())
     )
     return masks[0, 0, 1:3] if divides else None
 
