@@ -10,7 +10,8 @@ the first frame; ``auto``: no prompts, the cells the model finds), it runs::
 
 and scores RES against the movie's GT with py-ctcmetrics. Division F1 is
 ``2 tp / (2 tp + fp + fn)`` over py-ctcmetrics' division counts at zero frame tolerance (the
-counts behind BC(0)), summed over the movies of a style. Writes one JSON with every movie's
+counts behind BC(0)), summed over the movies of a style. A result in which nothing was found
+scores 0 everywhere (py-ctcmetrics leaves it unscored). Writes one JSON with every movie's
 scores and the per-style means.
 
     python scripts/division_bars.py --model M --data WORK/data --out docs/results/x.json
@@ -24,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import tifffile
 
 from napari_cellsam2.evaluation import evaluate_folders
 
@@ -85,7 +88,10 @@ def main() -> None:
                     scores = evaluate_folders(seq.with_name(seq.name + "_GT"), res, METRICS)
                     row = {"movie": seq.name, "style": _style(args.data, seq), "mode": mode,
                            "seeding": seeding}  # fmt: skip
-                    row.update({m: scores.get(m) for m in METRICS})
+                    # an empty result (nothing found) is left unscored by py-ctcmetrics: 0
+                    empty = not any(tifffile.imread(f).any() for f in res.glob("mask*.tif"))
+                    row.update({m: 0.0 if empty else scores.get(m) for m in METRICS})
+                    row["empty"] = empty
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     result = {"model": args.model, "data": str(args.data), "rows": rows, "summary": _summary(rows)}

@@ -321,3 +321,28 @@ def test_head_survives_full_and_lora_checkpoints(tmp_path):
     save_file(tensors, str(folder / HEADS_FILE))
     with pytest.raises(ModelSpecError, match=HEADS_FILE):
         load_model(str(folder), device="cpu")
+
+
+def test_division_clips_are_drawn_at_the_configured_rate():
+    labels = np.zeros((12, 32, 32), np.uint16)
+    labels[:6, 4:20, 4:12] = 1  # divides on frame 6: clips starting 3, 4, 5 hold it
+    labels[6:, 4:11, 4:12], labels[6:, 13:20, 4:12] = 2, 3
+    labels[:, 24:30, 20:28] = 4
+    lineage = Lineage.parse("1 0 5 0\n2 6 11 1\n3 6 11 1\n4 0 11 0\n")
+    dataset = CTCClipDataset.from_arrays(
+        labels.astype(np.float32), labels, lineage, num_frames=4, resolution=64
+    )
+    flags = dataset.division_clips()
+    assert flags.tolist() == [start in (3, 4, 5) for start in range(9)]
+
+    from napari_cellsam2.training.loop import Trainer
+
+    trainer = Trainer.__new__(Trainer)
+    trainer._train_set, trainer.scratch = dataset, ScratchConfig(div_clip_fraction=0.6)
+    trainer.net, trainer._order = head_model(), torch.Generator().manual_seed(0)
+    draws = [i for _ in range(200) for i in trainer._division_sampler()]
+    assert abs(np.mean(flags[draws]) - 0.6) < 0.05
+    trainer.scratch = ScratchConfig(div_clip_fraction=0.0)
+    assert trainer._division_sampler() is None
+    trainer.scratch, trainer.net = ScratchConfig(div_clip_fraction=0.6), trained_like_model(SIZE)
+    assert trainer._division_sampler() is None  # no head: plain shuffling

@@ -86,6 +86,11 @@ class ScratchConfig:
         "learn divisions: a division score and the daughters' masks (adds the head if missing)",
     )
     loss_div: float = _opt(1.0, "Division weight", "weight of the division-score loss")
+    div_clip_fraction: float = _opt(
+        0.5,
+        "Division clips",
+        "with a division head: at least this fraction of training clips hold a division",
+    )
     pred_heatmap: bool = _opt(
         False,
         "Heatmap head",

@@ -27,7 +27,7 @@ Randomness (subset, background count, augmentations) comes from a generator seed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -149,6 +149,13 @@ class _Source:
     length: int
     cells: int = 0  # annotated tracks
     annotated_frames: int = 0  # frames holding at least one annotated cell
+    division_starts: tuple[int, ...] = ()  # positions where daughters (cleaned lineage) begin
+
+
+def _division_starts(lineage: Lineage, position: Callable[[int], int]) -> tuple[int, ...]:
+    """Frame positions on which a cleaned division's daughters begin."""
+    cleaned = lineage.cleaned()
+    return tuple(sorted({position(cleaned.tracks[d].begin) for d in cleaned.parents}))
 
 
 def _annotation_counts(lineage: Lineage) -> dict[str, int]:
@@ -197,6 +204,7 @@ def _sequence_source(folder: Path, data_dir: Path, check: bool) -> _Source:
         labels=tra.masks,
         parents=tra.lineage.cleaned().parents,
         length=len(seq.images),
+        division_starts=_division_starts(tra.lineage, tra.masks.indices.index),
         **_annotation_counts(tra.lineage),
     )
 
@@ -259,6 +267,7 @@ def _array_source(index: int, images, labels, lineage: Lineage | None) -> _Sourc
         labels=labels,
         parents=lineage.cleaned().parents,
         length=shape[0],
+        division_starts=_division_starts(lineage, int),
         **_annotation_counts(lineage),
     )
 
@@ -387,6 +396,17 @@ class CTCClipDataset(Dataset):
                 f"than every sequence (frames per sequence: {lengths}); lower scratch.num_frames"
             )
         self._offsets = np.cumsum([0, *self.clips_per_sequence.values()])
+
+    def division_clips(self) -> np.ndarray:
+        """(len,) bool: whether clip ``i`` holds a division (daughters begin after its first
+        frame), so training can sample such clips more often (``scratch.div_clip_fraction``)."""
+        span = self.options.num_frames
+        flags = []
+        for source in self._sources:
+            starts = np.asarray(source.division_starts, dtype=np.int64)
+            for start in range(self.clips_per_sequence[source.name]):
+                flags.append(bool(((starts > start) & (starts < start + span)).any()))
+        return np.asarray(flags, dtype=bool)
 
     def movies(self) -> list[ValidationMovie]:
         """Each annotated sequence as a whole movie with its GT, for validating on the tracking

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
 from ..ctc.writer import atomic_write_text
 from ..model.device import autocast_context, resolve_device
@@ -198,6 +198,8 @@ def _check_scratch(sc: ScratchConfig) -> None:
         )
     if sc.mask_prompt_epochs < 0:
         raise ValueError(f"scratch.mask_prompt_epochs must be >= 0, got {sc.mask_prompt_epochs}")
+    if not 0.0 <= sc.div_clip_fraction < 1.0:
+        raise ValueError(f"scratch.div_clip_fraction must be in [0, 1), got {sc.div_clip_fraction}")
     check_prompt_mix(sc.prob_point, sc.prob_box, sc.prob_mask)  # before anything is written
     check_corrections(
         sc.num_correction_pt_per_frame, sc.prob_correction_from_gt, sc.num_frames_to_correct
@@ -441,6 +443,22 @@ class Trainer:
             objective = clip_loss
         self.module = _ObjectiveModule(self.net, objective, sc)
 
+    def _division_sampler(self) -> WeightedRandomSampler | None:
+        """With a division head, clips holding a division drawn with probability at least
+        ``div_clip_fraction`` (one epoch = as many draws as clips); None: plain shuffling.
+        Divisions are rare (3 % of tracked cell-frames in the synthetic mother machine), and a
+        head trained on the natural mix learns to say "never"."""
+        flags = getattr(self._train_set, "division_clips", None)
+        target = self.scratch.div_clip_fraction
+        if division_head(self.net) is None or flags is None or target <= 0:
+            return None
+        flags = torch.from_numpy(flags())
+        count = int(flags.sum())
+        if count == 0 or count == len(flags) or count / len(flags) >= target:
+            return None
+        weights = torch.where(flags, target / count, (1 - target) / (len(flags) - count))
+        return WeightedRandomSampler(weights.double(), len(flags), generator=self._order)
+
     def _build_optimizer(self) -> None:
         sc, acc = self.scratch, self.accelerator
         groups = build_param_groups(self.net, sc)
@@ -462,11 +480,13 @@ class Trainer:
                     "scratch.lora_targets change?"
                 ) from err
         self._order = torch.Generator()  # data order; reseeded every epoch
+        sampler = self._division_sampler()
         loader = DataLoader(
             self._train_set,
             batch_size=sc.batch_size,
-            shuffle=True,
-            generator=self._order,
+            shuffle=sampler is None,
+            sampler=sampler,
+            generator=None if sampler is not None else self._order,
             collate_fn=collate_clips,
             num_workers=sc.num_workers,
         )
