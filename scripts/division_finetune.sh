@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Issue 13: a division-aware fine-tune of the shipped `demo` model, measured on the tracking path.
+# Issue 13: the shipped `demo` model fine-tuned with CellSAM2's heads (division + cell-centre
+# heatmap), measured on the tracking path.
 #   1. WORK/data: synthetic mother machine (128 x 32) + sparse nuclei, seed 3 (make_demo_data.py;
 #      the test movies are seeds the demo model never saw);
-#   2. WORK/run: `cellsam2 train` from demo with scratch.pred_div_scores=true (a fresh division
-#      head), full fine-tune, GT mask prompts (what gt-first-frame and auto seeding give the
-#      tracker), STEPS optimizer steps at 3e-4;
+#   2. WORK/run: `cellsam2 train` from demo with scratch.pred_div_scores=true and
+#      scratch.pred_heatmap=true (fresh heads), full fine-tune, GT mask prompts (what
+#      gt-first-frame and auto seeding give the tracker), STEPS optimizer steps at 3e-4, half of
+#      the clips holding a division (scratch.div_clip_fraction, the default);
 #   3. scripts/division_bars.py on the test movies: the demo model (split / off) and the
 #      fine-tuned one (learned / split / off), GT-seeded and fully automatic.
 # Usage: bash scripts/division_finetune.sh WORK_DIR [OUT]   (OUT default docs/results)
@@ -13,7 +15,7 @@ cd "$(dirname "$0")/.."
 WORK="${1:?usage: division_finetune.sh WORK_DIR [OUT]}"
 OUT="${2:-docs/results}"
 PY="${PYTHON:-python}"
-STEPS="${STEPS:-400}"
+STEPS="${STEPS:-1200}"
 export OMP_NUM_THREADS=1
 mkdir -p "$WORK"
 [ -d "$WORK/data" ] || "$PY" scripts/make_demo_data.py --out "$WORK/data" --seed 3 \
@@ -23,6 +25,7 @@ resume=false
 "$PY" -m napari_cellsam2.cli train --config configs/demo_pretrain.yaml \
   launcher.experiment_log_dir="$WORK/run" launcher.resume=$resume \
   dataset.data_dir="$WORK/data" model.base=demo scratch.pred_div_scores=true \
+  scratch.pred_heatmap=true \
   scratch.num_epochs=2 scratch.steps_per_epoch=$((STEPS / 2)) \
   scratch.base_lr=3e-4 scratch.vision_lr=3e-4 scratch.val_tracking_sequences=2 \
   scratch.mask_prompt_epochs=0 scratch.memory_from_gt_epochs=0 \

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Pre-train the shipped `demo` model from random init with `cellsam2 train` on the synthetic
-# styles of scripts/make_demo_data.py, in three stages:
+# styles of scripts/make_demo_data.py, in four stages:
 #   1. WORK_DIR/run: configs/demo_pretrain.yaml (teacher-forced memory, mask prompts first);
 #   2. WORK_DIR/clicks: from stage 1's checkpoints/best, clicks / boxes / masks with correction
 #      clicks while memory stays teacher-forced, at 3e-4 (stage 1's own click epochs collapsed
 #      tracking: docs/results/demo_model.md);
 #   3. WORK_DIR/long: from stage 2's epoch 1, 14 more epochs of stage 2's mixture: 8 with
 #      teacher-forced memory, then 6 on the model's own memory while the rate decays.
-# Then: python scripts/package_demo_model.py WORK_DIR/long
+#   4. WORK_DIR/heads: from stage 3's epoch 8, CellSAM2's division and cell-centre heatmap heads
+#      (fresh) trained with the rest, on the model's own memory, at 1e-4 (issue 13).
+# Then: python scripts/package_demo_model.py WORK_DIR/heads
 #
+# ONLY=NAME runs just that stage (its base must exist), e.g. ONLY=heads.
 # Usage: bash scripts/pretrain_demo_model.sh WORK_DIR [key=value ...]   (overrides: stage 1)
 # Run it again with the same WORK_DIR to resume a stage from its last checkpoint after a cut-off.
 # One torch thread: on a shared 2-core machine more threads oversubscribe the cores.
@@ -24,6 +27,7 @@ mkdir -p "$WORK"
 stage() {
   local name=$1 resume=false
   shift
+  [ -z "${ONLY:-}" ] || [ "$ONLY" = "$name" ] || return 0
   [ -f "$WORK/$name/checkpoints/last.json" ] && resume=true
   "$PY" -m napari_cellsam2.cli train --config configs/demo_pretrain.yaml \
     launcher.experiment_log_dir="$WORK/$name" dataset.data_dir="$WORK/data" \
@@ -38,3 +42,6 @@ stage clicks model.base="$WORK/run/checkpoints/best" scratch.num_epochs=2 \
   scratch.memory_from_gt_epochs=2 "${LATER[@]}"
 stage long model.base="$WORK/clicks/checkpoints/epoch_001" scratch.num_epochs=14 \
   scratch.memory_from_gt_epochs=8 "${LATER[@]}"
+stage heads model.base="$WORK/long/checkpoints/epoch_008" scratch.num_epochs=5 \
+  scratch.memory_from_gt_epochs=0 scratch.pred_div_scores=true scratch.pred_heatmap=true \
+  scratch.mask_prompt_epochs=0 scratch.base_lr=1e-4 scratch.vision_lr=1e-4

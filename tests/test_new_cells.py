@@ -170,3 +170,12 @@ def test_cli_refuses_bad_values(ctc_sequence: Path, tmp_path: Path, capsys):
     assert main([*argv, "--detect-new-cells", "1", "--direction", "backward"]) == 2
     assert "not 'backward'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_new_cell_is_never_tracked_before_it_was_found(model, monkeypatch):
+    session = static_session(model)
+    monkeypatch.setattr(session, "detect", fake_detect(session, []))
+    list(track_with_new_cells(session, 1))
+    list(session.propagate("both", obj_ids=[2]))  # e.g. the dock's Track, later
+    assert not (session.labels[:3] == 2).any()
+    assert session.lineage()[2].begin == 3

@@ -7,7 +7,9 @@ while propagating forward, every ``every`` frames the frame just tracked is sear
 objects (new IDs, no parent) prompted by their mask on that frame.
 
 A new cell is tracked **forward only** from the frame where it was found: it entered the field
-there, so tracking it backward would invent a past it does not have. Hence detection happens
+there, so tracking it backward would invent a past it does not have: such a cell starts on
+the frame it was found on (``add_detections(..., starts_here=True)``), so no later propagation
+tracks it before that frame either. Detection happens
 only during the forward part of a run, and a backward pass (direction "both") runs *before* the
 first detection, never after one; it fills frames before the prompts the caller gave, so that
 cells prompted later in the movie are already tracked when earlier frames are searched and are
@@ -94,7 +96,7 @@ class NewCellTracking:
         for t in detection_frames(self.session.num_frames, every):
             yield from self.session.propagate("forward", end=t)
             found = self.session.detect(t, config)
-            self.added[t] = self.session.add_detections(t, found, max_overlap)
+            self.added[t] = self.session.add_detections(t, found, max_overlap, starts_here=True)
         yield from self.session.propagate("forward")
 
 

@@ -610,11 +610,18 @@ class TrackingSession:
         raise RuntimeError(f"the image features of frame {t} were evicted three times")
 
     def add_detections(
-        self, frame: int, detections: Sequence[Detection], max_overlap: float = 0.5
+        self,
+        frame: int,
+        detections: Sequence[Detection],
+        max_overlap: float = 0.5,
+        *,
+        starts_here: bool = False,
     ) -> list[int]:
         """Make each detection a new object prompted by its mask on ``frame``, except those that
         are already tracked there (more than ``max_overlap`` of the mask under existing labels)
-        and those too small to exist at the model resolution. Returns the new IDs."""
+        and those too small to exist at the model resolution. ``starts_here``: the cells entered
+        on ``frame`` (new cells found while tracking), so no propagation ever tracks them before
+        it. Returns the new IDs."""
         with self._lock:
             t = self._check_frame(frame)
             ids = []
@@ -634,7 +641,10 @@ class TrackingSession:
                     continue
                 if self._next_id > MAX_OBJECT_ID:
                     raise ValueError(f"no object IDs left (max {MAX_OBJECT_ID})")
-                ids.append(self._add_prompt(self._next_id, t, prompt, True))
+                oid = self._add_prompt(self._next_id, t, prompt, True)
+                if starts_here:
+                    self._objects[oid].first = t
+                ids.append(oid)
             return ids
 
     def predict_frame(self, frame: int) -> dict[int, np.ndarray]:
