@@ -21,6 +21,7 @@ import yaml
 from napari_cellsam2.cli import main, train_main
 from napari_cellsam2.ctc import open_sequence
 from napari_cellsam2.datasets import write_dataset
+from napari_cellsam2.model.heads import centre_head, division_head
 from napari_cellsam2.model.loading import load_model
 from napari_cellsam2.tracking import TrackingSession
 from napari_cellsam2.training.config import load_config
@@ -167,3 +168,23 @@ def test_accelerate_two_process_data_parallel(tmp_path, data_dir):
     meta = json.loads((log / "checkpoints" / "epoch_001" / "train_state.json").read_text())
     assert meta["num_processes"] == 2
     assert load_model(log / "checkpoints" / "epoch_001", "cpu").kind == "lora"
+
+
+def test_cellsam2_heads_are_trained_saved_and_resumed(tmp_path, data_dir, capsys):
+    log = tmp_path / "heads"
+    heads = ["scratch.pred_div_scores=true", "scratch.pred_heatmap=true"]
+    assert main(["train", *seed_overrides(log, data_dir, 1), *heads]) == 0
+    out = capsys.readouterr().out
+    assert "division head: freshly initialised (tiny has none)" in out
+    assert "cell-centre heatmap head: freshly initialised" in out
+    steps = [r for r in records(log) if r["type"] == "step"]
+    assert all("div" in r["parts"] and "heatmap" in r["parts"] for r in steps)
+    first = load_model(log / "checkpoints" / "epoch_001", "cpu").model
+    assert division_head(first) is not None and centre_head(first) is not None
+
+    resume = [*seed_overrides(log, data_dir, 2), *heads, "launcher.resume=true"]
+    assert train_main(resume) == 0
+    assert "freshly initialised" not in capsys.readouterr().out  # the saved heads continue
+    second = load_model(log / "checkpoints" / "epoch_002", "cpu").model
+    before, after = centre_head(first).state_dict(), centre_head(second).state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # trained on

@@ -403,6 +403,8 @@ class Trainer:
         full_resume = self.resume is not None and not sc.use_lora
         spec = str(self.resume.folder) if full_resume else self.conf.model.base
         sam = with_image_size(load_model(spec, self.device).model, sc.resolution)
+        if sc.use_lora and self.resume is not None:
+            load_heads(sam, self.resume.folder)  # the heads trained so far, beside the adapter
         notes = []
         if sc.pred_div_scores and division_head(sam) is None:
             attach_division_head(sam, seed=sc.seed)
@@ -425,7 +427,6 @@ class Trainer:
 
                 net = PeftModel.from_pretrained(sam, self.resume.folder, is_trainable=True)
                 net = train_extra_parameters(net, load_trained_parameters(net, self.resume.folder))
-                load_heads(net, self.resume.folder)
             else:
                 net = apply_lora(sam, sc)
             for head in heads_of(net):  # small heads, trained in full beside the adapters
