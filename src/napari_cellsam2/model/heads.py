@@ -53,19 +53,45 @@ INITIAL_BIAS = -4.0
 
 
 class DivisionHead(nn.Module):
-    """The division token (``token``, like SAM 2's ``iou_token``) and its MLP (``score``)."""
+    """The division token (``token``, like SAM 2's ``iou_token``) and its MLP (``score``).
 
-    def __init__(self, hidden: int) -> None:
+    The MLP reads the token's output and what the decoder's masks cover at the finest feature
+    level: the mean features under each of the three multimask outputs (their sigmoids, without
+    gradient into the masks) and their relative areas and overlaps. The token alone attends to
+    the decoder's coarsest embedding, 1/16 of the model resolution: at the demo model's 128 px a
+    trench is 2 embedding cells wide, and a token-only head learned nothing in 768 steps
+    (division probability 0.02-0.05 on every frame, divisions included; docs/results/divisions.md).
+    """
+
+    STATS = 5  # areas of outputs 0-2 (fractions of output 0's), overlap of 1 and 2, 1+2 inside 0
+
+    def __init__(self, hidden: int, fine_channels: int) -> None:
         super().__init__()
         self.token = nn.Embedding(1, hidden)
+        width = hidden + 3 * fine_channels + self.STATS
         self.score = nn.Sequential(
-            nn.Linear(hidden, hidden),
+            nn.Linear(width, hidden),
             nn.ReLU(),
             nn.Linear(hidden, hidden),
             nn.ReLU(),
             nn.Linear(hidden, 1),
         )
         nn.init.constant_(self.score[-1].bias, INITIAL_BIAS)
+
+    def forward(self, token: torch.Tensor, masks: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        """Division logits (n,) from the token output (n, C), the decoder's mask logits
+        (n, K, H, W) (K = 1 is repeated) and the finest features (n, C_f, H, W)."""
+        prob = torch.sigmoid(masks.detach().float())
+        if prob.shape[1] == 1:
+            prob = prob.expand(-1, 3, -1, -1)
+        area = prob.flatten(2).sum(-1)  # (n, 3)
+        pooled = torch.einsum("nkhw,nchw->nkc", prob, fine.float()) / area.clamp(min=1)[..., None]
+        whole = area[:, :1].clamp(min=1)
+        overlap = (prob[:, 1] * prob[:, 2]).flatten(1).sum(-1, keepdim=True)
+        inside = ((prob[:, 1] + prob[:, 2]).clamp(max=1) * prob[:, 0]).flatten(1).sum(-1, True)
+        stats = torch.cat([area / whole, overlap / whole, inside / whole], dim=1)
+        features = torch.cat([token.float(), pooled.flatten(1), stats], dim=1)
+        return self.score(features.to(self.score[0].weight.dtype))[:, 0]
 
 
 class CentreHeatmapHead(nn.Module):
@@ -118,7 +144,8 @@ def attach_division_head(model: nn.Module, seed: int = 0) -> DivisionHead:
     reference = decoder.iou_token.weight
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = DivisionHead(reference.shape[-1])
+        # the finest image features enter the decoder beside its upscaled embedding
+        head = DivisionHead(reference.shape[-1], decoder.upscale_conv2.out_channels)
     head = head.to(device=reference.device, dtype=reference.dtype)
     head.requires_grad_(reference.requires_grad)
     decoder.division_head = head

@@ -197,10 +197,13 @@ def _keep_extra_token(transformer: Any, args: tuple, output: Any) -> None:
 
 def _score_extra_token(decoder: Any, args: tuple, kwargs: dict, output: Any) -> None:
     """Forward hook on the decoder: the head's logits of this call, one per decoded object,
-    plus (while a caller records) every output of the call."""
+    from its token and the finest image features under the call's masks; plus (while a caller
+    records) every output of the call."""
     token = decoder.transformer.cellsam2_extra_token
     decoder.transformer.cellsam2_extra_token = None
-    logits = decoder.division_head.score(token).reshape(-1)
+    masks = output[0]  # (B, point_batch, K, 4h, 4w), the finest feature level's grid
+    fine = kwargs["high_resolution_features"][0].repeat_interleave(masks.shape[1], dim=0)
+    logits = decoder.division_head(token.flatten(0, 1), masks.flatten(0, 1), fine).reshape(-1)
     decoder.division_logits = logits
     record = getattr(decoder, "cellsam2_record", None)
     if record is not None:
