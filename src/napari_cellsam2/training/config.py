@@ -97,6 +97,11 @@ class ScratchConfig:
         "learn where cells are: a cell-centre heatmap for finding cells without clicks",
     )
     loss_heatmap: float = _opt(1.0, "Heatmap weight", "weight of the centre-heatmap loss")
+    heads_only: bool = _opt(
+        False,
+        "Train the heads only",
+        "train only CellSAM2's heads (division, heatmap) at base_lr; SAM 2 stays unchanged",
+    )
     supervise_all_iou: bool = _opt(
         True, "Supervise all IoUs", "train the predicted IoU of every multimask output"
     )

@@ -198,6 +198,11 @@ def _check_scratch(sc: ScratchConfig) -> None:
         )
     if sc.mask_prompt_epochs < 0:
         raise ValueError(f"scratch.mask_prompt_epochs must be >= 0, got {sc.mask_prompt_epochs}")
+    if sc.heads_only and (sc.use_lora or not (sc.pred_div_scores or sc.pred_heatmap)):
+        raise ValueError(
+            "scratch.heads_only needs full mode (scratch.use_lora=false) and a head to train "
+            "(scratch.pred_div_scores or scratch.pred_heatmap)"
+        )
     if not 0.0 <= sc.div_clip_fraction < 1.0:
         raise ValueError(f"scratch.div_clip_fraction must be in [0, 1), got {sc.div_clip_fraction}")
     check_prompt_mix(sc.prob_point, sc.prob_box, sc.prob_mask)  # before anything is written
@@ -435,6 +440,10 @@ class Trainer:
             net = sam
             if sc.freeze_encoder:
                 freeze_encoder(net)
+            if sc.heads_only:
+                net.requires_grad_(False)
+                for head in heads_of(net):
+                    head.requires_grad_(True)
         self.net = net.to(self.device)
         self.params = count_parameters(self.net)
         objective = self._objective
