@@ -8,7 +8,9 @@ the first frame; ``auto``: no prompts, the cells the model finds), it runs::
     cellsam2 track MOVIE --prompts gt-first-frame|auto --model M --divisions MODE \
         --direction forward --out RES
 
-and scores RES against the movie's GT with py-ctcmetrics. Division F1 is
+and scores RES against the movie's GT with py-ctcmetrics. ``--thresholds 0.1,0.3,0.5`` repeats
+the ``learned`` runs at each ``--div-obj-score-thresh`` (choose it on ``--split val`` movies,
+never on the test movies it is reported on). Division F1 is
 ``2 tp / (2 tp + fp + fn)`` over py-ctcmetrics' division counts at zero frame tolerance (the
 counts behind BC(0)), summed over the movies of a style. A result in which nothing was found
 scores 0 everywhere (py-ctcmetrics leaves it unscored). Writes one JSON with every movie's
@@ -34,11 +36,12 @@ METRICS = ("TRA", "SEG", "LNK", "BC(0)", "tp_div(0)", "fp_div(0)", "fn_div(0)")
 PROMPTS = {"gt": "gt-first-frame", "auto": "auto"}
 
 
-def _track(seq: Path, model: str, mode: str, seeding: str, out: Path) -> None:
+def _track(seq: Path, model: str, mode: str, seeding: str, out: Path, threshold: str) -> None:
     args = [
         sys.executable, "-m", "napari_cellsam2.cli", "track", str(seq),
         "--prompts", PROMPTS[seeding], "--model", model, "--divisions", mode,
         "--direction", "forward", "--device", "cpu", "--out", str(out),
+        "--div-obj-score-thresh", threshold,
     ]  # fmt: skip
     run = subprocess.run(args, capture_output=True, text=True, check=False)
     if run.returncode:
@@ -49,15 +52,19 @@ def _style(data: Path, seq: Path) -> str:
     """The style a test movie came from (make_demo_data.py's styles.txt)."""
     for line in (data / "styles.txt").read_text().splitlines():
         where, _, name = line.partition(": ")
-        if where == f"test/{seq.name}":
+        if where == f"{seq.parent.parent.name}/{seq.name}":
             return name.split(" (")[0]
     return "unknown"
 
 
 def _summary(rows: list[dict]) -> dict:
     out: dict = {}
-    for key in sorted({(r["style"], r["mode"], r["seeding"]) for r in rows}):
-        group = [r for r in rows if (r["style"], r["mode"], r["seeding"]) == key]
+
+    def key_of(r: dict) -> tuple[str, ...]:
+        return r["style"], r["mode"], r["seeding"], r["threshold"]
+
+    for key in sorted({key_of(r) for r in rows}):
+        group = [r for r in rows if key_of(r) == key]
         mean = {}
         for metric in ("TRA", "SEG", "LNK", "BC(0)"):
             values = [r[metric] for r in group if r[metric] is not None]
@@ -75,19 +82,26 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--modes", default="learned,split,off")
     parser.add_argument("--seedings", default="gt,auto")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--thresholds", default="0.5", help="learned: division thresholds")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    movies = sorted((args.data / "test" / "CTC").glob("[0-9][0-9]"))
+    movies = sorted((args.data / args.split / "CTC").glob("[0-9][0-9]"))
+    runs = [
+        (mode, threshold)
+        for mode in args.modes.split(",")
+        for threshold in (args.thresholds.split(",") if mode == "learned" else ["0.5"])
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seq in movies:
-            for mode in args.modes.split(","):
+            for mode, threshold in runs:
                 for seeding in args.seedings.split(","):
-                    res = Path(tmp) / f"{seq.name}_{mode}_{seeding}_RES"
-                    _track(seq, args.model, mode, seeding, res)
+                    res = Path(tmp) / f"{seq.name}_{mode}_{threshold}_{seeding}_RES"
+                    _track(seq, args.model, mode, seeding, res, threshold)
                     scores = evaluate_folders(seq.with_name(seq.name + "_GT"), res, METRICS)
                     row = {"movie": seq.name, "style": _style(args.data, seq), "mode": mode,
-                           "seeding": seeding}  # fmt: skip
+                           "seeding": seeding, "threshold": threshold}  # fmt: skip
                     # an empty result (nothing found) is left unscored by py-ctcmetrics: 0
                     empty = not any(tifffile.imread(f).any() for f in res.glob("mask*.tif"))
                     row.update({m: 0.0 if empty else scores.get(m) for m in METRICS})

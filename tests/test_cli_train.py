@@ -188,3 +188,22 @@ def test_cellsam2_heads_are_trained_saved_and_resumed(tmp_path, data_dir, capsys
     second = load_model(log / "checkpoints" / "epoch_002", "cpu").model
     before, after = centre_head(first).state_dict(), centre_head(second).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # trained on
+
+
+def test_heads_only_leaves_sam2_unchanged(tmp_path, data_dir, capsys):
+    log = tmp_path / "heads_only"
+    overrides = [
+        *seed_overrides(log, data_dir, 1),
+        "scratch.use_lora=false",
+        "scratch.pred_div_scores=true",
+        "scratch.heads_only=true",
+    ]
+    assert main(["train", *overrides]) == 0
+    trained = load_model(log / "checkpoints" / "epoch_001", "cpu").model
+    base = load_model("tiny", "cpu").model
+    head = division_head(trained)
+    count = sum(p.numel() for p in head.parameters())
+    assert f"trainable {count:,} /" in capsys.readouterr().out
+    for name, value in base.state_dict().items():
+        assert torch.equal(trained.state_dict()[name], value), name
+    assert main(["train", *overrides[:-2], "scratch.heads_only=true"]) == 2  # no head to train
