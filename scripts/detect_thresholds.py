@@ -5,7 +5,8 @@
 
 Writes fresh movies with ``scripts/make_demo_data.py --seed SEED`` (a seed used neither in
 pre-training, 0, nor by ``demo_model_bars.py``, 7), runs ``TrackingSession.detect`` on the first
-frame of each test movie for every combination of ``min_predicted_iou`` and ``min_object_score``
+frame of each test movie for every combination of ``--methods`` (where the clicks come from:
+the grid, or the model's cell-centre heatmap), ``min_predicted_iou`` and ``min_object_score``
 below (other options at their defaults), and scores the found cells against the GT: a found
 cell matches a GT cell at mask IoU >= 0.5, each at most once (greedy by IoU). Prints precision,
 recall and F1 pooled over all movies, best F1 first, and per style for the best setting.
@@ -31,7 +32,7 @@ from napari_cellsam2.model.loading import load_model
 from napari_cellsam2.tracking import DetectConfig, TrackingSession
 
 ROOT = Path(__file__).resolve().parents[1]
-MIN_IOU = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
+MIN_IOU = (0.0, 0.15, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_SCORE = (0.0, 2.0, 5.0)
 
 
@@ -40,9 +41,11 @@ def main() -> None:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--methods", default="grid", help="comma-separated: grid, heatmap")
     args = parser.parse_args()
+    methods = args.methods.split(",")
     model = load_model(args.model, "cpu")
-    rows: dict[tuple[float, float], dict[str, dict[str, int]]] = {}
+    rows: dict[tuple[str, float, float], dict[str, dict[str, int]]] = {}
     with tempfile.TemporaryDirectory(prefix="detect-thresholds-") as tmp:
         data = Path(tmp) / "data"
         subprocess.run(
@@ -59,12 +62,13 @@ def main() -> None:
             gt_dir = data / "test" / "CTC" / f"{number}_GT" / "TRA"
             gt = tifffile.imread(sorted(gt_dir.glob("man_track*.tif"))[0])
             session = TrackingSession(model, seq.images)
-            for min_iou, min_score in itertools.product(MIN_IOU, MIN_SCORE):
-                config = DetectConfig(min_predicted_iou=min_iou, min_object_score=min_score)
+            for method, min_iou, min_score in itertools.product(methods, MIN_IOU, MIN_SCORE):
+                field = "heatmap_min_predicted_iou" if method == "heatmap" else "min_predicted_iou"
+                config = DetectConfig(method=method, min_object_score=min_score, **{field: min_iou})
                 found = np.zeros(gt.shape, np.int32)  # detections are disjoint
                 for i, detection in enumerate(session.detect(0, config), start=1):
                     found[detection.mask] = i
-                counts = rows.setdefault((min_iou, min_score), {}).setdefault(
+                counts = rows.setdefault((method, min_iou, min_score), {}).setdefault(
                     style, {"found": 0, "gt": 0, "matched": 0}
                 )
                 for key, value in detection_counts(found, gt).items():
@@ -76,11 +80,12 @@ def main() -> None:
         return p, r, 2 * p * r / max(1e-9, p + r)
 
     table = []
-    for (min_iou, min_score), styles in rows.items():
+    for (method, min_iou, min_score), styles in rows.items():
         pooled = {k: sum(c[k] for c in styles.values()) for k in ("found", "gt", "matched")}
         p, r, f = f1(pooled)
         table.append(
             {
+                "method": method,
                 "min_predicted_iou": min_iou,
                 "min_object_score": min_score,
                 "precision": p,
@@ -94,11 +99,12 @@ def main() -> None:
     report = {"model": args.model, "seed": args.seed, "defaults": asdict(DetectConfig()),
               "rows": table}  # fmt: skip
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print("| min predicted IoU | min object score | precision | recall | F1 |")
-    print("|---|---|---|---|---|")
+    print("| method | min predicted IoU | min object score | precision | recall | F1 |")
+    print("|---|---|---|---|---|---|")
     for row in table:
         print(
-            f"| {row['min_predicted_iou']} | {row['min_object_score']} | {row['precision']:.2f} "
+            f"| {row['method']} | {row['min_predicted_iou']} | {row['min_object_score']} "
+            f"| {row['precision']:.2f} "
             f"| {row['recall']:.2f} | {row['f1']:.2f} |"
         )
     best = table[0]

@@ -4,7 +4,8 @@
 
 Takes ``RUN_DIR/checkpoints/<checkpoint>`` of ``scripts/pretrain_demo_model.sh`` (a full
 checkpoint: ``model.safetensors`` + ``config.json`` + ``cellsam2.json``) and writes it to
-``src/napari_cellsam2/model/weights/demo/``. Its ``cellsam2.json`` says what it is: trained from
+``src/napari_cellsam2/model/weights/demo/`` (with ``heads.safetensors`` when the run trained
+CellSAM2's heads). Its ``cellsam2.json`` says what it is: trained from
 random weights on synthetic data only, with which recipe and epoch, and its validation scores.
 The weights were trained, so the random-weights flag that ``model.base=tiny`` set is cleared.
 """
@@ -40,11 +41,14 @@ def main() -> None:
         base=None,
         meta={
             "demo": "trained on synthetic data only",
-            "recipe": "scripts/pretrain_demo_model.sh (configs/demo_pretrain.yaml, 3 stages)",
+            "recipe": "scripts/pretrain_demo_model.sh (configs/demo_pretrain.yaml, "
+            f"stages up to {args.run.name})",
             "data": "scripts/make_demo_data.py --seed 0",
             "epoch": training.get("epoch"),
             "global_step": training.get("global_step"),
-            "validation": {k: v for k, v in scores.items() if k.startswith("val_")},
+            "validation": {
+                k: v for k, v in scores.items() if k.startswith("val_") and v is not None
+            },
         },
     )
     out = TARGET / "demo"
@@ -53,6 +57,9 @@ def main() -> None:
     tmp.mkdir(parents=True)
     shutil.copy2(weights, tmp / "model.safetensors")
     shutil.copy2(source / "config.json", tmp / "config.json")
+    heads = source / "heads.safetensors"  # CellSAM2's heads (model.heads), when trained
+    if heads.is_file():
+        shutil.copy2(heads, tmp / heads.name)
     (tmp / "cellsam2.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     if out.exists():
         shutil.rmtree(out)

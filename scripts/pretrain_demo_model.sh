@@ -7,8 +7,8 @@
 #      tracking: docs/results/demo_model.md);
 #   3. WORK_DIR/long: from stage 2's epoch 1, 14 more epochs of stage 2's mixture: 8 with
 #      teacher-forced memory, then 6 on the model's own memory while the rate decays.
-#   4. WORK_DIR/heads: from stage 3's epoch 8, CellSAM2's division and cell-centre heatmap heads
-#      (fresh) trained with the rest, on the model's own memory, at 1e-4 (issue 13).
+#   4. WORK_DIR/heads: from stage 3's epoch 8 (the demo before issue 13), CellSAM2's cell-centre
+#      heatmap head alone (issue 13; docs/results/divisions.md says why not the division head).
 # Then: python scripts/package_demo_model.py WORK_DIR/heads
 #
 # ONLY=NAME runs just that stage (its base must exist), e.g. ONLY=heads.
@@ -42,6 +42,11 @@ stage clicks model.base="$WORK/run/checkpoints/best" scratch.num_epochs=2 \
   scratch.memory_from_gt_epochs=2 "${LATER[@]}"
 stage long model.base="$WORK/clicks/checkpoints/epoch_001" scratch.num_epochs=14 \
   scratch.memory_from_gt_epochs=8 "${LATER[@]}"
-stage heads model.base="$WORK/long/checkpoints/epoch_008" scratch.num_epochs=5 \
-  scratch.memory_from_gt_epochs=0 scratch.pred_div_scores=true scratch.pred_heatmap=true \
-  scratch.mask_prompt_epochs=0 scratch.base_lr=1e-4 scratch.vision_lr=1e-4
+# stage 4: the cell-centre heatmap head alone (SAM 2 frozen: tracking stays bit-identical), GT
+# mask prompts (the head reads image features only), no tracking validation (nothing it measures
+# changes)
+stage heads model.base="$WORK/long/checkpoints/epoch_008" scratch.num_epochs=3 \
+  scratch.memory_from_gt_epochs=0 scratch.mask_prompt_epochs=0 scratch.pred_heatmap=true \
+  scratch.heads_only=true scratch.base_lr=1e-3 scratch.vision_lr=1e-3 scratch.prob_point=0 \
+  scratch.prob_box=0 scratch.prob_mask=1 scratch.num_correction_pt_per_frame=0 \
+  scratch.val_tracking_sequences=0

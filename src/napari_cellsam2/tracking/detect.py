@@ -6,7 +6,8 @@ a 3 x 3 maximum filter), or, for a model without that head, a regular grid over 
 fallback). Each point is decoded as a single click, without memory, exactly as a user's first
 click on that frame would be (multimask output, the one with the highest predicted
 IoU kept). A point's mask is kept when SAM 2 says an object is there (object-score logit above
-``min_object_score``), trusts its mask (predicted IoU at least ``min_predicted_iou``) and the mask
+``min_object_score``), trusts its mask (predicted IoU at least ``min_predicted_iou`` for a grid
+point, ``heatmap_min_predicted_iou`` for a heatmap peak) and the mask
 has at least ``min_area`` pixels on the original frame; masks are then deduplicated by greedy
 non-maximum suppression on mask IoU, best predicted IoU first (many grid points fall on the same
 cell), and a kept mask gives up pixels an earlier, better one already holds.
@@ -79,13 +80,18 @@ def heatmap_points(
 
 def _points(
     model: Sam2VideoModel, features: list[torch.Tensor], letterbox: Letterbox, config: DetectConfig
-) -> np.ndarray:
+) -> tuple[np.ndarray, float]:
+    """The clicks and the predicted IoU their masks need (a heatmap peak is already a likely
+    centre, so its threshold is lower: both defaults chosen on tuning movies,
+    docs/results/detect_thresholds.json)."""
     method = config.method
     if method == "auto":
         method = "heatmap" if centre_head(model) is not None else "grid"
     if method == "heatmap":
-        return heatmap_points(model, features, letterbox, config.min_heatmap_score)
-    return grid_points(letterbox.height, letterbox.width, config.points_per_side)
+        points = heatmap_points(model, features, letterbox, config.min_heatmap_score)
+        return points, config.heatmap_min_predicted_iou
+    points = grid_points(letterbox.height, letterbox.width, config.points_per_side)
+    return points, config.min_predicted_iou
 
 
 def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -104,7 +110,7 @@ def detect_cells(
     of that frame: levels (HW, 1, C)), mapped back to the original frame by ``letterbox``.
     Returns the detections sorted by predicted IoU, best first, with disjoint masks."""
     config = config or DetectConfig()
-    points = _points(model, features, letterbox, config)
+    points, min_iou = _points(model, features, letterbox, config)
     if not len(points):
         return []
     sizes = model.backbone_feature_sizes
@@ -124,7 +130,7 @@ def detect_cells(
         result = decode(model, embeddings, xy[:, None], labels, None, multimask=True)
         iou = result.iou_scores.float().amax(1)  # of the output kept (highest predicted IoU)
         obj = result.object_score_logits.float()
-        ok = (obj > config.min_object_score) & (iou >= config.min_predicted_iou)
+        ok = (obj > config.min_object_score) & (iou >= min_iou)
         rows = ok.nonzero().flatten()
         kept_logits.append(result.low_res_masks[rows, 0].float())
         kept_iou.append(iou[rows])

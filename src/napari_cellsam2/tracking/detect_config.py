@@ -31,7 +31,12 @@ class DetectConfig:
     min_object_score: float = _opt(
         0.0, "keep a point's mask if SAM 2's object-score logit is above"
     )
-    min_predicted_iou: float = _opt(0.6, "keep a point's mask if its predicted IoU is at least")
+    min_predicted_iou: float = _opt(
+        0.6, "grid: keep a point's mask if its predicted IoU is at least"
+    )
+    heatmap_min_predicted_iou: float = _opt(
+        0.3, "heatmap: keep a peak's mask if its predicted IoU is at least"
+    )
     nms_iou: float = _opt(0.5, "drop a mask overlapping a better one by more than this IoU")
     min_area: int = _opt(10, "drop a mask with fewer pixels (original frame, after overlaps)")
     batch_size: int = _opt(256, "grid points per decoder pass")
@@ -46,8 +51,6 @@ class DetectConfig:
                 "points_per_side and batch_size must be >= 1 and min_area >= 0; got "
                 f"{self.points_per_side}, {self.batch_size}, {self.min_area}"
             )
-        if not 0.0 <= self.nms_iou <= 1.0 or not 0.0 <= self.min_predicted_iou <= 1.0:
-            raise ValueError(
-                f"nms_iou and min_predicted_iou must be in [0, 1]; got {self.nms_iou}, "
-                f"{self.min_predicted_iou}"
-            )
+        for name in ("nms_iou", "min_predicted_iou", "heatmap_min_predicted_iou"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
