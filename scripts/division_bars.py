@@ -36,12 +36,14 @@ METRICS = ("TRA", "SEG", "LNK", "BC(0)", "tp_div(0)", "fp_div(0)", "fn_div(0)")
 PROMPTS = {"gt": "gt-first-frame", "auto": "auto"}
 
 
-def _track(seq: Path, model: str, mode: str, seeding: str, out: Path, threshold: str) -> None:
+def _track(
+    seq: Path, model: str, mode: str, seeding: str, out: Path, threshold: str, method: str
+) -> None:
     args = [
         sys.executable, "-m", "napari_cellsam2.cli", "track", str(seq),
         "--prompts", PROMPTS[seeding], "--model", model, "--divisions", mode,
         "--direction", "forward", "--device", "cpu", "--out", str(out),
-        "--div-obj-score-thresh", threshold,
+        "--div-obj-score-thresh", threshold, "--detect-method", method,
     ]  # fmt: skip
     run = subprocess.run(args, capture_output=True, text=True, check=False)
     if run.returncode:
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--modes", default="learned,split,off")
     parser.add_argument("--seedings", default="gt,auto")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--detect-method", default="auto", help="auto seeding: auto, heatmap, grid")
     parser.add_argument("--thresholds", default="0.5", help="learned: division thresholds")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -98,7 +101,7 @@ def main() -> None:
             for mode, threshold in runs:
                 for seeding in args.seedings.split(","):
                     res = Path(tmp) / f"{seq.name}_{mode}_{threshold}_{seeding}_RES"
-                    _track(seq, args.model, mode, seeding, res, threshold)
+                    _track(seq, args.model, mode, seeding, res, threshold, args.detect_method)
                     scores = evaluate_folders(seq.with_name(seq.name + "_GT"), res, METRICS)
                     row = {"movie": seq.name, "style": _style(args.data, seq), "mode": mode,
                            "seeding": seeding, "threshold": threshold}  # fmt: skip
