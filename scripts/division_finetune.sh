@@ -26,7 +26,7 @@ resume=false
   launcher.experiment_log_dir="$WORK/run" launcher.resume=$resume \
   dataset.data_dir="$WORK/data" model.base=demo scratch.pred_div_scores=true \
   scratch.pred_heatmap=true \
-  scratch.num_epochs=2 scratch.steps_per_epoch=$((STEPS / 2)) \
+  scratch.num_epochs=4 scratch.steps_per_epoch=$((STEPS / 4)) \
   scratch.base_lr=3e-4 scratch.vision_lr=3e-4 scratch.val_tracking_sequences=2 \
   scratch.mask_prompt_epochs=0 scratch.memory_from_gt_epochs=0 \
   scratch.prob_point=0 scratch.prob_box=0 scratch.prob_mask=1 \
