@@ -172,7 +172,12 @@ def test_accelerate_two_process_data_parallel(tmp_path, data_dir):
 
 def test_cellsam2_heads_are_trained_saved_and_resumed(tmp_path, data_dir, capsys):
     log = tmp_path / "heads"
-    heads = ["scratch.pred_div_scores=true", "scratch.pred_heatmap=true"]
+    heads = [
+        "scratch.pred_div_scores=true",
+        "scratch.pred_heatmap=true",
+        "scratch.val_tracking_sequences=0",  # speed: the heads, not validation, are tested
+        "scratch.validate_first=false",
+    ]
     assert main(["train", *seed_overrides(log, data_dir, 1), *heads]) == 0
     out = capsys.readouterr().out
     assert "division head: freshly initialised (tiny has none)" in out
@@ -195,6 +200,8 @@ def test_heads_only_leaves_sam2_unchanged(tmp_path, data_dir, capsys):
     overrides = [
         *seed_overrides(log, data_dir, 1),
         "scratch.use_lora=false",
+        "scratch.val_tracking_sequences=0",
+        "scratch.validate_first=false",
         "scratch.pred_div_scores=true",
         "scratch.heads_only=true",
     ]

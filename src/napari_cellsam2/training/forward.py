@@ -553,13 +553,7 @@ def run_clip(
     starts = prompt_frame.cpu()
     batch_index, prompt_frame = batch_index.to(device), prompt_frame.to(device)
     by_frame = _check_divisions(divisions, model, starts, num_frames)
-    inherited = torch.zeros(num_objects, dtype=torch.bool)
-    if divisions is not None:
-        inherited[divisions.daughters.flatten().cpu()] = True
-    groups = [
-        _Group(start, ((prompt_frame == start) & ~inherited.to(device)).nonzero().flatten())
-        for start in torch.unique(starts[~inherited]).tolist()
-    ]
+    groups = _groups(prompt_frame, starts, divisions if by_frame else None)
     division_steps: list[DivisionStep] = []
     centre = centre_head(model)
     centre_logits: dict[int, torch.Tensor] = {}
@@ -678,6 +672,25 @@ def run_clip(
         divisions=division_steps,
         centre_logits=centre_logits,
     )
+
+
+def _groups(
+    prompt_frame: torch.Tensor, starts: torch.Tensor, divisions: Divisions | None
+) -> list[_Group]:
+    """Objects grouped by prompt frame; daughters of ``divisions`` are left out (they join the
+    tracking when their mother divides)."""
+    if divisions is None:
+        return [
+            _Group(start, (prompt_frame == start).nonzero().flatten())
+            for start in torch.unique(starts).tolist()
+        ]
+    inherited = torch.zeros(starts.shape[0], dtype=torch.bool)
+    inherited[divisions.daughters.flatten().cpu()] = True
+    own = ~inherited.to(prompt_frame.device)
+    return [
+        _Group(start, ((prompt_frame == start) & own).nonzero().flatten())
+        for start in torch.unique(starts[~inherited]).tolist()
+    ]
 
 
 def _check_divisions(
