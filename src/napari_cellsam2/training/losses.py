@@ -225,25 +225,26 @@ def clip_losses(
     for index, step in enumerate(steps):
         step_targets = targets[step.objects, step.frame]
         terms = step_losses(step, step_targets, weights, supervise_all_iou)
-        dividing = torch.zeros(step.objects.shape[0], device=targets.device)
         here = at_step.get(index, [])
+        kept_sum = kept_sum + terms.pop("kept_iou").sum()
+        present = present + step_targets.flatten(1).any(1).sum()
+        dividing = None  # (m,) 1 on the mothers dividing at this step
+        if here or step.division_logits is not None:
+            dividing = torch.zeros(step.objects.shape[0], device=targets.device)
         if here:
             rows = torch.tensor([d.row for d in here], device=targets.device)
             dividing[rows] = 1.0
             pairs = torch.tensor([d.daughters for d in here], device=targets.device)
             for name, value in division_losses(step, rows, targets[pairs, step.frame]).items():
                 add(name, value)
-        kept_sum = kept_sum + terms.pop("kept_iou").sum()
-        present = present + step_targets.flatten(1).any(1).sum()
+            terms = {name: value * (1 - dividing) for name, value in terms.items()}
         for name, value in terms.items():
-            add(name, value * (1 - dividing))
+            add(name, value)
         if step.division_logits is not None:
-            add(
-                DIV,
-                F.binary_cross_entropy_with_logits(
-                    step.division_logits.float(), dividing, reduction="none"
-                ),
+            bce = F.binary_cross_entropy_with_logits(
+                step.division_logits.float(), dividing, reduction="none"
             )
+            add(DIV, bce)
     device = targets.device
     names = (*TERMS, DIV) if DIV in sums else TERMS
     sums = {name: sums.get(name, torch.zeros((), device=device)) / num_objects for name in names}
