@@ -109,7 +109,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _write_heads(folder: Path, heads: dict[str, Any]) -> None:
-    """The division head (if any) beside the weights: :data:`.heads.HEADS_FILE`."""
+    """CellSAM2's heads (if any) beside the weights: :data:`.heads.HEADS_FILE`."""
     if heads:
         from safetensors.torch import save_file
 

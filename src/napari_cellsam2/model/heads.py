@@ -36,6 +36,7 @@ __all__ = [
     "attach_centre_head",
     "attach_division_head",
     "centre_head",
+    "copy_heads",
     "division_head",
     "head_state",
     "heads_of",
@@ -165,13 +166,14 @@ def attach_centre_head(model: nn.Module, seed: int = 0) -> CentreHeatmapHead:
     if head is not None:
         return head
     base = _base(model)
+    decoder = base.mask_decoder
     reference = base.no_memory_embedding
-    with torch.no_grad():
-        probe = base.get_image_features(
-            torch.zeros(1, 3, base.image_size, base.image_size, device=reference.device),
-            return_dict=True,
-        )
-    channels = [int(f.shape[-1]) for f in probe.fpn_hidden_states]
+    # the feature levels' widths: SAM 2 narrows the two finest with the decoder's conv_s0/s1
+    channels = [
+        decoder.conv_s0.out_channels,
+        decoder.conv_s1.out_channels,
+        decoder.iou_token.weight.shape[-1],
+    ]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = CentreHeatmapHead(channels)
@@ -181,8 +183,15 @@ def attach_centre_head(model: nn.Module, seed: int = 0) -> CentreHeatmapHead:
     return head
 
 
+# every head: its prefix in the model's names, how to find it, how to give a model a fresh one
+_KINDS = (
+    (HEAD_PREFIX, division_head, attach_division_head),
+    (CENTRE_PREFIX, centre_head, attach_centre_head),
+)
+
+
 def _heads(model: nn.Module) -> dict[str, nn.Module]:
-    found = {HEAD_PREFIX: division_head(model), CENTRE_PREFIX: centre_head(model)}
+    found = {prefix: get(model) for prefix, get, _ in _KINDS}
     return {prefix: head for prefix, head in found.items() if head is not None}
 
 
@@ -190,6 +199,14 @@ def heads_of(model: nn.Module) -> list[nn.Module]:
     """The heads the model has (trained in full beside LoRA adapters, like SAM 2's small
     heads)."""
     return list(_heads(model).values())
+
+
+def copy_heads(source: nn.Module, target: nn.Module) -> None:
+    """Give ``target`` the heads of ``source``, with their weights (e.g. a resized copy)."""
+    for _, get, attach in _KINDS:
+        head = get(source)
+        if head is not None:
+            attach(target).load_state_dict(head.state_dict())
 
 
 def head_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -220,26 +237,13 @@ def load_heads(model: nn.Module, folder: str | Path) -> list[str]:
     if unknown:
         raise ValueError(f"{path}: unexpected tensors {unknown[:5]}")
     loaded = []
-    for prefix, attach in (
-        (HEAD_PREFIX, attach_division_head),
-        (CENTRE_PREFIX, attach_centre_head),
-    ):
+    for prefix, _, attach in _KINDS:
         saved = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         if not saved:
             continue
-        head = attach(model)
-        wanted = head.state_dict()
-        if set(saved) != set(wanted):
-            raise ValueError(
-                f"{path}: expected tensors {sorted(prefix + k for k in wanted)}, found "
-                f"{sorted(prefix + k for k in saved)}"
-            )
-        for name, value in saved.items():
-            if value.shape != wanted[name].shape:
-                raise ValueError(
-                    f"{path}: {prefix}{name} has shape {tuple(value.shape)}, the model needs "
-                    f"{tuple(wanted[name].shape)}"
-                )
-        head.load_state_dict(saved, strict=True)
+        try:  # strict: a missing, unexpected or misshapen tensor is an error
+            attach(model).load_state_dict(saved, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: the {prefix[:-1]} does not fit the model: {err}") from err
         loaded.append(prefix)
     return loaded

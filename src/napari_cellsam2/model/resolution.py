@@ -42,17 +42,8 @@ def with_image_size(model: Sam2VideoModel, size: int) -> Sam2VideoModel:
     param = next(model.parameters())
     resized = Sam2VideoModel(config_with_image_size(model.config, size))
     resized = resized.to(device=param.device, dtype=param.dtype)
-    from .heads import (
-        attach_centre_head,
-        attach_division_head,
-        centre_head,
-        division_head,
-        without_heads,
-    )
+    from .heads import copy_heads, without_heads
 
     resized.load_state_dict(without_heads(model.state_dict()), strict=True)
-    for get, attach in ((division_head, attach_division_head), (centre_head, attach_centre_head)):
-        head = get(model)
-        if head is not None:
-            attach(resized).load_state_dict(head.state_dict())
+    copy_heads(model, resized)
     return resized.train(model.training)
