@@ -21,7 +21,8 @@ or calls an underscore method of the model.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -52,6 +53,7 @@ __all__ = [
     "encode_new_memory",
     "install_extra_token",
     "process_object_pointers",
+    "recorded_decodes",
     "select_closest_cond_frames",
     "session_view",
     "share_object_outputs",
@@ -209,6 +211,19 @@ def _score_extra_token(decoder: Any, args: tuple, kwargs: dict, output: Any) -> 
     if record is not None:
         masks, iou, _, object_score = output
         record.append((masks.detach(), iou.detach(), object_score.detach(), logits.detach()))
+
+
+@contextmanager
+def recorded_decodes(decoder: Any, on: bool = True) -> Iterator[list | None]:
+    """While the block runs, every call of a hooked ``decoder`` appends (masks, IoUs, object
+    score, division logits) to the list this yields (None and nothing recorded when ``on`` is
+    False, or without a division head)."""
+    record = [] if on and getattr(decoder, "cellsam2_hooked", False) else None
+    decoder.cellsam2_record = record
+    try:
+        yield record
+    finally:
+        decoder.cellsam2_record = None
 
 
 def install_extra_token(decoder: Any) -> None:

@@ -43,6 +43,7 @@ from ..model.hf_sam2 import (
     VISION_FEATS,
     VISION_POS,
     empty_outputs,
+    recorded_decodes,
     session_view,
     share_object_outputs,
 )
@@ -708,23 +709,22 @@ class TrackingSession:
         return logits
 
     def _run_frame(
-        self, t: int, objs: Sequence[_Object], direction: str, record: list | None = None
-    ) -> dict[int, float]:
-        """Run SAM 2 for ``objs`` on frame ``t``, write the labels frame; returns object scores.
-        ``record`` receives every mask-decoder call (with a division head)."""
+        self, t: int, objs: Sequence[_Object], direction: str, record: bool = False
+    ) -> tuple[dict[int, float], list | None]:
+        """Run SAM 2 for ``objs`` on frame ``t``, write the labels frame; returns the object
+        scores and, with ``record`` and a division head, every mask-decoder call in order."""
         reverse = direction == "backward"
-        decoder = self.model.mask_decoder
         for o in objs:
             drop_partial_memories(o.outputs, t, reverse, self._num_maskmem)
         view, corrections = self._view(t, objs)
         try:
             with torch.inference_mode():
-                with autocast_context(self.device, self.precision):
-                    decoder.cellsam2_record = record
-                    try:
-                        out = self.model(inference_session=view, frame_idx=t, reverse=reverse)
-                    finally:
-                        decoder.cellsam2_record = None
+                decoder = self.model.mask_decoder
+                with (
+                    autocast_context(self.device, self.precision),
+                    recorded_decodes(decoder, record) as decodes,
+                ):
+                    out = self.model(inference_session=view, frame_idx=t, reverse=reverse)
                 logits = self._object_logits(t, objs, out.pred_masks)
                 scores = out.object_score_logits.float().reshape(-1).cpu().tolist()
                 new = resolve_overlaps(logits, [o.id for o in objs])
@@ -746,7 +746,7 @@ class TrackingSession:
             )
         prompted = [o.id for o in objs if t in o.prompts]
         self._write(t, compose_frame(self.labels[t], new, [o.id for o in objs], prompted))
-        return {o.id: s for o, s in zip(objs, scores, strict=True)}
+        return {o.id: s for o, s in zip(objs, scores, strict=True)}, decodes
 
     def _write(self, t: int, frame: np.ndarray) -> None:
         self._keep_for_undo(t)
@@ -825,8 +825,7 @@ class TrackingSession:
                 for f in [f for f in non_cond if (f >= t if forward else f <= t)]:
                     del non_cond[f]
         learned = forward and self.divisions == "learned"
-        record: list | None = [] if learned else None
-        scores = self._run_frame(t, objs, p.direction, record) if objs else {}
+        scores, record = self._run_frame(t, objs, p.direction, learned) if objs else ({}, None)
         for o in objs:
             o.pending_fwd, o.pending_bwd = advance(p, self._span(o), t)
         divisions = []
@@ -842,7 +841,7 @@ class TrackingSession:
                     divisions.append(division)
                     scores.pop(o.id, None)
                     daughters = [self._objects[i] for i in division[1:]]
-                    scores.update(self._run_frame(t, daughters, "prompt"))
+                    scores.update(self._run_frame(t, daughters, "prompt")[0])
                     for d in daughters:
                         d.pending_fwd = t + 1 if t + 1 < self.num_frames else None
                         p.starts[d.id] = t + 1
@@ -874,19 +873,15 @@ class TrackingSession:
         logits = learned_division(record, self.division_config)
         if logits is None:
             return None
-        box = self.frames.letterbox
-        original = box.logits_to_original(logits.float())  # (2, Y, X)
-        owner = original.argmax(0)
-        parts = [((owner == k) & (original[k] > 0)).cpu().numpy() for k in (0, 1)]
+        owner = resolve_overlaps(self.frames.letterbox.logits_to_original(logits.float()), [1, 2])
         try:
-            prompts = [self._checked_mask(part) for part in parts]
+            prompts = [self._checked_mask(owner == k) for k in (1, 2)]
         except ValueError:  # a daughter too small to exist at the model resolution
             return None
-        inherited = inherited_outputs(o.outputs, t)
-        self._end(o, t)
+        self._end(o, t)  # drops the mother's outputs from frame t on, keeps those before
         daughters = [self._daughter(o, t, prompt) for prompt in prompts]
         for d in daughters:
-            d.outputs = inherited_outputs(inherited, t)
+            d.outputs = inherited_outputs(o.outputs, t)
         return o.id, daughters[0].id, daughters[1].id
 
     def _maybe_divide(self, o: _Object, t: int) -> tuple[int, int, int] | None:
