@@ -738,15 +738,13 @@ def _divide(
     frame, mother = int(divisions.frame[d]), int(divisions.mother[d])
     step = steps[tracked_step]
     row = int((step.objects == mother).nonzero()[0, 0])
-    targets = divisions.daughter_masks[d]
-    size = targets.shape[-1]
-    with torch.no_grad():
-        up = _resize(step.mask_logits[row, 1:3, None].float(), (size, size))  # (2, 1, S, S)
-        cost = _match_cost(up, targets)  # (2 outputs, 2 daughters)
+    with torch.no_grad():  # outputs 1, 2 on the canvas, where the targets live: (2, 1, S, S)
+        up = _resize(step.mask_logits[row, 1:3, None].float(), (model.image_size,) * 2)
+        cost = _match_cost(up, divisions.daughter_masks[d])  # (2 outputs, 2 daughters)
     swap = bool(cost[0, 1] + cost[1, 0] < cost[0, 0] + cost[1, 1])
     pair = divisions.daughters[d].flip(0) if swap else divisions.daughters[d]
     daughters = pair.to(step.objects.device)
-    masks = _resize(step.mask_logits[row, 1:3, None].detach(), (model.image_size,) * 2)[:, 0] > 0
+    masks = up[:, 0] > 0
     low, _, high_res = _object_features(feats, pos, sizes, batch_index[daughters])
     raw_map = low.permute(1, 2, 0).reshape(2, low.shape[2], *model.backbone_feature_sizes[-1])
     result = mask_as_output(model, [*high_res, raw_map], masks)
