@@ -54,6 +54,7 @@ def console_train(overrides: Sequence[str], config_file: str | None = None) -> i
 
     from .config import load_config
     from .events import (
+        VALIDATION_SCORES,
         CheckpointEvent,
         DoneEvent,
         EpochEvent,
@@ -96,14 +97,7 @@ def console_train(overrides: Sequence[str], config_file: str | None = None) -> i
             elif isinstance(event, ValidationEvent):
                 scores = f"val loss {event.val_loss:.4f}" + "".join(
                     f", {name} {value:.3f}"
-                    for name in (
-                        "val_kept_iou",
-                        "val_TRA",
-                        "val_SEG",
-                        "val_DET",
-                        "val_LNK",
-                        "val_BC0",
-                    )
+                    for name in VALIDATION_SCORES
                     if (value := getattr(event, name)) is not None
                 )
                 if event.epoch == 0 and not bar.disable:

@@ -9,11 +9,12 @@ starts (bad config, missing data, nothing to resume) raise instead of yielding.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
+    "VALIDATION_SCORES",
     "CheckpointEvent",
     "DoneEvent",
     "EpochEvent",
@@ -87,6 +88,12 @@ class ValidationEvent:
             return -1.0 if value is None else value
 
         return (score(self.val_TRA), score(self.val_kept_iou), -self.val_loss)
+
+
+# the scores a validation reports (the tracking-path and kept-IoU fields, in field order)
+VALIDATION_SCORES = tuple(
+    f.name for f in fields(ValidationEvent) if f.name.startswith("val_") and f.name != "val_loss"
+)
 
 
 @dataclass(frozen=True)

@@ -411,18 +411,16 @@ class Trainer:
         if sc.use_lora and self.resume is not None:
             load_heads(sam, self.resume.folder)  # the heads trained so far, beside the adapter
         notes = []
-        if sc.pred_div_scores and division_head(sam) is None:
-            attach_division_head(sam, seed=sc.seed)
-            notes.append(
-                f"division head: freshly initialised ({spec} has none); it learns divisions "
-                "from the lineage of the training data"
-            )
-        if sc.pred_heatmap and centre_head(sam) is None:
-            attach_centre_head(sam, seed=sc.seed)
-            notes.append(
-                f"cell-centre heatmap head: freshly initialised ({spec} has none); it learns "
-                "where cells are from the training masks"
-            )
+        wanted = (
+            (sc.pred_div_scores, division_head, attach_division_head, "division head",
+             "divisions from the lineage of the training data"),
+            (sc.pred_heatmap, centre_head, attach_centre_head, "cell-centre heatmap head",
+             "where cells are from the training masks"),
+        )  # fmt: skip
+        for on, get, attach, name, learns in wanted:
+            if on and get(sam) is None:
+                attach(sam, seed=sc.seed)
+                notes.append(f"{name}: freshly initialised ({spec} has none); it learns {learns}")
         self.notes = tuple(notes)
         if sc.use_lora:
             if self.resume is not None:
