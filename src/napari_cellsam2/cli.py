@@ -7,10 +7,11 @@ import inspect
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .ctc import CTCFormatError, CTCSequence, Lineage, OutputExistsError
 from .ctc.writer import Existing
-from .tracking.detect_config import DETECT_METHODS, DetectConfig
+from .tracking.detect_config import DetectConfig
 from .tracking.division_config import DIVISION_MODES, DivisionConfig
 
 Handler = Callable[[argparse.Namespace], int]
@@ -181,21 +182,32 @@ def _said_backups(*choices: Existing) -> None:
             print(f"the earlier {old} was moved to {choice}")
 
 
-def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--detect-<option>`` for every field of DetectConfig, with its default and help."""
+def _add_config_arguments(
+    parser: argparse.ArgumentParser, config: type, flag_prefix: str, used_by: str
+) -> None:
+    """``--<flag_prefix><option>`` for every field of the dataclass ``config`` (DetectConfig,
+    DivisionConfig), with its type, default, help and choices, so the flags never drift from
+    the config."""
     from dataclasses import fields
 
-    for f in fields(DetectConfig):
-        choice = f.name == "method"
+    for f in fields(config):
+        kind, choices = type(f.default), f.metadata.get("choices")
         parser.add_argument(
-            f"--detect-{f.name.replace('_', '-')}",
-            dest=f"detect_{f.name}",
-            type=type(f.default),
+            f"--{flag_prefix}{f.name.replace('_', '-')}",
+            type=kind,
             default=f.default,
-            choices=DETECT_METHODS if choice else None,
-            metavar=None if choice else type(f.default).__name__.upper(),
-            help=f"--prompts auto, --detect-new-cells: {f.metadata['help']} (default {f.default})",
+            choices=choices,
+            metavar=None if choices else kind.__name__.upper(),
+            help=f"{used_by}: {f.metadata['help']} (default {f.default})",
         )
+
+
+def _config_from(args: argparse.Namespace, config: type, flag_prefix: str) -> Any:
+    """The ``config`` dataclass from the flags :func:`_add_config_arguments` added."""
+    from dataclasses import fields
+
+    dest = flag_prefix.replace("-", "_")
+    return config(**{f.name: getattr(args, dest + f.name) for f in fields(config)})
 
 
 def _non_negative(text: str) -> int:
@@ -207,31 +219,6 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0 = off), got {value}")
     return value
-
-
-def _add_division_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--<threshold>`` for every field of DivisionConfig, with its default and help."""
-    from dataclasses import fields
-
-    for f in fields(DivisionConfig):
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            type=float,
-            default=f.default,
-            help=f"--divisions learned: {f.metadata['help']} (default {f.default})",
-        )
-
-
-def _division_config(args: argparse.Namespace) -> DivisionConfig:
-    from dataclasses import fields
-
-    return DivisionConfig(**{f.name: getattr(args, f.name) for f in fields(DivisionConfig)})
-
-
-def _detect_config(args: argparse.Namespace) -> DetectConfig:
-    from dataclasses import fields
-
-    return DetectConfig(**{f.name: getattr(args, f"detect_{f.name}") for f in fields(DetectConfig)})
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
@@ -249,13 +236,13 @@ def _cmd_track(args: argparse.Namespace) -> int:
             device=args.device,
             direction=args.direction,
             divisions=args.divisions,
-            division_config=_division_config(args),
+            division_config=_config_from(args, DivisionConfig, ""),
             precision=args.precision,
             progress=True,
             existing=existing,
             geff=geff,
             geff_existing=geff_existing,
-            detect=_detect_config(args),
+            detect=_config_from(args, DetectConfig, "detect-"),
             detect_new_cells=args.detect_new_cells,
             log=lambda line: print(line, file=sys.stderr),
         )
@@ -458,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="learned: the model's division head (the default when it has one); split: a mask "
         "that falls apart into two; off: none (the default without a head)",
     )
-    _add_division_arguments(p)
+    _add_config_arguments(p, DivisionConfig, "", "--divisions learned")
     p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16"],
@@ -475,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tracked ones, forward from there; with any --prompts, not with --direction backward "
         "(default 0: off)",
     )
-    _add_detect_arguments(p)
+    _add_config_arguments(p, DetectConfig, "detect-", "--prompts auto, --detect-new-cells")
     p.set_defaults(handler=_cmd_track)
 
     p = sub.add_parser(

@@ -12,8 +12,8 @@ __all__ = ["DETECT_METHODS", "DetectConfig"]
 DETECT_METHODS = ("auto", "heatmap", "grid")
 
 
-def _opt(default: float | int | str, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _opt(default: float | int | str, help: str, **metadata: Any) -> Any:
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class DetectConfig:
         "auto",
         "where to click: heatmap (the model's cell-centre peaks), grid (a regular grid of "
         "points) or auto (heatmap when the model has the head, else grid)",
+        choices=DETECT_METHODS,
     )
     min_heatmap_score: float = _opt(0.1, "heatmap: a centre peak must exceed this probability")
     points_per_side: int = _opt(32, "grid points along the frame's longer side")
