@@ -66,3 +66,22 @@ def track_points(
         model(inference_session=session, frame_idx=0)
         out = {o.frame_idx: o.pred_masks for o in model.propagate_in_video_iterator(session, 0)}
     return torch.stack([out[t][:, 0] for t in range(video.shape[0])], dim=1)
+
+
+def backprop_reaches(model, batch, head: torch.nn.Module) -> dict[str, float]:
+    """One training loss of ``batch`` with GT mask prompts (train mode), back-propagated;
+    asserts that every parameter of ``head`` gets a non-zero gradient; returns the loss parts."""
+    from napari_cellsam2.training.config import ScratchConfig
+    from napari_cellsam2.training.objective import clip_loss
+
+    model.train()
+    loss, parts = clip_loss(
+        model,
+        batch,
+        ScratchConfig(prob_point=0.0, prob_box=0.0, prob_mask=1.0),
+        torch.Generator().manual_seed(0),
+    )
+    loss.backward()
+    for name, p in head.named_parameters():
+        assert p.grad is not None and bool(p.grad.abs().sum() > 0), name
+    return parts
