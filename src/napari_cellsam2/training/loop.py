@@ -432,16 +432,14 @@ class Trainer:
                 net = train_extra_parameters(net, load_trained_parameters(net, self.resume.folder))
             else:
                 net = apply_lora(sam, sc)
-            for head in heads_of(net):  # small heads, trained in full beside the adapters
-                head.requires_grad_(True)
         else:
             net = sam
             if sc.freeze_encoder:
                 freeze_encoder(net)
             if sc.heads_only:
                 net.requires_grad_(False)
-                for head in heads_of(net):
-                    head.requires_grad_(True)
+        for head in heads_of(net):  # small heads, trained in full (beside LoRA adapters too)
+            head.requires_grad_(True)
         self.net = net.to(self.device)
         self.params = count_parameters(self.net)
         objective = self._objective
