@@ -4,10 +4,14 @@
 #   1. meta_predictor.json: tracking frames/s, ours vs Meta's SAM2VideoPredictor, same random
 #      sam2.1-hiera-tiny weights (Meta .pt), 60 frames of 512 px, 1 and 20 objects
 #      (benchmarks/bench_meta_predictor.py; Meta's side runs when `import sam2` works);
-#   2. profile_hiera_b1.json: one training step of hiera-tiny at 512 px, 8 frames, 20 objects,
+#   2. profile_tracking.json: where a tracked frame's time goes (profile_tracking.py: wall vs
+#      kernel time, launches, host syncs, top host functions), 1 and 20 objects;
+#   3. profile_hiera_b1.json: one training step of hiera-tiny at 512 px, 8 frames, 20 objects,
 #      bf16: wall time, kernel time, gpu_busy_fraction, kernel launches, host syncs;
-#   3. profile_tiny_b{1,2,4}.json: clips per second against batch_size (tiny model, 256 px);
-#   4. tracking_cuda.json: bench_tracking.py (click latency on a cached frame, throughput).
+#   4. tracking_cuda.json: bench_tracking.py (click latency on a cached frame, throughput);
+#   5. profile_tiny_b{1,2,4}.json: clips per second against batch_size (tiny model, 256 px).
+# The steps' time limits add up to 570 s, so the script ends inside one 600-s device call;
+# the most wanted numbers come first.
 #
 # Usage: bash scripts/gpu_engine_check.sh OUT_DIR
 #
@@ -36,22 +40,26 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, 'transform
 $PY -c "import sam2; print('sam2 importable')" || echo "sam2 not importable: Meta's side is skipped"
 
 log "1. tracking: ours vs Meta's predictor (hiera-tiny, 60 x 512 px, 1 and 20 objects)"
-timeout 240 $PY benchmarks/bench_meta_predictor.py --device cuda --frames 60 --size 512 \
-  --objects 1 20 --out "$OUT/meta_predictor.json"
+timeout 200 $PY benchmarks/bench_meta_predictor.py --device cuda --frames 60 --size 512 \
+  --objects 1 20 --out "$OUT/meta_predictor.json" 2>&1 | grep -v 'it/s\]'
 
-log "2. training step: hiera-tiny, 512 px, 8 frames, 20 objects, bf16"
-timeout 150 $PY benchmarks/profile_training_step.py --device cuda --model hiera-tiny-random \
+log "2. where a tracked frame's time goes: hiera-tiny, 1 and 20 objects"
+timeout 60 $PY benchmarks/profile_tracking.py --device cuda --frames 20 --objects 1 20 \
+  --out "$OUT/profile_tracking.json" 2>&1 | grep objects
+
+log "3. training step: hiera-tiny, 512 px, 8 frames, 20 objects, bf16"
+timeout 110 $PY benchmarks/profile_training_step.py --device cuda --model hiera-tiny-random \
   --resolution 512 --frames 8 --objects 20 --skip 3 --python-steps 1 --torch-steps 2 \
   --out "$OUT/profile_hiera_b1.json" | tail -n 3
 
-log "3. batch size: clips/s of the tiny model at 256 px, 4 frames, 8 objects"
+log "4. click latency and throughput (bench_tracking.py)"
+timeout 80 $PY benchmarks/bench_tracking.py --device cuda --tiny-frames 10 --hiera-frames 10 \
+  --hiera-frames-many 4 --memory-lengths 20,40 --out "$OUT/tracking_cuda.json" | tail -n 20
+
+log "5. batch size: clips/s of the tiny model at 256 px, 4 frames, 8 objects"
 for b in 1 2 4; do
-  timeout 60 $PY benchmarks/profile_training_step.py --device cuda --model tiny --resolution 256 \
+  timeout 40 $PY benchmarks/profile_training_step.py --device cuda --model tiny --resolution 256 \
     --frames 4 --objects 8 --batch-size "$b" --skip 4 --python-steps 1 --torch-steps 3 \
     --out "$OUT/profile_tiny_b$b.json" | tail -n 1
 done
-
-log "4. click latency and throughput (bench_tracking.py)"
-timeout 120 $PY benchmarks/bench_tracking.py --device cuda --hiera-frames 20 \
-  --hiera-frames-many 8 --out "$OUT/tracking_cuda.json" | tail -n 20
 log done
