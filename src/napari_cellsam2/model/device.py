@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-__all__ = ["PRECISIONS", "autocast_context", "resolve_device"]
+__all__ = ["PRECISIONS", "autocast_context", "resolve_device", "training_kernels"]
 
 
 def _mps_available() -> bool:
@@ -83,3 +84,26 @@ def _no_tf32():
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+# Every scaled-dot-product-attention backend but cuDNN's (the flags are global for the block).
+_SDPA_WITHOUT_CUDNN = [
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.MATH,
+]
+
+
+@contextlib.contextmanager
+def training_kernels(device: torch.device | str, precision: str = "auto"):
+    """The precision of :func:`autocast_context`, with cuDNN's attention kernels left out.
+
+    cuDNN builds an execution plan for every new attention shape, and a training clip's shapes
+    change from step to step (its object count does). On an H200 (hiera-tiny, 512 px, 8 frames,
+    up to 20 objects, bf16) that planning made a step take 5.5 s of wall time for 0.6 s of GPU
+    kernels; without cuDNN's kernels the step took 2.3 s, the kernels the same 0.6 s
+    (docs/results/gpu.md). Flash and memory-efficient attention need no plan. On the CPU the
+    excluded backend is never chosen, so nothing changes there.
+    """
+    with autocast_context(device, precision), sdpa_kernel(_SDPA_WITHOUT_CUDNN):
+        yield

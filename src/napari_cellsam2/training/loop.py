@@ -56,7 +56,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
 from ..ctc.writer import atomic_write_text
-from ..model.device import autocast_context, resolve_device
+from ..model.device import resolve_device, training_kernels
 from ..model.heads import (
     attach_centre_head,
     attach_division_head,
@@ -622,7 +622,7 @@ class Trainer:
             self._train_set.set_epoch(epoch)
 
     def _autocast(self):
-        return autocast_context(self.device, "auto" if self.scratch.amp else "fp32")
+        return training_kernels(self.device, "auto" if self.scratch.amp else "fp32")
 
     def _reduce_parts(self, parts: dict[str, float]) -> dict[str, float]:
         if not parts:
