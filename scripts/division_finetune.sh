@@ -10,6 +10,8 @@
 #   3. scripts/division_bars.py on the test movies: the demo model (split / off) and the
 #      fine-tuned one (learned / split / off), GT-seeded and fully automatic.
 # Usage: bash scripts/division_finetune.sh WORK_DIR [OUT]   (OUT default docs/results)
+# Environment: STEPS (default 1200); EXTRA, more config overrides appended last (they win), e.g.
+# EXTRA="scratch.prob_point=0.5 scratch.loss_div=20"; DEMO_BARS=0 skips step 3's demo rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK="${1:?usage: division_finetune.sh WORK_DIR [OUT]}"
@@ -30,8 +32,10 @@ resume=false
   scratch.base_lr=3e-4 scratch.vision_lr=3e-4 scratch.val_tracking_sequences=2 \
   scratch.mask_prompt_epochs=0 scratch.memory_from_gt_epochs=0 \
   scratch.prob_point=0 scratch.prob_box=0 scratch.prob_mask=1 \
-  scratch.num_correction_pt_per_frame=0 > "$WORK/train.log" 2>&1
-"$PY" scripts/division_bars.py --model demo --data "$WORK/data" --modes split,off \
-  --out "$OUT/divisions_demo.json" > "$WORK/bars_demo.log"
+  scratch.num_correction_pt_per_frame=0 ${EXTRA:-} > "$WORK/train.log" 2>&1
+if [ "${DEMO_BARS:-1}" != 0 ]; then
+  "$PY" scripts/division_bars.py --model demo --data "$WORK/data" --modes split,off \
+    --out "$OUT/divisions_demo.json" > "$WORK/bars_demo.log"
+fi
 "$PY" scripts/division_bars.py --model "$WORK/run/checkpoints/best" --data "$WORK/data" \
   --out "$OUT/divisions_finetuned.json" > "$WORK/bars_finetuned.log"
