@@ -20,7 +20,7 @@ from napari_cellsam2.tracking.session import TrackingSession
 from napari_cellsam2.training.config import ScratchConfig
 from napari_cellsam2.training.data import ClipBatch, CTCClipDataset, collate_clips
 from napari_cellsam2.training.forward import DivisionStep, StepOutput, run_clip
-from napari_cellsam2.training.losses import clip_losses
+from napari_cellsam2.training.losses import LossWeights, clip_losses
 from napari_cellsam2.training.objective import gt_divisions
 from napari_cellsam2.training.params import apply_lora
 from napari_cellsam2.training.prompts import KIND_MASK, ObjectPrompts
@@ -190,6 +190,12 @@ def test_division_step_is_supervised_as_two_daughters_not_as_a_vanishing_mother(
     assert parts["div"] == pytest.approx(float(expected_div) / 4, rel=1e-5)
     _, plain = clip_losses([step], targets, num_objects=4)
     assert plain["dice"] < parts["dice"]  # the daughters' two masks are supervised
+    # div_pos_weight scales the dividing decode's term only (the non-dividing one stays)
+    weights = LossWeights(div_pos_weight=10.0)
+    _, weighted = clip_losses([step], targets, num_objects=4, weights=weights, divisions=[division])
+    positive = F.binary_cross_entropy_with_logits(torch.tensor(0.5), torch.tensor(1.0))
+    negative = F.binary_cross_entropy_with_logits(torch.tensor(-1.0), torch.tensor(0.0))
+    assert weighted["div"] == pytest.approx(float(10 * positive + negative) / 4, rel=1e-5)
 
 
 def test_clip_dataset_marks_mothers_for_the_division_targets():

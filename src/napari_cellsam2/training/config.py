@@ -86,6 +86,11 @@ class ScratchConfig:
         "learn divisions: a division score and the daughters' masks (adds the head if missing)",
     )
     loss_div: float = _opt(1.0, "Division weight", "weight of the division-score loss")
+    div_pos_weight: float = _opt(
+        1.0,
+        "Division positive weight",
+        "division-score BCE weight of a dividing cell's decode (1: the seed's plain BCE)",
+    )
     div_clip_fraction: float = _opt(
         0.5,
         "Division clips",

@@ -68,6 +68,9 @@ class LossWeights:
     iou: float = 1.0
     obj: float = 1.0
     div: float = 1.0
+    # BCE weight of a dividing mother's decode against the others' (1: the seed's plain BCE).
+    # A clip holds about one division among tens of decodes, so the head learns slowly.
+    div_pos_weight: float = 1.0
 
 
 DEFAULT_WEIGHTS = LossWeights()
@@ -242,7 +245,10 @@ def clip_losses(
             add(name, value)
         if step.division_logits is not None:
             bce = F.binary_cross_entropy_with_logits(
-                step.division_logits.float(), dividing, reduction="none"
+                step.division_logits.float(),
+                dividing,
+                reduction="none",
+                pos_weight=torch.tensor(weights.div_pos_weight, device=dividing.device),
             )
             add(DIV, bce)
     device = targets.device

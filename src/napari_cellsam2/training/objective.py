@@ -111,6 +111,7 @@ def clip_loss(
             scratch.loss_iou,
             scratch.loss_class,
             scratch.loss_div,
+            scratch.div_pos_weight,
         )
     total, parts = clip_losses(
         outputs.steps,
