@@ -9,8 +9,9 @@ the first frame; ``auto``: no prompts, the cells the model finds), it runs::
         --direction forward --out RES
 
 and scores RES against the movie's GT with py-ctcmetrics. ``--thresholds 0.1,0.3,0.5`` repeats
-the ``learned`` runs at each ``--div-obj-score-thresh`` (choose it on ``--split val`` movies,
-never on the test movies it is reported on). Division F1 is
+the ``learned`` runs at each ``--div-obj-score-thresh``, and ``--iou-thresholds`` at each
+``--div-iou-thresh`` (choose them on ``--split val`` movies, never on the test movies they are
+reported on). Division F1 is
 ``2 tp / (2 tp + fp + fn)`` over py-ctcmetrics' division counts at zero frame tolerance (the
 counts behind BC(0)), summed over the movies of a style. A result in which nothing was found
 scores 0 everywhere (py-ctcmetrics leaves it unscored). Writes one JSON with every movie's
@@ -22,6 +23,7 @@ scores and the per-style means.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -37,13 +39,21 @@ PROMPTS = {"gt": "gt-first-frame", "auto": "auto"}
 
 
 def _track(
-    seq: Path, model: str, mode: str, seeding: str, out: Path, threshold: str, method: str
+    seq: Path,
+    model: str,
+    mode: str,
+    seeding: str,
+    out: Path,
+    threshold: str,
+    iou_threshold: str,
+    method: str,
 ) -> None:
     args = [
         sys.executable, "-m", "napari_cellsam2.cli", "track", str(seq),
         "--prompts", PROMPTS[seeding], "--model", model, "--divisions", mode,
         "--direction", "forward", "--device", "cpu", "--out", str(out),
-        "--div-obj-score-thresh", threshold, "--detect-method", method,
+        "--div-obj-score-thresh", threshold, "--div-iou-thresh", iou_threshold,
+        "--detect-method", method,
     ]  # fmt: skip
     run = subprocess.run(args, capture_output=True, text=True, check=False)
     if run.returncode:
@@ -63,7 +73,7 @@ def _summary(rows: list[dict]) -> dict:
     out: dict = {}
 
     def key_of(r: dict) -> tuple[str, ...]:
-        return r["style"], r["mode"], r["seeding"], r["threshold"]
+        return r["style"], r["mode"], r["seeding"], r["threshold"], r["iou_threshold"]
 
     for key in sorted({key_of(r) for r in rows}):
         group = [r for r in rows if key_of(r) == key]
@@ -87,24 +97,29 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--detect-method", default="auto", help="auto seeding: auto, heatmap, grid")
     parser.add_argument("--thresholds", default="0.5", help="learned: division thresholds")
+    parser.add_argument(
+        "--iou-thresholds", default="0.7", help="learned: daughters' predicted-IoU thresholds"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     movies = sorted((args.data / args.split / "CTC").glob("[0-9][0-9]"))
+    learned = list(itertools.product(args.thresholds.split(","), args.iou_thresholds.split(",")))
     runs = [
-        (mode, threshold)
+        (mode, threshold, iou)
         for mode in args.modes.split(",")
-        for threshold in (args.thresholds.split(",") if mode == "learned" else ["0.5"])
+        for threshold, iou in (learned if mode == "learned" else [("0.5", "0.7")])
     ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seq in movies:
-            for mode, threshold in runs:
+            for mode, threshold, iou in runs:
                 for seeding in args.seedings.split(","):
-                    res = Path(tmp) / f"{seq.name}_{mode}_{threshold}_{seeding}_RES"
-                    _track(seq, args.model, mode, seeding, res, threshold, args.detect_method)
+                    res = Path(tmp) / f"{seq.name}_{mode}_{threshold}_{iou}_{seeding}_RES"
+                    _track(seq, args.model, mode, seeding, res, threshold, iou, args.detect_method)
                     scores = evaluate_folders(seq.with_name(seq.name + "_GT"), res, METRICS)
                     row = {"movie": seq.name, "style": _style(args.data, seq), "mode": mode,
-                           "seeding": seeding, "threshold": threshold}  # fmt: skip
+                           "seeding": seeding, "threshold": threshold,
+                           "iou_threshold": iou}  # fmt: skip
                     # an empty result (nothing found) is left unscored by py-ctcmetrics: 0
                     empty = not any(tifffile.imread(f).any() for f in res.glob("mask*.tif"))
                     row.update({m: 0.0 if empty else scores.get(m) for m in METRICS})
