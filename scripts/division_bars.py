@@ -47,13 +47,14 @@ def _track(
     threshold: str,
     iou_threshold: str,
     method: str,
+    new_cells: int,
 ) -> None:
     args = [
         sys.executable, "-m", "napari_cellsam2.cli", "track", str(seq),
         "--prompts", PROMPTS[seeding], "--model", model, "--divisions", mode,
         "--direction", "forward", "--device", "cpu", "--out", str(out),
         "--div-obj-score-thresh", threshold, "--div-iou-thresh", iou_threshold,
-        "--detect-method", method,
+        "--detect-method", method, "--detect-new-cells", str(new_cells),
     ]  # fmt: skip
     run = subprocess.run(args, capture_output=True, text=True, check=False)
     if run.returncode:
@@ -96,6 +97,9 @@ def main() -> None:
     parser.add_argument("--seedings", default="gt,auto")
     parser.add_argument("--split", default="test")
     parser.add_argument("--detect-method", default="auto", help="auto seeding: auto, heatmap, grid")
+    parser.add_argument(
+        "--detect-new-cells", type=int, default=0, help="cellsam2 track's --detect-new-cells N"
+    )
     parser.add_argument("--thresholds", default="0.5", help="learned: division thresholds")
     parser.add_argument(
         "--iou-thresholds", default="0.7", help="learned: daughters' predicted-IoU thresholds"
@@ -115,7 +119,10 @@ def main() -> None:
             for mode, threshold, iou in runs:
                 for seeding in args.seedings.split(","):
                     res = Path(tmp) / f"{seq.name}_{mode}_{threshold}_{iou}_{seeding}_RES"
-                    _track(seq, args.model, mode, seeding, res, threshold, iou, args.detect_method)
+                    _track(
+                        seq, args.model, mode, seeding, res, threshold, iou,
+                        args.detect_method, args.detect_new_cells,
+                    )  # fmt: skip
                     scores = evaluate_folders(seq.with_name(seq.name + "_GT"), res, METRICS)
                     row = {"movie": seq.name, "style": _style(args.data, seq), "mode": mode,
                            "seeding": seeding, "threshold": threshold,
@@ -126,7 +133,9 @@ def main() -> None:
                     row["empty"] = empty
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    result = {"model": args.model, "data": str(args.data), "rows": rows, "summary": _summary(rows)}
+    result = {"model": args.model, "data": str(args.data),
+              "detect_new_cells": args.detect_new_cells, "rows": rows,
+              "summary": _summary(rows)}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["summary"], indent=2))
