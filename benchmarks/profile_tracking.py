@@ -29,33 +29,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_meta_predictor import prompt_points, synthetic_movie
+from profile_training_step import SYNC_OPS
 
 from napari_cellsam2.model.tiny import build_random_model, hiera_tiny_config
 from napari_cellsam2.tracking import TrackingSession
 
-SYNC_OPS = ("aten::_local_scalar_dense", "aten::nonzero")
 LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
 
 
-def synthetic_movie(frames: int, size: int, seed: int = 0) -> np.ndarray:
-    """(T, size, size) uint8: bright drifting disks on a noisy background."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    centres = rng.uniform(0.1 * size, 0.9 * size, (24, 2))
-    movie = rng.normal(40, 8, (frames, size, size))
-    for t in range(frames):
-        for cy, cx in centres + t * 0.5:
-            movie[t][(yy - cy) ** 2 + (xx - cx) ** 2 < (size / 30) ** 2] += 120
-    return movie.clip(0, 255).astype(np.uint8)
-
-
 def propagate(model, movie: np.ndarray, objects: int, sync) -> float:
-    """Seconds to propagate frames 1.. after points on frame 0 (frame 0 excluded)."""
+    """Seconds to propagate frames 1.. after points on frame 0 (frame 0 excluded); the movie and
+    the points are bench_meta_predictor.py's, so the two benchmarks track the same thing."""
     session = TrackingSession(model, movie, precision="auto")
-    side = int(np.ceil(np.sqrt(objects)))
-    ticks = (np.arange(side) + 0.5) * movie.shape[-1] / side
-    for obj_id, (y, x) in enumerate([(y, x) for y in ticks for x in ticks][:objects], start=1):
-        session.add_points(obj_id, 0, [(float(x), float(y))])
+    for obj_id, xy in enumerate(prompt_points(objects, movie.shape[-1]), start=1):
+        session.add_points(obj_id, 0, [tuple(xy)])
     results = iter(session.propagate("forward"))
     next(results)  # frame 0: the prompts' own decode
     sync()
