@@ -33,6 +33,7 @@ from pathlib import Path
 import tifffile
 
 from napari_cellsam2.evaluation import evaluate_folders
+from napari_cellsam2.tracking.division_config import DivisionConfig
 
 METRICS = ("TRA", "SEG", "LNK", "BC(0)", "tp_div(0)", "fp_div(0)", "fn_div(0)")
 PROMPTS = {"gt": "gt-first-frame", "auto": "auto"}
@@ -100,18 +101,27 @@ def main() -> None:
     parser.add_argument(
         "--detect-new-cells", type=int, default=0, help="cellsam2 track's --detect-new-cells N"
     )
-    parser.add_argument("--thresholds", default="0.5", help="learned: division thresholds")
+    default = DivisionConfig()
     parser.add_argument(
-        "--iou-thresholds", default="0.7", help="learned: daughters' predicted-IoU thresholds"
+        "--thresholds",
+        default=str(default.div_obj_score_thresh),
+        help="learned: division thresholds (div_obj_score_thresh)",
+    )
+    parser.add_argument(
+        "--iou-thresholds",
+        default=str(default.div_iou_thresh),
+        help="learned: daughters' predicted-IoU thresholds (div_iou_thresh)",
     )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     movies = sorted((args.data / args.split / "CTC").glob("[0-9][0-9]"))
     learned = list(itertools.product(args.thresholds.split(","), args.iou_thresholds.split(",")))
+    # split / off ignore the thresholds: their rows carry the config's defaults
+    defaults = (str(default.div_obj_score_thresh), str(default.div_iou_thresh))
     runs = [
         (mode, threshold, iou)
         for mode in args.modes.split(",")
-        for threshold, iou in (learned if mode == "learned" else [("0.5", "0.7")])
+        for threshold, iou in (learned if mode == "learned" else [defaults])
     ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
