@@ -21,7 +21,7 @@ from napari_cellsam2.training.config import ScratchConfig
 from napari_cellsam2.training.data import ClipBatch, CTCClipDataset, collate_clips
 from napari_cellsam2.training.forward import DivisionStep, StepOutput, run_clip
 from napari_cellsam2.training.losses import LossWeights, clip_losses
-from napari_cellsam2.training.objective import gt_divisions
+from napari_cellsam2.training.objective import clip_loss, gt_divisions
 from napari_cellsam2.training.params import apply_lora
 from napari_cellsam2.training.prompts import KIND_MASK, ObjectPrompts
 from sam2_reference import backprop_reaches, trained_like_model
@@ -132,6 +132,13 @@ def test_teacher_forced_division_inherits_memory_and_trains_the_head():
     assert set(division.daughters) == {TOP, BOTTOM}
 
     assert backprop_reaches(model, batch, division_head(model))["div"] > 0
+    # scratch.div_pos_weight reaches the division loss (the GT division is a positive)
+    scratch = ScratchConfig(prob_point=0.0, prob_box=0.0, prob_mask=1.0)
+    with torch.no_grad():
+        plain = clip_loss(model, batch, scratch, torch.Generator().manual_seed(0))[1]["div"]
+        scratch = ScratchConfig(prob_point=0.0, prob_box=0.0, prob_mask=1.0, div_pos_weight=10.0)
+        weighted = clip_loss(model, batch, scratch, torch.Generator().manual_seed(0))[1]["div"]
+    assert weighted > plain
 
 
 def test_daughters_are_matched_to_the_outputs_at_minimum_cost():

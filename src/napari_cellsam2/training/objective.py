@@ -106,12 +106,12 @@ def clip_loss(
     )
     if weights is None:
         weights = LossWeights(
-            scratch.loss_mask,
-            scratch.loss_dice,
-            scratch.loss_iou,
-            scratch.loss_class,
-            scratch.loss_div,
-            scratch.div_pos_weight,
+            focal=scratch.loss_mask,
+            dice=scratch.loss_dice,
+            iou=scratch.loss_iou,
+            obj=scratch.loss_class,
+            div=scratch.loss_div,
+            div_pos_weight=scratch.div_pos_weight,
         )
     total, parts = clip_losses(
         outputs.steps,
