@@ -4,9 +4,13 @@
 #   1. WORK/data: synthetic mother machine (128 x 32) + sparse nuclei, seed 3 (make_demo_data.py;
 #      the test movies are seeds the demo model never saw);
 #   2. WORK/run: `cellsam2 train` from demo with scratch.pred_div_scores=true and
-#      scratch.pred_heatmap=true (fresh heads), full fine-tune, GT mask prompts (what
-#      gt-first-frame and auto seeding give the tracker), STEPS optimizer steps at 3e-4, half of
-#      the clips holding a division (scratch.div_clip_fraction, the default);
+#      scratch.pred_heatmap=true (fresh heads), full fine-tune, GT mask prompts only, at most
+#      STEPS optimizer steps at 3e-4 (an epoch is capped at the training clips: 384 on the
+#      seed-3 data, so STEPS=3000 runs 1,536), half of the clips holding a division
+#      (scratch.div_clip_fraction, the default). Mask prompts alone leave single clicks
+#      untrained, and `--prompts auto` decodes clicks: after 1,536 such steps it found no cell
+#      (docs/results/divisions.md, run M). Pass the click/box/mask mixture in EXTRA for a model
+#      meant for automatic seeding (runs A-D there);
 #   3. scripts/division_bars.py on the test movies: the demo model (split / off) and the
 #      fine-tuned one (learned / split / off), GT-seeded and fully automatic.
 # Usage: bash scripts/division_finetune.sh WORK_DIR [OUT]   (OUT default docs/results)
