@@ -46,7 +46,7 @@ timeout 150 $PY benchmarks/bench_meta_predictor.py --device cuda --frames 60 --s
 
 log "2. where a tracked frame's time goes: hiera-tiny, 1 and 20 objects"
 timeout 90 $PY benchmarks/profile_tracking.py --device cuda --frames 12 --objects 1 20 \
-  --out "$OUT/profile_tracking.json" 2>&1 | grep objects
+  --out "$OUT/profile_tracking.json" 2>&1 | grep -v -e USDT -e Warning | tail -n 4
 
 log "3. training step: hiera-tiny, 512 px, 8 frames, 20 objects, bf16"
 timeout 150 $PY benchmarks/profile_training_step.py --device cuda --model hiera-tiny-random \

@@ -248,7 +248,7 @@ def clip_losses(
                 step.division_logits.float(),
                 dividing,
                 reduction="none",
-                pos_weight=torch.tensor(weights.div_pos_weight, device=dividing.device),
+                pos_weight=dividing.new_tensor(weights.div_pos_weight),
             )
             add(DIV, bce)
     device = targets.device
