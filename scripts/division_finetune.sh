@@ -2,7 +2,8 @@
 # Issue 13: the shipped `demo` model fine-tuned with CellSAM2's heads (division + cell-centre
 # heatmap), measured on the tracking path.
 #   1. WORK/data: synthetic mother machine (128 x 32) + sparse nuclei, seed 3 (make_demo_data.py;
-#      the test movies are seeds the demo model never saw);
+#      the test movies are seeds the demo model never saw); STYLES=all gives all four demo
+#      styles (seed 3 too: the sparse nuclei are the same movies, the mother machines others);
 #   2. WORK/run: `cellsam2 train` from demo with scratch.pred_div_scores=true and
 #      scratch.pred_heatmap=true (fresh heads), full fine-tune, GT mask prompts only, at most
 #      STEPS optimizer steps at 3e-4 (an epoch is capped at the training clips: 384 on the
@@ -15,7 +16,8 @@
 #      fine-tuned one (learned / split / off), GT-seeded and fully automatic.
 # Usage: bash scripts/division_finetune.sh WORK_DIR [OUT]   (OUT default docs/results)
 # Environment: STEPS (default 1200); EXTRA, more config overrides appended last (they win), e.g.
-# EXTRA="scratch.prob_point=0.5 scratch.loss_div=20"; DEMO_BARS=0 skips step 3's demo rows.
+# EXTRA="scratch.prob_point=0.5 scratch.loss_div=20"; DEMO_BARS=0 skips step 3's demo rows;
+# STYLES (default mother-machine,nuclei-sparse; "all" for every style of make_demo_data.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK="${1:?usage: division_finetune.sh WORK_DIR [OUT]}"
@@ -24,8 +26,10 @@ PY="${PYTHON:-python}"
 STEPS="${STEPS:-1200}"
 export OMP_NUM_THREADS=1
 mkdir -p "$WORK"
-[ -d "$WORK/data" ] || "$PY" scripts/make_demo_data.py --out "$WORK/data" --seed 3 \
-  --styles mother-machine,nuclei-sparse
+STYLES="${STYLES:-mother-machine,nuclei-sparse}"
+style_args=(--styles "$STYLES")
+[ "$STYLES" = all ] && style_args=()
+[ -d "$WORK/data" ] || "$PY" scripts/make_demo_data.py --out "$WORK/data" --seed 3 "${style_args[@]}"
 resume=false
 [ -f "$WORK/run/checkpoints/last.json" ] && resume=true
 "$PY" -m napari_cellsam2.cli train --config configs/demo_pretrain.yaml \

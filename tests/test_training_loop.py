@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from napari_cellsam2.ctc import Lineage
 from napari_cellsam2.datasets import mother_machine
+from napari_cellsam2.model.heads import attach_centre_head, attach_division_head, heads_of
 from napari_cellsam2.model.loading import load_model
 from napari_cellsam2.model.tiny import build_random_model, hiera_tiny_config, tiny_config
 from napari_cellsam2.training.config import ScratchConfig, load_config
@@ -373,6 +374,32 @@ def test_full_mode_groups_layer_decay_and_no_decay_set():
     assert freeze_encoder(model) > 0
     frozen = build_param_groups(model, scratch)
     assert not any(g["name"].startswith("encoder") for g in frozen)
+
+
+def test_head_lr_gives_cellsam2_heads_their_own_rate_in_both_modes():
+    model = build_random_model(tiny_config())
+    attach_division_head(model)
+    attach_centre_head(model)
+    heads = {"mask_decoder.division_head.token.weight", "centre_head.net.0.weight"}
+
+    def rates(net, scratch):
+        group_of = {id(p): g["lr"] for g in build_param_groups(net, scratch) for p in g["params"]}
+        return {n: group_of[id(p)] for n, p in net.named_parameters() if p.requires_grad}
+
+    full = ScratchConfig(use_lora=False, base_lr=1e-4, vision_lr=1e-4, head_lr=2e-3)
+    lr = rates(model, full)
+    assert all(lr[n] == 2e-3 for n in heads)
+    assert lr["mask_decoder.iou_token.weight"] == 1e-4  # SAM 2's own decoder keeps base_lr
+    assert sum(v == 2e-3 for v in lr.values()) == 13  # the division head's 7 + the heatmap's 6
+    unset = rates(model, ScratchConfig(use_lora=False, base_lr=1e-4, vision_lr=1e-4))
+    assert all(unset[n] == 1e-4 for n in heads)  # empty: the heads follow their mode
+
+    peft_model = apply_lora(model, ScratchConfig(lora_lr=1e-3, head_lr=5e-3))
+    for head in heads_of(peft_model):
+        head.requires_grad_(True)
+    lora = rates(peft_model, ScratchConfig(lora_lr=1e-3, head_lr=5e-3))
+    assert sum(v == 5e-3 for v in lora.values()) == 13
+    assert any(v == 1e-3 and "lora_" in n for n, v in lora.items())
 
 
 def test_lr_schedule_warmup_then_cosine_to_min():

@@ -102,10 +102,15 @@ class ScratchConfig:
         "learn where cells are: a cell-centre heatmap for finding cells without clicks",
     )
     loss_heatmap: float = _opt(1.0, "Heatmap weight", "weight of the centre-heatmap loss")
+    head_lr: float | None = _opt(
+        None,
+        "Heads lr",
+        "learning rate of CellSAM2's heads (division, heatmap); empty = that of their mode",
+    )
     heads_only: bool = _opt(
         False,
         "Train the heads only",
-        "train only CellSAM2's heads (division, heatmap) at base_lr; SAM 2 stays unchanged",
+        "train only CellSAM2's heads (division, heatmap) at head_lr, else base_lr; SAM 2 stays",
     )
     supervise_all_iou: bool = _opt(
         True, "Supervise all IoUs", "train the predicted IoU of every multimask output"

@@ -15,6 +15,11 @@ Two modes, chosen by ``scratch.use_lora``:
   patch and positional embeddings one step below block 0, the FPN neck the full ``vision_lr``),
   everything else ``base_lr``. ``freeze_encoder`` freezes the whole image encoder instead.
 
+In both modes ``head_lr``, when set, gives CellSAM2's heads (division, heatmap) their own rate:
+fresh heads on a trained SAM 2 need a far larger rate than the weights they sit on, and one
+shared rate either leaves the heads untrained or lets SAM 2's tracking drift (run D of
+docs/results/divisions.md: validation TRA 0.772 -> 0.682 at 3e-4 for everything).
+
 In both modes only the weight matrices of linear and convolution layers get weight decay; biases,
 norms, learned tokens/embeddings and positional encodings do not (decaying them towards zero
 only distorts them).
@@ -28,6 +33,7 @@ from typing import Any
 
 from torch import nn
 
+from ..model.heads import PREFIXES
 from .config import ScratchConfig
 
 __all__ = [
@@ -166,6 +172,11 @@ def _lr_scale(name: str, num_blocks: int, layer_decay: float) -> tuple[str, floa
     return "encoder.neck", 1.0
 
 
+def _is_head(name: str) -> bool:
+    """Whether ``name`` is a parameter of CellSAM2's heads (also under peft's name prefix)."""
+    return any(name.startswith(p) or f".{p}" in name for p in PREFIXES)
+
+
 def build_param_groups(model: nn.Module, scratch: ScratchConfig) -> list[dict[str, Any]]:
     """AdamW parameter groups (``params``, ``lr``, ``weight_decay``, ``name``) of the trainable
     parameters, following the mode described in the module docstring."""
@@ -176,7 +187,9 @@ def build_param_groups(model: nn.Module, scratch: ScratchConfig) -> list[dict[st
     num_blocks = _encoder_blocks([n for n, _ in named])
     groups: dict[tuple[str, bool], dict[str, Any]] = {}
     for name, p in named:
-        if scratch.use_lora:
+        if scratch.head_lr is not None and _is_head(name):
+            label, lr = "heads", scratch.head_lr
+        elif scratch.use_lora:
             label, lr = "lora", scratch.lora_lr
         elif _ENCODER.search(name):
             label, scale = _lr_scale(name, num_blocks, scratch.layer_decay)
