@@ -16,9 +16,8 @@
 #      fine-tuned one (learned / split / off), GT-seeded and fully automatic.
 # Usage: bash scripts/division_finetune.sh WORK_DIR [OUT]   (OUT default docs/results)
 # Environment: STEPS (default 1200); EXTRA, more config overrides appended last (they win), e.g.
-# EXTRA="scratch.prob_point=0.5 scratch.loss_div=20"; DEMO_BARS=0 skips step 3's demo rows, FINETUNED_BARS=0 the
-# fine-tuned model's;
-# STYLES (default mother-machine,nuclei-sparse; "all" for every style of make_demo_data.py).
+# EXTRA="scratch.prob_point=0.5 scratch.loss_div=20"; DEMO_BARS=0 skips step 3's demo rows,
+# FINETUNED_BARS=0 the fine-tuned model's; STYLES (default mother-machine,nuclei-sparse; "all" for every style of make_demo_data.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK="${1:?usage: division_finetune.sh WORK_DIR [OUT]}"
