@@ -14,6 +14,8 @@
      cells found on the first frame (``tracking.detect``, default thresholds); its first frame
      against the GT gives the detection's precision and recall (a found cell matches a GT cell
      at mask IoU >= 0.5, each GT cell at most once).
+   ``--track-options`` adds the same ``cellsam2 track`` options to every run (divisions, new
+   cells); the frame-0 measures (click IoU, detection) do not depend on them.
 3. Prints a table per style (mean over its movies; click IoU: median over cells; detection:
    pooled over movies) and writes the JSON. The bars: GT-seeded TRA >= 0.90 and SEG >= 0.75,
    click-seeded TRA >= 0.85, click IoU >= 0.85.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -49,7 +52,9 @@ def _cli(*args: str) -> str:
     return run.stdout
 
 
-def _scores(seq: Path, prompts: str, model: str, out: Path, device: str) -> dict[str, float]:
+def _scores(
+    seq: Path, prompts: str, model: str, out: Path, device: str, extra: list[str]
+) -> dict[str, float]:
     gt = seq.with_name(seq.name + "_GT")
     _cli(
         "track",
@@ -64,6 +69,7 @@ def _scores(seq: Path, prompts: str, model: str, out: Path, device: str) -> dict
         device,
         "--direction",
         "forward",
+        *extra,
     )
     report = out.with_suffix(".json")
     _cli("evaluate", "--gt", str(gt), "--res", str(out), "--json", str(report))
@@ -110,7 +116,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--track-options",
+        default="",
+        help="more `cellsam2 track` options for every run, e.g. '--divisions split "
+        "--detect-new-cells 1' (default: none, the CLI's defaults)",
+    )
     args = parser.parse_args()
+    extra = shlex.split(args.track_options)
     with tempfile.TemporaryDirectory(prefix="demo-bars-") as tmp:
         data = Path(tmp) / "data"
         subprocess.run(
@@ -138,18 +151,23 @@ def main() -> None:
                 work = Path(tmp) / style / seq.name
                 work.mkdir(parents=True)
                 first = _click_file(seq, work / "clicks.csv")
-                gt_seeded = _scores(seq, "gt-first-frame", args.model, work / "gt_RES", args.device)
-                clicked = _scores(
-                    seq, str(work / "clicks.csv"), args.model, work / "click_RES", args.device
-                )
-                auto = _scores(seq, "auto", args.model, work / "auto_RES", args.device)
+                runs = {
+                    name: _scores(
+                        seq, prompts, args.model, work / f"{name}_RES", args.device, extra
+                    )
+                    for name, prompts in (
+                        ("gt", "gt-first-frame"),
+                        ("click", str(work / "clicks.csv")),
+                        ("auto", "auto"),
+                    )
+                }
                 per.append(
                     {
                         "movie": seq.name,
-                        "gt": gt_seeded,
-                        "clicks": clicked,
+                        "gt": runs["gt"],
+                        "clicks": runs["click"],
                         "click_iou": _click_ious(first, work / "click_RES"),
-                        "auto": auto,
+                        "auto": runs["auto"],
                         "detection": detection_counts(
                             tifffile.imread(sorted((work / "auto_RES").glob("mask*.tif"))[0]),
                             first,
@@ -166,7 +184,12 @@ def main() -> None:
                     k: sum(p["detection"][k] for p in per) for k in ("found", "gt", "matched")
                 },
             }
-    summary = {"model": args.model, "seed": args.seed, "styles": results}
+    summary = {
+        "model": args.model,
+        "seed": args.seed,
+        "track_options": args.track_options,
+        "styles": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print(
