@@ -2,16 +2,16 @@
 ``cellsam2 track`` on held-out synthetic movies, per division mode and seeding.
 
 For every test movie of ``--data`` (a CTC tree from scripts/make_demo_data.py) and every
-combination of ``--modes`` (learned / split / off) and ``--seedings`` (``gt``: the GT masks of
-the first frame; ``auto``: no prompts, the cells the model finds), it runs::
+combination of ``--modes`` (learned / learned+split / split / off) and ``--seedings`` (``gt``:
+the GT masks of the first frame; ``auto``: no prompts, the cells the model finds), it runs::
 
     cellsam2 track MOVIE --prompts gt-first-frame|auto --model M --divisions MODE \
         --direction forward --out RES
 
 and scores RES against the movie's GT with py-ctcmetrics. ``--thresholds 0.1,0.3,0.5`` repeats
-the ``learned`` runs at each ``--div-obj-score-thresh``, and ``--iou-thresholds`` at each
-``--div-iou-thresh`` (choose them on ``--split val`` movies, never on the test movies they are
-reported on). Division F1 is
+the ``learned`` (and ``learned+split``) runs at each ``--div-obj-score-thresh``, and
+``--iou-thresholds`` at each ``--div-iou-thresh`` (choose them on ``--split val`` movies,
+never on the test movies they are reported on). Division F1 is
 ``2 tp / (2 tp + fp + fn)`` over py-ctcmetrics' division counts at zero frame tolerance (the
 counts behind BC(0)), summed over the movies of a style. A result in which nothing was found
 scores 0 everywhere (py-ctcmetrics leaves it unscored). Writes one JSON with every movie's
@@ -121,7 +121,7 @@ def main() -> None:
     runs = [
         (mode, threshold, iou)
         for mode in args.modes.split(",")
-        for threshold, iou in (learned if mode == "learned" else [defaults])
+        for threshold, iou in (learned if mode.startswith("learned") else [defaults])
     ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -258,8 +258,10 @@ def test_division_mode_defaults_to_learned_only_with_a_head():
     assert resolve_mode(None, True) == "learned"
     assert resolve_mode(None, False) == "off"
     assert resolve_mode("split", True) == "split"
-    with pytest.raises(ValueError, match="division head"):
-        resolve_mode("learned", False)
+    for mode in ("learned", "learned+split"):
+        with pytest.raises(ValueError, match="division head"):
+            resolve_mode(mode, False)
+    assert resolve_mode("learned+split", True) == "learned+split"
     with pytest.raises(ValueError, match="one of"):
         resolve_mode("auto", True)
 

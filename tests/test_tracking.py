@@ -4,6 +4,7 @@ tests check the machinery, never accuracy."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from ctc_metrics.metrics.validation.valid import valid
 from ctc_metrics.utils.filesystem import parse_masks, read_tracking_file
 
 from napari_cellsam2.ctc import open_path
+from napari_cellsam2.model.heads import attach_division_head
 from napari_cellsam2.model.tiny import build_random_model, tiny_config
 from napari_cellsam2.tracking import (
     MaskPrompt,
@@ -333,6 +335,18 @@ def test_automatic_division(model, frames, tmp_path):
     assert lineage[1].end == 3 and lineage[a].parent == lineage[b].parent == 1
     assert lineage[a].begin == lineage[b].begin == 4
     assert ctc_valid(s.write_res(tmp_path / "RES")) == 1
+
+
+@pytest.mark.parametrize(("mode", "divides"), [("learned", False), ("learned+split", True)])
+def test_learned_with_split_divides_what_the_head_misses(model, frames, mode, divides):
+    with_head = copy.deepcopy(model)
+    with torch.no_grad():
+        attach_division_head(with_head).score[-1].bias.fill_(-10.0)  # the head never divides
+    s = TrackingSession(with_head, frames, divisions=mode, division_min_area=20)
+    s.add_mask(1, 0, disk(16, 20, 7))
+    _controlled(s, split_at_4)
+    divisions = [(r.frame, d[0]) for r in s.propagate() for d in r.divisions]
+    assert divisions == ([(4, 1)] if divides else [])
 
 
 @pytest.mark.parametrize(

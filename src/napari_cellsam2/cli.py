@@ -442,10 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--divisions",
         choices=DIVISION_MODES,
         default=None,
-        help="learned: the model's division head (the default when it has one); split: a mask "
-        "that falls apart into two; off: none (the default without a head)",
+        help="learned: the model's division head (the default when it has one); learned+split: "
+        "the head, then the split rule for the cells it did not divide; split: a mask that falls "
+        "apart into two; off: none (the default without a head)",
     )
-    _add_config_arguments(p, DivisionConfig, "", "--divisions learned")
+    _add_config_arguments(p, DivisionConfig, "", "--divisions learned or learned+split")
     p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16"],

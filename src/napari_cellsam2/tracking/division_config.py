@@ -4,6 +4,8 @@ build their choices from it without loading the model stack.
 * ``learned``: CellSAM2's division head (:mod:`napari_cellsam2.model.heads`) decides; the
   daughters are the decoder's multimask outputs 1 and 2 and start from the mother's memory
   (:mod:`.divisions`). The default for a model that has the head.
+* ``learned+split``: the head first; where it does not divide a cell, the ``split`` rule
+  below may. The head misses divisions that the mask shows (docs/results/divisions.md).
 * ``split``: a tracked mask that falls apart into two substantial pieces is a division
   (a heuristic for models without the head; its daughters start with fresh memory).
 * ``off``: no automatic divisions (divide by hand). The default without the head.
@@ -14,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DIVISION_MODES", "DivisionConfig", "resolve_mode"]
+__all__ = ["DIVISION_MODES", "LEARNED_MODES", "DivisionConfig", "resolve_mode"]
 
-DIVISION_MODES = ("learned", "split", "off")
+DIVISION_MODES = ("learned", "learned+split", "split", "off")
+LEARNED_MODES = ("learned", "learned+split")  # the modes that need the division head
 
 
 def _opt(default: float, help: str) -> Any:
@@ -45,9 +48,9 @@ def resolve_mode(mode: str | None, has_head: bool) -> str:
         return "learned" if has_head else "off"
     if mode not in DIVISION_MODES:
         raise ValueError(f"divisions must be one of {DIVISION_MODES}, got {mode!r}")
-    if mode == "learned" and not has_head:
+    if mode in LEARNED_MODES and not has_head:
         raise ValueError(
-            "divisions='learned' needs a model with a division head (train one with "
+            f"divisions={mode!r} needs a model with a division head (train one with "
             "scratch.pred_div_scores=true); use 'split' or 'off'"
         )
     return mode

@@ -51,7 +51,7 @@ from ..model.preprocess import IntensityNorm
 from ..model.resolution import image_size
 from .compose import compose_frame, resolve_overlaps, split_parts
 from .detect import DetectConfig, Detection, detect_cells
-from .division_config import DivisionConfig, resolve_mode
+from .division_config import LEARNED_MODES, DivisionConfig, resolve_mode
 from .divisions import inherited_outputs, learned_division
 from .export import TrackingResult, build_result
 from .features import FeatureCache, SharedPositions, drop_partial_memories, prune_outputs
@@ -191,7 +191,8 @@ class TrackingSession:
     image features kept for instant clicks. ``divisions`` (forward propagation only;
     :mod:`.division_config`): ``"learned"`` (the default for a model with a division head) lets
     the head divide a cell, with ``division_config``'s thresholds, into daughters that inherit
-    its memory; ``"split"`` makes a tracked mask that splits into two parts of at least
+    its memory; ``"learned+split"`` also lets the ``"split"`` rule divide the cells the head
+    did not; ``"split"`` makes a tracked mask that splits into two parts of at least
     ``division_min_area`` pixels and ``division_min_fraction`` of the mother's previous area a
     division; ``"off"`` (the default without the head) divides only by hand. ``precision``
     (``auto``: bf16 on CUDA, else fp32; ``fp32``; ``bf16``, CUDA only) may be changed at any
@@ -251,7 +252,7 @@ class TrackingSession:
 
     @property
     def divisions(self) -> str:
-        """How divisions are found while propagating forward: learned, split or off."""
+        """How divisions are found while propagating forward (one of ``DIVISION_MODES``)."""
         return self._divisions
 
     @divisions.setter
@@ -824,7 +825,7 @@ class TrackingSession:
                 non_cond = o.outputs[NON_COND]
                 for f in [f for f in non_cond if (f >= t if forward else f <= t)]:
                     del non_cond[f]
-        learned = forward and self.divisions == "learned"
+        learned = forward and self.divisions in LEARNED_MODES
         scores, record = self._run_frame(t, objs, p.direction, learned) if objs else ({}, None)
         for o in objs:
             o.pending_fwd, o.pending_bwd = advance(p, self._span(o), t)
@@ -833,9 +834,10 @@ class TrackingSession:
             # transformers decodes each object once, in order, on a frame none is prompted on
             aligned = record is not None and len(record) == len(objs)
             for i, o in enumerate(objs):
-                if learned:
-                    division = self._learned_division(o, t, record[i]) if aligned else None
-                else:
+                division = None
+                if learned and aligned:
+                    division = self._learned_division(o, t, record[i])
+                if division is None and self.divisions != "learned":
                     division = self._maybe_divide(o, t)
                 if division is not None:
                     divisions.append(division)

@@ -55,7 +55,8 @@ def build_track_form(
     panel.divisions = QComboBox()
     panel.divisions.addItems([AUTO_DIVISIONS, *DIVISION_MODES])
     panel.divisions.setToolTip(
-        "learned: the model's division head (auto picks it when the model has one); split: a "
+        "learned: the model's division head (auto picks it when the model has one); "
+        "learned+split: the head, then the split rule for the cells it did not divide; split: a "
         "tracked mask that falls apart into two; off: divide by hand"
     )
     panel.direction = QComboBox()
