@@ -36,3 +36,7 @@ def test_form_edits_reach_the_config(qtbot):
     assert list(cfg.lora_targets) == ["q_proj", "v_proj"]
     form.widgets["steps_per_epoch"].setValue(form.widgets["steps_per_epoch"].minimum())
     assert load_config(values=form.values(), require_log_dir=False).scratch.steps_per_epoch is None
+    form.widgets["head_lr"].setText("0.002")  # float | None: a number, or empty for None
+    assert load_config(values=form.values(), require_log_dir=False).scratch.head_lr == 0.002
+    form.widgets["head_lr"].setText("")
+    assert load_config(values=form.values(), require_log_dir=False).scratch.head_lr is None

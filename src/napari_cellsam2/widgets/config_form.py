@@ -12,6 +12,7 @@ import typing
 from dataclasses import MISSING, Field, fields
 from typing import Any
 
+from qtpy.QtGui import QDoubleValidator
 from qtpy.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -63,6 +64,14 @@ def _float_box(value: float) -> QDoubleSpinBox:
     return box
 
 
+def _optional_float_box(value: float | None) -> QLineEdit:
+    """``float | None`` options: a number, or empty for None (a spin box has no empty state)."""
+    box = QLineEdit("" if value is None else str(value))
+    box.setValidator(QDoubleValidator(0.0, 1e3, 7))
+    box.setPlaceholderText("empty: see tooltip")
+    return box
+
+
 def _int_box(value: int | None, optional: bool) -> QSpinBox:
     box = QSpinBox()
     box.setRange(NONE_VALUE if optional else -1_000_000, 1_000_000)
@@ -109,7 +118,7 @@ class ConfigForm(QWidget):
         if kind is int:
             return _int_box(value, optional)
         if kind is float:
-            return _float_box(float(value))
+            return _optional_float_box(value) if optional else _float_box(float(value))
         if typing.get_origin(kind) is list:
             return QLineEdit(", ".join(value))
         return QLineEdit(str(value))
@@ -123,6 +132,8 @@ class ConfigForm(QWidget):
                 value: object = widget.isChecked()
             elif kind is int:
                 value = None if optional and widget.value() == NONE_VALUE else widget.value()
+            elif kind is float and optional:
+                value = float(widget.text()) if widget.text().strip() else None
             elif kind is float:
                 value = widget.value()
             elif typing.get_origin(kind) is list:
