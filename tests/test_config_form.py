@@ -40,3 +40,6 @@ def test_form_edits_reach_the_config(qtbot):
     assert load_config(values=form.values(), require_log_dir=False).scratch.head_lr == 0.002
     form.widgets["head_lr"].setText("")
     assert load_config(values=form.values(), require_log_dir=False).scratch.head_lr is None
+    form.widgets["head_lr"].setText("2e")  # half-typed: one message that names the option
+    with pytest.raises(ValueError, match=r"scratch\.head_lr: '2e' is not a number"):
+        form.values()

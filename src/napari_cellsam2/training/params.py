@@ -15,10 +15,11 @@ Two modes, chosen by ``scratch.use_lora``:
   patch and positional embeddings one step below block 0, the FPN neck the full ``vision_lr``),
   everything else ``base_lr``. ``freeze_encoder`` freezes the whole image encoder instead.
 
-In both modes ``head_lr``, when set, gives CellSAM2's heads (division, heatmap) their own rate:
-fresh heads on a trained SAM 2 need a far larger rate than the weights they sit on, and one
-shared rate either leaves the heads untrained or lets SAM 2's tracking drift (run D of
-docs/results/divisions.md: validation TRA 0.772 -> 0.682 at 3e-4 for everything).
+In both modes ``head_lr``, when set, gives CellSAM2's heads (division, heatmap) their own rate,
+so that fresh heads and the trained SAM 2 under them can move at different speeds. Measured in
+docs/results/divisions.md: one shared 3e-4 let tracking drift (run D, validation TRA 0.772 ->
+0.682); SAM 2 at 1e-4 with the heads at 1e-3 kept tracking but its division head did not learn
+the event (run E2).
 
 In both modes only the weight matrices of linear and convolution layers get weight decay; biases,
 norms, learned tokens/embeddings and positional encodings do not (decaying them towards zero

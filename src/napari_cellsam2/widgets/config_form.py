@@ -12,6 +12,7 @@ import typing
 from dataclasses import MISSING, Field, fields
 from typing import Any
 
+from qtpy.QtCore import QLocale
 from qtpy.QtGui import QDoubleValidator
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -67,9 +68,21 @@ def _float_box(value: float) -> QDoubleSpinBox:
 def _optional_float_box(value: float | None) -> QLineEdit:
     """``float | None`` options: a number, or empty for None (a spin box has no empty state)."""
     box = QLineEdit("" if value is None else str(value))
-    box.setValidator(QDoubleValidator(0.0, 1e3, 7))
+    validator = QDoubleValidator(0.0, 1e3, 7, box)
+    validator.setLocale(QLocale.c())  # "0.002" and "2e-3", whatever the user's locale
+    box.setValidator(validator)
     box.setPlaceholderText("empty: see tooltip")
     return box
+
+
+def _optional_float(name: str, text: str) -> float | None:
+    """The value of an optional float field; a half-typed number is a ValueError naming it."""
+    if not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"scratch.{name}: {text!r} is not a number (empty = default)") from None
 
 
 def _int_box(value: int | None, optional: bool) -> QSpinBox:
@@ -124,7 +137,8 @@ class ConfigForm(QWidget):
         return QLineEdit(str(value))
 
     def values(self) -> dict[str, object]:
-        """Every option of the form as ``scratch.<name>`` -> value (typed as the config)."""
+        """Every option of the form as ``scratch.<name>`` -> value (typed as the config); a
+        ValueError names an option whose text is not a value."""
         out: dict[str, object] = {}
         for name, widget in self.widgets.items():
             kind, optional = self._kinds[name]
@@ -133,7 +147,7 @@ class ConfigForm(QWidget):
             elif kind is int:
                 value = None if optional and widget.value() == NONE_VALUE else widget.value()
             elif kind is float and optional:
-                value = float(widget.text()) if widget.text().strip() else None
+                value = _optional_float(name, widget.text())
             elif kind is float:
                 value = widget.value()
             elif typing.get_origin(kind) is list:

@@ -153,6 +153,7 @@ class TrainPanel(QWidget):
             return
         try:
             layers = self._layers()
+            overrides = self.overrides()
         except ValueError as exc:
             show_error(str(exc))
             return
@@ -170,7 +171,7 @@ class TrainPanel(QWidget):
         self.use_button.setEnabled(False)
         self.state.run_job(
             run_training,
-            self.overrides(),
+            overrides,
             layers,
             self.cancel_event,
             on_yield=self.on_event,
