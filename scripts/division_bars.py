@@ -33,7 +33,7 @@ from pathlib import Path
 import tifffile
 
 from napari_cellsam2.evaluation import evaluate_folders
-from napari_cellsam2.tracking.division_config import DivisionConfig
+from napari_cellsam2.tracking.division_config import LEARNED_MODES, DivisionConfig
 
 METRICS = ("TRA", "SEG", "LNK", "BC(0)", "tp_div(0)", "fp_div(0)", "fn_div(0)")
 PROMPTS = {"gt": "gt-first-frame", "auto": "auto"}
@@ -121,7 +121,7 @@ def main() -> None:
     runs = [
         (mode, threshold, iou)
         for mode in args.modes.split(",")
-        for threshold, iou in (learned if mode.startswith("learned") else [defaults])
+        for threshold, iou in (learned if mode in LEARNED_MODES else [defaults])
     ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
