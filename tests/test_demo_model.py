@@ -105,6 +105,16 @@ def test_single_click_masks(demo, style):
     assert np.median(ious) >= BARS[style][2], ious
 
 
+def test_validation_tracks_with_the_chosen_division_mode(demo):
+    """``scratch.val_divisions`` reaches the session: on the trench movie (2 divisions) the
+    split rule follows daughters that the default (no divisions for this model) loses.
+    Measured: LNK 0.783 by default, 0.889 with split."""
+    movie = movies()["trench"]
+    default = score_movie(demo, movie, FRAMES)
+    split = score_movie(demo, movie, FRAMES, divisions="split")
+    assert split["LNK"] > default["LNK"] + 0.05, (default, split)
+
+
 @pytest.mark.parametrize("kind", ["no memory", "flipped threshold"])
 def test_broken_tracker_fails_the_bars(demo, kind):
     movie = movies()["trench"]

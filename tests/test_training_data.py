@@ -131,6 +131,35 @@ def test_division_daughters_are_prompted_on_their_first_frame(data_dir: Path) ->
     assert late.prompt_frame.tolist() == [0, 0, 0, 0]
 
 
+def test_mother_covers_daughters_after_her_last_frame(tmp_path: Path) -> None:
+    """With the option the mother's target after the division is her daughters' union (the mask
+    the split rule divides), granddaughters included; without it she vanishes."""
+    images, labels, _ = make_sequence(6)
+    labels[5][labels[5] == 4] = 6  # daughter 4 "divides" into 6 and 7 on the last frame
+    labels[5, 14:17, 40:46] = 6
+    labels[5, 17:20, 40:46] = 7
+    lineage = Lineage.from_labels(labels, parents={4: 3, 5: 3, 6: 4, 7: 4})
+    covered = CTCClipDataset.from_arrays(
+        images, labels, lineage, num_frames=6, mother_covers_daughters=True, **plain()
+    )[0]
+    ids = covered.object_ids.tolist()
+    slot = {label: ids.index(label) for label in (3, 4, 5, 6, 7)}
+    targets = covered.targets
+    for t in range(DIVIDE_AT, 6):
+        family = targets[t, slot[5]] | targets[t, slot[4]] | targets[t, slot[6]]
+        assert torch.equal(targets[t, slot[3]], family | targets[t, slot[7]])
+    assert targets[5, slot[3]].any() and targets[5, slot[4]].any()  # 4 covers 6 and 7 on frame 5
+    assert torch.equal(targets[5, slot[4]], targets[5, slot[6]] | targets[5, slot[7]])
+    plain_clip = CTCClipDataset.from_arrays(images, labels, lineage, num_frames=6, **plain())[0]
+    mother = plain_clip.object_ids.tolist().index(3)
+    assert not plain_clip.targets[DIVIDE_AT:, mother].any()
+    assert torch.equal(plain_clip.targets[:DIVIDE_AT], covered.targets[:DIVIDE_AT])
+    assert plain_clip.prompt_frame.tolist() == covered.prompt_frame.tolist()
+    for cell in (1, 2):  # cells without daughters are untouched
+        k = ids.index(cell)
+        assert torch.equal(covered.targets[:, k], plain_clip.targets[:, k])
+
+
 def test_single_child_links_are_cleaned_away(tmp_path: Path) -> None:
     images, labels, _ = make_sequence(5)
     labels[labels == 5] = 0  # cell 3 now has one "daughter": CellSAM2 drops such links

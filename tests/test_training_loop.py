@@ -288,9 +288,15 @@ def test_missing_data_fails_before_the_log_dir_is_created(tmp_path):
     for bad, message in [
         ("scratch.prob_point=-1", "prob_point/prob_box/prob_mask"),
         ("scratch.prob_correction_from_gt=2", "prob_correction_from_gt"),
-    ]:  # prompt settings are checked up front too, not at the first step
+        ("scratch.val_divisions=sometimes", r"val_divisions must be one of"),
+        (
+            ["scratch.mother_covers_daughters=true", "scratch.pred_div_scores=true"],
+            "mother_covers_daughters is for models without the division head",
+        ),
+    ]:  # prompt and target settings are checked up front too, not at the first step
+        bad = [bad] if isinstance(bad, str) else bad
         with pytest.raises(ValueError, match=message):
-            next(train(config(log, bad), dataset=clips()))
+            next(train(config(log, *bad), dataset=clips()))
         assert not log.exists()
 
 

@@ -96,6 +96,12 @@ class ScratchConfig:
         "Division clips",
         "with a division head: at least this fraction of training clips hold a division",
     )
+    mother_covers_daughters: bool = _opt(
+        False,
+        "Mother covers daughters",
+        "without a division head: after a division the mother's target is her daughters "
+        "together, the mask the tracker's split rule divides (else it is empty)",
+    )
     pred_heatmap: bool = _opt(
         False,
         "Heatmap head",
@@ -137,6 +143,12 @@ class ScratchConfig:
     )
     val_tracking_frames: int | None = _opt(
         30, "Validation frames", "first frames of each validation movie (empty = all)"
+    )
+    val_divisions: str = _opt(
+        "default",
+        "Validation divisions",
+        "how validation tracking divides: learned, learned+split, split, off, or default (the "
+        "model's own default)",
     )
     augment: bool = _opt(True, "Augment", "flips, affine and intensity changes")
     prob_point: float = _opt(0.5, "P(click)", "first prompt: one click")

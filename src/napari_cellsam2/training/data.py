@@ -13,7 +13,10 @@ the clip are separate objects. Daughters count towards ``max_num_objects`` (a ha
 objects, so memory per step is bounded) and a family is never split: a family that does not fit
 the remaining budget is skipped for a smaller one, so a mother is never tracked without her
 daughters. Divisions: the mother's target is empty after her last frame (the labels simply do
-not contain her); a daughter is a new object prompted on its first frame in the clip
+not contain her), or with ``mother_covers_daughters`` it is the union of her in-clip descendants
+from then on (what the tracker's ``split`` rule follows: a mask that falls apart into the two
+daughters, so training stops teaching that mask to vanish); a daughter is a new object prompted
+on its first frame in the clip
 (``prompt_frame``), with an empty target before it. An object whose target is empty on its
 prompt frame after resizing (a cell of a few pixels) is dropped. Then 0..``max_num_bkgd_objects``
 background objects (random count) follow: fake objects with empty targets on every frame,
@@ -283,6 +286,7 @@ class ClipOptions:
     max_num_bkgd_objects: int = 8
     augment: bool = True
     seed: int = 0
+    mother_covers_daughters: bool = False
     norm: IntensityNorm = field(default_factory=IntensityNorm)
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -308,6 +312,7 @@ class ClipOptions:
             max_num_bkgd_objects=scratch.max_num_bkgd_objects,
             augment=scratch.augment if augment is None else augment,
             seed=scratch.seed,
+            mother_covers_daughters=scratch.mother_covers_daughters,
         )
 
 
@@ -505,6 +510,8 @@ class CTCClipDataset(Dataset):
             if slots:
                 stack = np.stack([frame == chosen[k] for k in slots], axis=-1)
                 masks[t, slots] = box.image_to_model(stack.astype(np.float32)) > 0.5
+        if self.options.mother_covers_daughters:
+            _cover_daughters(masks, chosen, parents)
         # An object is prompted on the first frame its target is visible on the canvas; one that
         # never is (e.g. too small after resizing), or a frame-0 cell invisible there, is dropped.
         visible = masks.flatten(2).any(-1)  # (T, N)
@@ -531,6 +538,30 @@ class CTCClipDataset(Dataset):
             parent_slot=torch.tensor(parent_slot + [-1] * n_bkgd, dtype=torch.long),
             centres=torch.from_numpy(np.stack([centre_heatmap(frame, box) for frame in labels])),
         )
+
+
+def _cover_daughters(masks: torch.Tensor, chosen: list[int], parents: dict[int, int]) -> None:
+    """In place on (T, K, S, S) ``masks`` of the ``chosen`` labels: after a mother's last frame
+    her target becomes the union of her chosen descendants (families are whole, so all of them
+    are there). Deepest mothers first, so a grandmother covers her granddaughters too."""
+    slot = {label: k for k, label in enumerate(chosen)}
+    children: dict[int, list[int]] = {}
+    for daughter, mother in parents.items():
+        if daughter in slot and mother in slot:
+            children.setdefault(mother, []).append(daughter)
+    present = masks.flatten(2).any(-1)  # (T, K)
+
+    def depth(label: int) -> int:
+        return 0 if label not in parents else 1 + depth(parents[label])
+
+    for mother in sorted(children, key=depth, reverse=True):
+        k = slot[mother]
+        frames = torch.nonzero(present[:, k]).flatten()
+        if not len(frames):
+            continue
+        after = int(frames[-1]) + 1
+        for daughter in children[mother]:
+            masks[after:, k] |= masks[after:, slot[daughter]]
 
 
 def _hwc(frame: Any) -> np.ndarray:

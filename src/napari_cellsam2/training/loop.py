@@ -66,6 +66,7 @@ from ..model.heads import (
     load_heads,
 )
 from ..model.resolution import with_image_size
+from ..tracking.division_config import DIVISION_MODES
 from .config import ScratchConfig, TrainConfig, to_dataclass
 from .data import ClipBatch, collate_clips
 from .events import (
@@ -202,6 +203,16 @@ def _check_scratch(sc: ScratchConfig) -> None:
         raise ValueError(
             "scratch.heads_only needs full mode (scratch.use_lora=false) and a head to train "
             "(scratch.pred_div_scores or scratch.pred_heatmap)"
+        )
+    if sc.val_divisions not in (*DIVISION_MODES, "default"):
+        raise ValueError(
+            f"scratch.val_divisions must be one of {(*DIVISION_MODES, 'default')}, "
+            f"got {sc.val_divisions!r}"
+        )
+    if sc.mother_covers_daughters and sc.pred_div_scores:
+        raise ValueError(
+            "scratch.mother_covers_daughters is for models without the division head: with "
+            "scratch.pred_div_scores the mother's decode is the division and she stops there"
         )
     if not 0.0 <= sc.div_clip_fraction < 1.0:
         raise ValueError(f"scratch.div_clip_fraction must be in [0, 1), got {sc.div_clip_fraction}")
@@ -751,8 +762,13 @@ class Trainer:
         scores: list[Any] = [None]
         if self.accelerator.is_main_process:
             precision = "auto" if self.scratch.amp else "fp32"
+            divisions = self.scratch.val_divisions
             scores[0] = tracking_scores(
-                sam, self._val_movies, self.scratch.val_tracking_frames, precision
+                sam,
+                self._val_movies,
+                self.scratch.val_tracking_frames,
+                precision,
+                None if divisions == "default" else divisions,
             )
         if self.accelerator.num_processes > 1:
             broadcast_object_list(scores)

@@ -64,9 +64,14 @@ def pick_movies(movies: list[ValidationMovie], count: int | None) -> list[Valida
 
 
 def score_movie(
-    model: Any, movie: ValidationMovie, max_frames: int | None, precision: str = "auto"
+    model: Any,
+    movie: ValidationMovie,
+    max_frames: int | None,
+    precision: str = "auto",
+    divisions: str | None = None,
 ) -> dict[str, float]:
-    """CTC scores of the session seeded from the GT on the movie's first frame (see module)."""
+    """CTC scores of the session seeded from the GT on the movie's first frame (see module);
+    ``divisions`` is the session's division mode (None: the model's default)."""
     from ..ctc import write_gt
     from ..ctc.repair import make_consistent
     from ..evaluation.scoring import empty_result_scores, evaluate_arrays
@@ -75,7 +80,7 @@ def score_movie(
     length = len(movie.labels) if max_frames is None else min(len(movie.labels), max_frames)
     images = np.stack([np.asarray(movie.images[t]) for t in range(length)])
     gt, lineage = make_consistent(np.asarray(movie.labels[:length]), movie.parents)
-    session = TrackingSession(model, images, precision=precision)
+    session = TrackingSession(model, images, precision=precision, divisions=divisions)
     if gt[0].any():
         # a cell too small for the model is not seeded (the GT still counts it as missed)
         session.seed_from_labels(0, gt[0], skip_vanishing=True)
@@ -97,9 +102,10 @@ def tracking_scores(
     movies: list[ValidationMovie],
     max_frames: int | None,
     precision: str = "auto",
+    divisions: str | None = None,
 ) -> dict[str, float]:
     """Mean ``val_<metric>`` of :data:`METRICS` over ``movies`` (empty dict for no movies)."""
-    per = [score_movie(model, movie, max_frames, precision) for movie in movies]
+    per = [score_movie(model, movie, max_frames, precision, divisions) for movie in movies]
     means: dict[str, float] = {}
     for name in METRICS:
         values = [scores[name] for scores in per if name in scores]
