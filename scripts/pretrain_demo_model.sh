@@ -9,11 +9,11 @@
 #      teacher-forced memory, then 6 on the model's own memory while the rate decays.
 #   4. WORK_DIR/heads: from stage 3's epoch 8 (the demo before issue 13), CellSAM2's cell-centre
 #      heatmap head alone (issue 13; docs/results/divisions.md says why not the division head).
-#   5. WORK_DIR/cover: from stage 4's best (the packaged demo), SAM 2 and the heatmap head on the
-#      model's own memory at 1e-4, with the mother's target after a division her daughters
-#      together (scratch.mother_covers_daughters: what the tracker's split rule divides),
-#      validated with --divisions split (docs/results/demo_model.md, "Stage 5").
-# Then: python scripts/package_demo_model.py WORK_DIR/heads   (or WORK_DIR/cover)
+#   5. WORK_DIR/own: from stage 4's best, SAM 2 and the heatmap head together on the model's own
+#      memory at 1e-4 (clicks / boxes / masks with corrections), each epoch validated with
+#      --divisions split, the mode the docs recommend for whole movies (docs/results/
+#      demo_model.md, "Stage 5"; the variant with scratch.mother_covers_daughters is there too).
+# Then: python scripts/package_demo_model.py WORK_DIR/own
 #
 # ONLY=NAME runs just that stage (its base must exist), e.g. ONLY=heads.
 # Usage: bash scripts/pretrain_demo_model.sh WORK_DIR [key=value ...]   (overrides: stage 1)
@@ -54,8 +54,7 @@ stage heads model.base="$WORK/long/checkpoints/epoch_008" scratch.num_epochs=3 \
   scratch.heads_only=true scratch.base_lr=1e-3 scratch.vision_lr=1e-3 scratch.prob_point=0 \
   scratch.prob_box=0 scratch.prob_mask=1 scratch.num_correction_pt_per_frame=0 \
   scratch.val_tracking_sequences=0
-# stage 5: the mother covers her daughters after a division (split-rule targets), own memory
-stage cover model.base="$WORK/heads/checkpoints/best" scratch.num_epochs=4 \
+# stage 5: SAM 2 and the heatmap head on the model's own memory, validated with split divisions
+stage own model.base="$WORK/heads/checkpoints/best" scratch.num_epochs=4 \
   scratch.memory_from_gt_epochs=0 scratch.mask_prompt_epochs=0 scratch.pred_heatmap=true \
-  scratch.mother_covers_daughters=true scratch.val_divisions=split scratch.base_lr=1e-4 \
-  scratch.vision_lr=1e-4
+  scratch.val_divisions=split scratch.base_lr=1e-4 scratch.vision_lr=1e-4
