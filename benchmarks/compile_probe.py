@@ -14,40 +14,18 @@ and without ``--compile``. Prints; no files.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import torch
+from cpu_proxy import proxy_trainer
 from torch.profiler import ProfilerActivity, profile
-
-from napari_cellsam2.datasets import write_dataset
-from napari_cellsam2.training.config import load_config
-from napari_cellsam2.training.loop import Trainer, epoch_scratch
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compile", default="", help="comma-separated submodules of the model")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    work = Path(tempfile.mkdtemp(prefix="compile-probe-"))
-    data = write_dataset(work / "data", "mother-machine", sequences=4, frames=30, seed=0)
-    cfg = load_config(
-        [
-            f"launcher.experiment_log_dir={work / 'runs'}",
-            "model.base=tiny",
-            "model.device=cpu",
-            f"dataset.data_dir={data}",
-            "scratch.num_frames=4",
-            "scratch.max_num_objects=8",
-            "scratch.resolution=128",
-            "scratch.val_tracking_sequences=0",
-        ]
-    )
-    trainer = Trainer(cfg)
-    trainer._setup()
-    trainer.module.scratch = epoch_scratch(trainer.scratch, 1)
+    trainer = proxy_trainer("compile-probe-")
     names = [name for name in args.compile.split(",") if name]
     for name in names:
         getattr(trainer.module.sam, name).compile(dynamic=True)

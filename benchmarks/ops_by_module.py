@@ -13,17 +13,13 @@ objects, forward and backward. Prints a table; no files.
 from __future__ import annotations
 
 import collections
-import tempfile
-from pathlib import Path
 
 import torch
+from cpu_proxy import proxy_trainer
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import napari_cellsam2.training.objective as objective
-from napari_cellsam2.datasets import write_dataset
-from napari_cellsam2.training.config import load_config
 from napari_cellsam2.training.forward import decode
-from napari_cellsam2.training.loop import Trainer, epoch_scratch
 
 MODULES = (
     "vision_encoder",
@@ -61,24 +57,7 @@ def _ops_by_label(prof) -> collections.Counter:
 
 
 def main() -> None:
-    torch.set_num_threads(1)
-    work = Path(tempfile.mkdtemp(prefix="ops-by-module-"))
-    data = write_dataset(work / "data", "mother-machine", sequences=4, frames=30, seed=0)
-    cfg = load_config(
-        [
-            f"launcher.experiment_log_dir={work / 'runs'}",
-            "model.base=tiny",
-            "model.device=cpu",
-            f"dataset.data_dir={data}",
-            "scratch.num_frames=4",
-            "scratch.max_num_objects=8",
-            "scratch.resolution=128",
-            "scratch.val_tracking_sequences=0",
-        ]
-    )
-    trainer = Trainer(cfg)
-    trainer._setup()
-    trainer.module.scratch = epoch_scratch(trainer.scratch, 1)
+    trainer = proxy_trainer("ops-by-module-")
     sam = trainer.module.sam
     calls: collections.Counter = collections.Counter()
     for name in MODULES:
