@@ -7,10 +7,12 @@
 # STEPS (default 200) sets the optimizer steps per mode; SEEDS (default "0 1 2") the seeds;
 # PARALLEL (default 2) how many seeds run at once (one torch thread each).
 # By default fine-tuning prompts with GT masks, without corrections, and the test movies are
-# seeded with GT masks only. CLICKS=1 also seeds them with one click per cell and runs the
+# seeded with GT masks only. CLICKS=1 also seeds them with one click per cell; ANNOTATE=1 runs the
 # simulated annotator (compare's defaults: IoU 0.8, 3 clicks per track); PROMPTS=mixed trains with
 # the pre-training prompt mixture (points 0.5, boxes 0.25, masks 0.25, two correction clicks per
-# frame) instead of masks only. OUT_NAME (default demo_finetune.json) names the summary.
+# frame) instead of masks only. DATA names another dataset (default: the held-out synthetic
+# style, written to WORK_DIR/data), e.g. a real movie split by scripts/make_real_split.py.
+# OUT_NAME (default demo_finetune.json) names the summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK="${1:?usage: demo_finetune_compare.sh WORK_DIR [OUT]}"
@@ -18,8 +20,9 @@ OUT="${2:-docs/results}"
 PY="${PYTHON:-python}"
 STEPS="${STEPS:-200}"
 SEEDS="${SEEDS:-0 1 2}"
-CLICK_OPTS=(--no-annotate)
-[ "${CLICKS:-0}" = 1 ] && CLICK_OPTS=(--clicks)
+CLICK_OPTS=()
+[ "${CLICKS:-0}" = 1 ] && CLICK_OPTS+=(--clicks)
+[ "${ANNOTATE:-0}" = 1 ] || CLICK_OPTS+=(--no-annotate)
 case "${PROMPTS:-mask}" in
   mask) PROMPT_OPTS=(scratch.prob_point=0 scratch.prob_box=0 scratch.prob_mask=1
                      scratch.num_correction_pt_per_frame=0) ;;
@@ -28,12 +31,13 @@ case "${PROMPTS:-mask}" in
   *) echo "PROMPTS must be mask or mixed" >&2; exit 2 ;;
 esac
 export OMP_NUM_THREADS=1
-mkdir -p "$WORK"
-[ -d "$WORK/data" ] || "$PY" scripts/make_demo_data.py --out "$WORK/data" --seed 0 --held-out
+mkdir -p "$WORK" "$OUT"
+DATA="${DATA:-$WORK/data}"
+[ -d "$DATA" ] || "$PY" scripts/make_demo_data.py --out "$DATA" --seed 0 --held-out
 start=$(date +%s)
 running=0
 for seed in $SEEDS; do
-  "$PY" -m napari_cellsam2.cli compare --base demo --data "$WORK/data" --out "$WORK/seed$seed" \
+  "$PY" -m napari_cellsam2.cli compare --base demo --data "$DATA" --out "$WORK/seed$seed" \
     --steps "$STEPS" --seed "$seed" "${CLICK_OPTS[@]}" --device cpu \
     scratch.num_frames=4 scratch.max_num_objects=8 scratch.max_num_bkgd_objects=2 \
     "${PROMPT_OPTS[@]}" scratch.val_tracking_sequences=1 \
