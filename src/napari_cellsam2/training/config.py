@@ -45,6 +45,12 @@ def _opt(default: Any, title: str, help: str) -> Any:
     return field(default=default, metadata=meta)
 
 
+MODEL_DEFAULT_DIVISIONS = "default"
+"""``val_divisions`` value that tracks validation movies with the model's own division mode (the
+session's default: learned with a division head, off without), named once here for the option,
+its check and the trainer."""
+
+
 @dataclass
 class ScratchConfig:
     num_epochs: int = _opt(5, "Epochs", "passes over the training clips")
@@ -145,10 +151,10 @@ class ScratchConfig:
         30, "Validation frames", "first frames of each validation movie (empty = all)"
     )
     val_divisions: str = _opt(
-        "default",
+        MODEL_DEFAULT_DIVISIONS,
         "Validation divisions",
-        "how validation tracking divides: learned, learned+split, split, off, or default (the "
-        "model's own default)",
+        "how validation tracking divides: learned, learned+split, split, off, or "
+        f"{MODEL_DEFAULT_DIVISIONS} (the model's own default)",
     )
     augment: bool = _opt(True, "Augment", "flips, affine and intensity changes")
     prob_point: float = _opt(0.5, "P(click)", "first prompt: one click")

@@ -67,7 +67,7 @@ from ..model.heads import (
 )
 from ..model.resolution import with_image_size
 from ..tracking.division_config import DIVISION_MODES
-from .config import ScratchConfig, TrainConfig, to_dataclass
+from .config import MODEL_DEFAULT_DIVISIONS, ScratchConfig, TrainConfig, to_dataclass
 from .data import ClipBatch, collate_clips
 from .events import (
     CheckpointEvent,
@@ -204,9 +204,9 @@ def _check_scratch(sc: ScratchConfig) -> None:
             "scratch.heads_only needs full mode (scratch.use_lora=false) and a head to train "
             "(scratch.pred_div_scores or scratch.pred_heatmap)"
         )
-    if sc.val_divisions not in (*DIVISION_MODES, "default"):
+    if sc.val_divisions not in (*DIVISION_MODES, MODEL_DEFAULT_DIVISIONS):
         raise ValueError(
-            f"scratch.val_divisions must be one of {(*DIVISION_MODES, 'default')}, "
+            f"scratch.val_divisions must be one of {(*DIVISION_MODES, MODEL_DEFAULT_DIVISIONS)}, "
             f"got {sc.val_divisions!r}"
         )
     if sc.mother_covers_daughters and sc.pred_div_scores:
@@ -768,7 +768,7 @@ class Trainer:
                 self._val_movies,
                 self.scratch.val_tracking_frames,
                 precision,
-                None if divisions == "default" else divisions,
+                None if divisions == MODEL_DEFAULT_DIVISIONS else divisions,
             )
         if self.accelerator.num_processes > 1:
             broadcast_object_list(scores)
