@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from cli_run import cellsam2
 
 from napari_cellsam2.evaluation.detection import detection_counts
 
@@ -40,23 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("TRA", "SEG", "DET", "LNK")
 
 
-def _cli(*args: str) -> str:
-    run = subprocess.run(
-        [sys.executable, "-m", "napari_cellsam2.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if run.returncode:
-        raise SystemExit(f"cellsam2 {' '.join(args)} failed:\n{run.stderr}")
-    return run.stdout
-
-
 def _scores(
     seq: Path, prompts: str, model: str, out: Path, device: str, extra: list[str]
 ) -> dict[str, float]:
     gt = seq.with_name(seq.name + "_GT")
-    _cli(
+    cellsam2(
         "track",
         str(seq),
         "--prompts",
@@ -72,7 +61,7 @@ def _scores(
         *extra,
     )
     report = out.with_suffix(".json")
-    _cli("evaluate", "--gt", str(gt), "--res", str(out), "--json", str(report))
+    cellsam2("evaluate", "--gt", str(gt), "--res", str(out), "--json", str(report))
     scores = json.loads(report.read_text())
     # an empty result is left unscored by py-ctcmetrics; it found nothing: 0 (LNK stays None)
     empty = not any(tifffile.imread(f).any() for f in out.glob("mask*.tif"))

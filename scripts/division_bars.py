@@ -25,12 +25,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import tifffile
+from cli_run import cellsam2
 
 from napari_cellsam2.evaluation import evaluate_folders
 from napari_cellsam2.tracking.division_config import LEARNED_MODES, DivisionConfig
@@ -50,16 +49,13 @@ def _track(
     method: str,
     new_cells: int,
 ) -> None:
-    args = [
-        sys.executable, "-m", "napari_cellsam2.cli", "track", str(seq),
+    cellsam2(
+        "track", str(seq),
         "--prompts", PROMPTS[seeding], "--model", model, "--divisions", mode,
         "--direction", "forward", "--device", "cpu", "--out", str(out),
         "--div-obj-score-thresh", threshold, "--div-iou-thresh", iou_threshold,
         "--detect-method", method, "--detect-new-cells", str(new_cells),
-    ]  # fmt: skip
-    run = subprocess.run(args, capture_output=True, text=True, check=False)
-    if run.returncode:
-        raise SystemExit(f"{' '.join(args)} failed:\n{run.stderr}")
+    )  # fmt: skip
 
 
 def _style(data: Path, seq: Path) -> str:

@@ -68,7 +68,7 @@ def write_window(
     write_gt(root / f"{name}_GT", fixed, lineage, seg_frames=list(range(len(fixed))))
     tracks = lineage.tracks.values()
     return {
-        "frames": int(len(images)),
+        "frames": len(images),
         "tracks": len(lineage.tracks),
         "divisions": len(
             {t.parent for t in tracks if t.parent and t.begin == lineage.tracks[t.parent].end + 1}
@@ -83,14 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sequence", type=Path, help="CTC sequence folder NN (with NN_GT beside)")
     parser.add_argument("out", type=Path, help="new dataset root (refused if it exists)")
     parser.add_argument("--cut", type=int, default=27, help="first frame of the test half")
-    parser.add_argument("--val-frames", type=int, default=7,
-                        help="last frames of the first half kept for validation, not training")
+    parser.add_argument(
+        "--val-frames",
+        type=int,
+        default=7,
+        help="last frames of the first half kept for validation, not training",
+    )
     parser.add_argument("--tile", type=int, default=256, help="window size in pixels")
-    parser.add_argument("--min-cells", type=int, default=2,
-                        help="keep a window when it holds at least this many cells on its "
-                        "first frame")
-    parser.add_argument("--min-area", type=int, default=40,
-                        help="erase cell pieces smaller than this at window edges (pixels)")
+    parser.add_argument(
+        "--min-cells",
+        type=int,
+        default=2,
+        help="keep a window when it holds at least this many cells on its first frame",
+    )
+    parser.add_argument(
+        "--min-area",
+        type=int,
+        default=40,
+        help="erase cell pieces smaller than this at window edges (pixels)",
+    )
     args = parser.parse_args(argv)
     if args.out.exists():
         print(f"{args.out}: exists; choose a new folder", file=sys.stderr)
@@ -102,21 +113,30 @@ def main(argv: list[str] | None = None) -> int:
     images = np.stack([seq.images.frame(i) for i in range(seq.num_frames)])
     labels = np.stack([seq.gt.tra.masks.frame(i) for i in range(seq.num_frames)])
     parents = {t.label: t.parent for t in seq.gt.tra.lineage.tracks.values() if t.parent}
-    if not (0 < args.cut - args.val_frames and args.cut < len(images)):
-        print(f"--cut {args.cut} / --val-frames {args.val_frames} do not fit "
-              f"{len(images)} frames", file=sys.stderr)
+    if not (args.cut - args.val_frames > 0 and args.cut < len(images)):
+        print(
+            f"--cut {args.cut} / --val-frames {args.val_frames} do not fit {len(images)} frames",
+            file=sys.stderr,
+        )
         return 2
     parts = {
         "train": (0, args.cut - args.val_frames),
         "val": (args.cut - args.val_frames, args.cut),
         "test": (args.cut, len(images)),
     }
-    summary: dict = {"source": str(args.sequence), "args": {
-        k: v for k, v in vars(args).items() if k not in ("sequence", "out")}, "splits": {}}
+    summary: dict = {
+        "source": str(args.sequence),
+        "args": {k: v for k, v in vars(args).items() if k not in ("sequence", "out")},
+        "splits": {},
+    }
     for split, (a, b) in parts.items():
         occupied = np.nonzero(labels[a:b].any(0))
-        region = (occupied[0].min(), occupied[0].max() + 1, occupied[1].min(),
-                  occupied[1].max() + 1)
+        region = (
+            occupied[0].min(),
+            occupied[0].max() + 1,
+            occupied[1].min(),
+            occupied[1].max() + 1,
+        )
         kept = []
         for y, x in windows(images.shape[1:], args.tile, region):
             block = crop_labels(labels[a:b, y : y + args.tile, x : x + args.tile], args.min_area)
@@ -124,14 +144,19 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             name = f"{len(kept) + 1:02d}"
             counts = write_window(
-                args.out / split / "CTC", name,
-                images[a:b, y : y + args.tile, x : x + args.tile], block, parents,
+                args.out / split / "CTC",
+                name,
+                images[a:b, y : y + args.tile, x : x + args.tile],
+                block,
+                parents,
             )
             kept.append({"name": name, "frames": [a, b], "y": int(y), "x": int(x), **counts})
         summary["splits"][split] = kept
-        print(f"{split}: {len(kept)} window(s), frames {a}-{b - 1}, "
-              f"{sum(k['tracks'] for k in kept)} tracks, "
-              f"{sum(k['divisions'] for k in kept)} divisions")
+        print(
+            f"{split}: {len(kept)} window(s), frames {a}-{b - 1}, "
+            f"{sum(k['tracks'] for k in kept)} tracks, "
+            f"{sum(k['divisions'] for k in kept)} divisions"
+        )
     (args.out / "real_split.json").write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 
