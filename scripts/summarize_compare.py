@@ -2,9 +2,10 @@
 
     python scripts/summarize_compare.py RUN/seed*/compare.json --out docs/results/demo_finetune.json
 
-Prints a markdown table per mode: TRA, SEG and DET with GT-mask seeding and with click seeding,
-and the simulated annotator's clicks per track, as mean ± standard deviation over the seeds, and
-writes the per-seed values and the summary as JSON.
+Prints a markdown table per mode: TRA, SEG, DET and LNK with GT-mask seeding and with click
+seeding, and the simulated annotator's clicks per track, mean IoU before and after its clicks and
+the fraction of tracks it brought to its IoU target, as mean ± standard deviation over the seeds,
+and writes the per-seed values and the summary as JSON.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = ("TRA", "SEG", "DET")
+METRICS = ("TRA", "SEG", "DET", "LNK")
 
 
 def _values(run: dict, mode: str) -> dict[str, float]:
@@ -29,6 +30,8 @@ def _values(run: dict, mode: str) -> dict[str, float]:
     if result.get("annotation"):
         out["clicks/track"] = float(result["annotation"]["clicks_per_track"])
         out["initial IoU"] = float(result["annotation"]["initial_mean_iou"])
+        out["final IoU"] = float(result["annotation"]["final_mean_iou"])
+        out["converged"] = float(result["annotation"]["converged_fraction"])
     return out
 
 
