@@ -18,7 +18,10 @@ Cutting in space and time breaks tracks, and the written GT must still be valid 
 
 The source is read, never written; the output folder is refused if it exists.
 
-Usage: python scripts/make_real_split.py SEQ_FOLDER OUT [--cut 27] [--tile 256] ...
+Usage: python scripts/make_real_split.py IMAGES TRA OUT [--cut 27] [--tile 256] ...
+
+IMAGES holds the frames ``t*.tif``, TRA the GT ``man_track*.tif`` and ``man_track.txt`` (a CTC
+``NN`` and ``NN_GT/TRA`` pair, or any two folders named that way).
 """
 
 from __future__ import annotations
@@ -29,10 +32,23 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
+from napari_cellsam2.ctc.errors import CTCFormatError
+from napari_cellsam2.ctc.lineage import Lineage
 from napari_cellsam2.ctc.repair import make_consistent
-from napari_cellsam2.ctc.sequence import open_sequence
 from napari_cellsam2.ctc.writer import write_gt, write_images
+
+
+def numbered(folder: Path, prefix: str) -> dict[int, Path]:
+    """``prefix<digits>.tif`` files of ``folder`` by frame number (any digit count: published
+    copies of CTC data do not always keep CTC's 3 or 4)."""
+    found = {}
+    for path in folder.glob(f"{prefix}*.tif"):
+        digits = path.stem[len(prefix) :]
+        if digits.isdigit():
+            found[int(digits)] = path
+    return found
 
 
 def windows(shape: tuple[int, int], tile: int, region: tuple[int, int, int, int]) -> list:
@@ -80,7 +96,8 @@ def write_window(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sequence", type=Path, help="CTC sequence folder NN (with NN_GT beside)")
+    parser.add_argument("images", type=Path, help="folder of the frames t*.tif")
+    parser.add_argument("tra", type=Path, help="folder of the GT man_track*.tif + man_track.txt")
     parser.add_argument("out", type=Path, help="new dataset root (refused if it exists)")
     parser.add_argument("--cut", type=int, default=27, help="first frame of the test half")
     parser.add_argument(
@@ -106,13 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         print(f"{args.out}: exists; choose a new folder", file=sys.stderr)
         return 2
-    seq = open_sequence(args.sequence)
-    if seq.images is None or seq.gt is None or seq.gt.tra is None:
-        print(f"{args.sequence}: needs images and GT TRA", file=sys.stderr)
+    try:
+        image_files, mask_files = numbered(args.images, "t"), numbered(args.tra, "man_track")
+        if sorted(image_files) != sorted(mask_files) or not image_files:
+            raise CTCFormatError(args.tra, f"its frames differ from those of {args.images}")
+        lineage = Lineage.read(args.tra / "man_track.txt")
+    except CTCFormatError as error:
+        print(error, file=sys.stderr)
         return 2
-    images = np.stack([seq.images.frame(i) for i in range(seq.num_frames)])
-    labels = np.stack([seq.gt.tra.masks.frame(i) for i in range(seq.num_frames)])
-    parents = {t.label: t.parent for t in seq.gt.tra.lineage.tracks.values() if t.parent}
+    images = np.stack([tifffile.imread(image_files[k]) for k in sorted(image_files)])
+    labels = np.stack([tifffile.imread(mask_files[k]) for k in sorted(mask_files)])
+    lineage.validate(labels, source=args.tra / "man_track.txt", first_frame=min(mask_files))
+    parents = {t.label: t.parent for t in lineage.tracks.values() if t.parent}
     if not (args.cut - args.val_frames > 0 and args.cut < len(images)):
         print(
             f"--cut {args.cut} / --val-frames {args.val_frames} do not fit {len(images)} frames",
@@ -125,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         "test": (args.cut, len(images)),
     }
     summary: dict = {
-        "source": str(args.sequence),
-        "args": {k: v for k, v in vars(args).items() if k not in ("sequence", "out")},
+        "source": {"images": str(args.images), "tra": str(args.tra)},
+        "args": {k: v for k, v in vars(args).items() if k not in ("images", "tra", "out")},
         "splits": {},
     }
     for split, (a, b) in parts.items():
@@ -158,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{sum(k['divisions'] for k in kept)} divisions"
         )
     (args.out / "real_split.json").write_text(json.dumps(summary, indent=1) + "\n")
+    styles = [  # make_demo_data.py's styles.txt, so scripts that group movies by style read it
+        f"{split}/{w['name']}: real ({w['name']})"
+        for split, kept in summary["splits"].items()
+        for w in kept
+    ]
+    (args.out / "styles.txt").write_text("\n".join(styles) + "\n")
     return 0
 
 
