@@ -1,9 +1,13 @@
-"""The Fine-tune tab's form is built from the typed training config: same options, defaults."""
+"""The dock's forms are built from the typed configs: the Fine-tune tab's from the training
+config, the Track tab's "Detection options" from DetectConfig: same options, same defaults."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
+from napari_cellsam2.tracking.detect_config import DETECT_METHODS, DetectConfig
 from napari_cellsam2.training.config import load_config, option_help
 from napari_cellsam2.widgets.config_form import SET_BY_DOCK, ConfigForm
 
@@ -43,3 +47,19 @@ def test_form_edits_reach_the_config(qtbot):
     form.widgets["head_lr"].setText("2e")  # half-typed: one message that names the option
     with pytest.raises(ValueError, match=r"scratch\.head_lr: '2e' is not a number"):
         form.values()
+
+
+def test_detection_form_is_the_detect_config(qtbot):
+    form = ConfigForm(DetectConfig, prefix="detect.", basic=(), skip=())
+    qtbot.addWidget(form)
+    assert set(form.widgets) == {f.name for f in fields(DetectConfig)}
+    assert form.config() == DetectConfig()  # the CLI's defaults
+    method = form.widgets["method"]
+    assert [method.itemText(i) for i in range(method.count())] == list(DETECT_METHODS)
+    method.setCurrentText("grid")
+    form.widgets["min_area"].setValue(55)
+    form.widgets["min_object_score"].setValue(-2.5)  # a logit: may be negative
+    assert form.config() == DetectConfig(method="grid", min_area=55, min_object_score=-2.5)
+    form.widgets["nms_iou"].setValue(1.5)
+    with pytest.raises(ValueError, match="nms_iou"):
+        form.config()

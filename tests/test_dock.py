@@ -339,3 +339,20 @@ def test_detect_cells_seeds_editable_cells_with_the_demo_model(dock, qtbot):
     track.undo()
     _wait_idle(qtbot, widget.state)
     assert track.session.object_ids == found  # undo of the second (empty) detection
+    # the "Detection options" form reaches the detector: on frame 5 (nothing tracked there
+    # yet) no cell is this large, and with the default minimum area the cells are found
+    viewer.dims.set_current_step(0, 5)
+    area = track.detect_options.widgets["min_area"]
+    default_area = area.value()
+    area.setValue(1_000_000)
+    track.detect_cells()
+    _wait_idle(qtbot, widget.state)
+    assert track.session.object_ids == found and "no new cell found" in track.status.text()
+    track.detect_options.widgets["nms_iou"].setValue(2.0)  # refused by DetectConfig: said, no job
+    track.detect_cells()
+    assert "nms_iou" in track.status.text() and track.session.object_ids == found
+    track.detect_options.widgets["nms_iou"].setValue(0.5)
+    area.setValue(default_area)
+    track.detect_cells()
+    _wait_idle(qtbot, widget.state)
+    assert len(track.session.object_ids) >= len(found) + 2, track.status.text()

@@ -30,7 +30,7 @@ class DetectConfig:
     min_heatmap_score: float = _opt(0.1, "heatmap: a centre peak must exceed this probability")
     points_per_side: int = _opt(32, "grid points along the frame's longer side")
     min_object_score: float = _opt(
-        0.0, "keep a point's mask if SAM 2's object-score logit is above"
+        0.0, "keep a point's mask if SAM 2's object-score logit is above", signed=True
     )
     min_predicted_iou: float = _opt(
         0.6, "grid: keep a point's mask if its predicted IoU is at least"

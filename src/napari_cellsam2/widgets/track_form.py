@@ -22,7 +22,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..tracking.detect_config import DetectConfig
 from ..tracking.division_config import DIVISION_MODES
+from .config_form import ConfigForm
 from .layer_combo import LayerCombo
 
 # Copies of tracking.DIRECTIONS and model.device.PRECISIONS, which import torch (a test keeps
@@ -70,6 +72,10 @@ def build_track_form(
         box.setRange(-1, 1_000_000)
         box.setValue(-1)
         box.setSpecialValueText("auto")
+    # "Detect cells" options, from the same dataclass as the CLI's --detect-* flags
+    panel.detect_options = ConfigForm(
+        DetectConfig, prefix="detect.", basic=(), skip=(), more_title="Detection options"
+    )
     panel.status = QLabel("load a model, pick the image, start a session")
     panel.status.setWordWrap(True)
     panel.bar = QProgressBar()  # tracking progress, here as in the other tabs
@@ -96,6 +102,7 @@ def build_track_form(
     form.addRow("From frame", panel.start_frame)
     form.addRow("To frame", panel.end_frame)
     form.addRow(grid)
+    form.addRow(panel.detect_options)
     form.addRow(panel.bar)
     form.addRow(panel.status)
     return panel

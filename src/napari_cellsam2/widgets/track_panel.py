@@ -132,9 +132,15 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
     def detect_cells(self) -> None:
         """Every cell SAM 2 finds on the current frame without clicks (a grid of clicks,
         filtered and deduplicated: ``tracking.detect``) becomes a new cell prompted by its
-        mask, except cells already tracked there; one undoable edit, run in the worker."""
+        mask, except cells already tracked there; one undoable edit, run in the worker. The
+        options are the panel's "Detection options" (``DetectConfig``)."""
         if self._require_session():
             session, t = self.session, self.current_frame()
+            try:
+                config = self.detect_options.config()
+            except ValueError as error:  # a value DetectConfig refuses: say which, do nothing
+                self._failed(str(error))
+                return
 
             def found(ids: list[int]) -> None:
                 message = (
@@ -145,7 +151,7 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
                 self.status.setText(message)
                 show_info(message)
 
-            self._edit(lambda: session.add_detections(t, session.detect(t)), t, done=found)
+            self._edit(lambda: session.add_detections(t, session.detect(t, config)), t, done=found)
 
     def use_painted(self) -> None:
         """Hand-painted corrections on the current frame become mask prompts for re-tracking;
