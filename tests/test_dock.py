@@ -10,6 +10,7 @@ import pytest
 
 from napari_cellsam2.ctc import Lineage, write_gt
 from napari_cellsam2.datasets import sample_sequence
+from napari_cellsam2.tracking.division_config import DivisionConfig
 from napari_cellsam2.widgets import CellSAM2Widget
 from napari_cellsam2.widgets.lineage_view import TRACKS_NAME
 from napari_cellsam2.widgets.responsiveness import MainThreadPing
@@ -296,6 +297,30 @@ def test_precision_choice_reaches_the_session_and_bf16_needs_cuda(dock, qtbot):
     track.precision.setCurrentText("auto")
     track.start_session()  # a new session takes the panel's choice
     assert track.session.precision == "auto"
+
+
+def test_division_options_reach_the_session(dock, qtbot):
+    """The "Division options" form (DivisionConfig, like the CLI's flags) sets the session's
+    thresholds when it starts and at every Track; a value the config refuses is said once and
+    changes nothing."""
+    _viewer, widget = dock
+    track = widget.track_panel
+    form = track.division_options
+    form.widgets["split_min_area"].setValue(77)
+    track.image.select("mother machine")
+    track.start_session()
+    assert track.session.division_config == DivisionConfig(split_min_area=77)
+    form.widgets["split_min_fraction"].setValue(0.4)
+    track.divisions.setCurrentText("split")
+    track.track()  # no cells yet: nothing runs, but the options are the session's now
+    _wait_idle(qtbot, widget.state)
+    assert track.session.division_config == DivisionConfig(
+        split_min_area=77, split_min_fraction=0.4
+    )
+    form.widgets["div_iou_thresh"].setValue(1.5)
+    track.track()
+    assert "div_iou_thresh" in track.status.text()
+    assert track.session.division_config.div_iou_thresh == DivisionConfig().div_iou_thresh
 
 
 def test_loading_shows_a_progress_indicator_until_done(make_napari_viewer, qtbot):

@@ -23,6 +23,7 @@ from napari_cellsam2.tracking import (
     TrackingSession,
 )
 from napari_cellsam2.tracking import session as session_module
+from napari_cellsam2.tracking.division_config import DivisionConfig
 
 T, H, W = 10, 48, 64  # non-square on purpose
 
@@ -317,7 +318,7 @@ def split_at_4(t: int) -> np.ndarray:
 
 
 def test_automatic_division(model, frames, tmp_path):
-    s = TrackingSession(model, frames, divisions="split", division_min_area=20)
+    s = TrackingSession(model, frames, divisions="split")
     s.add_mask(1, 0, disk(16, 20, 7))
     s.add_mask(2, 0, disk(50, 38, 5))
     _controlled(s, split_at_4)
@@ -342,7 +343,7 @@ def test_learned_with_split_divides_what_the_head_misses(model, frames, mode, di
     with_head = copy.deepcopy(model)
     with torch.no_grad():
         attach_division_head(with_head).score[-1].bias.fill_(-10.0)  # the head never divides
-    s = TrackingSession(with_head, frames, divisions=mode, division_min_area=20)
+    s = TrackingSession(with_head, frames, divisions=mode)
     s.add_mask(1, 0, disk(16, 20, 7))
     _controlled(s, split_at_4)
     divisions = [(r.frame, d[0]) for r in s.propagate() for d in r.divisions]
@@ -350,7 +351,12 @@ def test_learned_with_split_divides_what_the_head_misses(model, frames, mode, di
 
 
 @pytest.mark.parametrize(
-    "kw", [{"divisions": "off"}, {"divisions": "split", "division_min_area": 200}]
+    "kw",
+    [
+        {"divisions": "off"},
+        {"divisions": "split", "division_config": DivisionConfig(split_min_area=200)},
+        {"divisions": "split", "division_config": DivisionConfig(split_min_fraction=0.9)},
+    ],
 )
 def test_no_division_when_off_or_parts_too_small(model, frames, kw):
     s = TrackingSession(model, frames, **kw)

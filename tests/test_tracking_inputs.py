@@ -22,6 +22,7 @@ from napari_cellsam2.tracking import (
     resolve_overlaps,
     split_parts,
 )
+from napari_cellsam2.tracking.division_config import DivisionConfig
 from napari_cellsam2.tracking.prompt_file import PromptFileError, read_prompt_file
 from napari_cellsam2.tracking.prompts import FramePrompt, point_inputs
 from napari_cellsam2.tracking.run import apply_prompt_entries
@@ -141,13 +142,19 @@ def test_bad_session_options(model):
         TrackingSession("tiny", frames)
     for kw, message in [
         ({"feature_cache_frames": 0}, "feature_cache_frames"),
-        ({"division_min_fraction": 2.0}, "division_min_fraction"),
         ({"first_frame": -1}, "first_frame"),
         ({"precision": "bf16"}, "needs a CUDA device"),
         ({"precision": "half"}, "precision must be one of"),
     ]:
         with pytest.raises(ValueError, match=message):
             TrackingSession(model, frames, **kw)
+    for kw, message in [
+        ({"split_min_fraction": 2.0}, "split_min_fraction"),
+        ({"split_min_area": 0}, "split_min_area"),
+        ({"div_iou_thresh": -0.1}, "div_iou_thresh"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            DivisionConfig(**kw)
     session = TrackingSession(model, frames, precision="fp32")
     with pytest.raises(ValueError, match="needs a CUDA device"):
         session.precision = "bf16"

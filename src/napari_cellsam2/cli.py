@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the head, then the split rule for the cells it did not divide; split: a mask that falls "
         "apart into two; off: none (the default without a head)",
     )
-    _add_config_arguments(p, DivisionConfig, "", "--divisions learned or learned+split")
+    _add_config_arguments(p, DivisionConfig, "", "--divisions")
     p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16"],

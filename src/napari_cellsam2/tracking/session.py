@@ -193,10 +193,10 @@ class TrackingSession:
     the head divide a cell, with ``division_config``'s thresholds, into daughters that inherit
     its memory; ``"learned+split"`` also lets the ``"split"`` rule divide the cells the head
     did not; ``"split"`` makes a tracked mask that splits into two parts of at least
-    ``division_min_area`` pixels and ``division_min_fraction`` of the mother's previous area a
-    division; ``"off"`` (the default without the head) divides only by hand. ``precision``
-    (``auto``: bf16 on CUDA, else fp32; ``fp32``; ``bf16``, CUDA only) may be changed at any
-    time and applies from the next frame computed.
+    ``division_config.split_min_area`` pixels and ``split_min_fraction`` of the mother's
+    previous area a division; ``"off"`` (the default without the head) divides only by hand.
+    ``precision`` (``auto``: bf16 on CUDA, else fp32; ``fp32``; ``bf16``, CUDA only) may be
+    changed at any time and applies from the next frame computed.
     """
 
     def __init__(
@@ -208,8 +208,6 @@ class TrackingSession:
         feature_cache_frames: int = 8,
         divisions: str | None = None,
         division_config: DivisionConfig | None = None,
-        division_min_area: int = 20,
-        division_min_fraction: float = 0.25,
         first_frame: int = 0,
         precision: str = "auto",
     ) -> None:
@@ -218,11 +216,6 @@ class TrackingSession:
             raise ValueError("the SAM 2 model is in training mode; call model.eval() first")
         if int(first_frame) != first_frame or first_frame < 0:
             raise ValueError(f"first_frame must be a non-negative integer, got {first_frame!r}")
-        if division_min_area < 1 or not 0.0 <= division_min_fraction <= 1.0:
-            raise ValueError(
-                "division_min_area must be >= 1 and division_min_fraction in [0, 1]; got "
-                f"{division_min_area}, {division_min_fraction}"
-            )
         self.device = next(self.model.parameters()).device
         self.precision = precision  # validated by the setter
         norm = norm or getattr(model, "norm", None) or IntensityNorm()
@@ -232,8 +225,6 @@ class TrackingSession:
         self.first_frame = int(first_frame)
         self.divisions = divisions  # validated by the setter
         self.division_config = division_config or DivisionConfig()
-        self.division_min_area = int(division_min_area)
-        self.division_min_fraction = float(division_min_fraction)
         self.labels = np.zeros((self.num_frames, self.height, self.width), np.uint16)
         self._features = FeatureCache(self.device, int(feature_cache_frames))
         self._positions = SharedPositions()
@@ -892,8 +883,8 @@ class TrackingSession:
             return None
         parts = split_parts(
             self.labels[t] == o.id,
-            self.division_min_area,
-            self.division_min_fraction,
+            self.division_config.split_min_area,
+            self.division_config.split_min_fraction,
             o.areas[t - 1],
         )
         if parts is None:

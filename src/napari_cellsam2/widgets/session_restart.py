@@ -106,6 +106,7 @@ class SessionStart:
             session = TrackingSession(
                 self.state.model, image.data,
                 divisions=division_mode(self.divisions.currentText()),
+                division_config=self.division_options.config(),
                 first_frame=first, precision=self.precision.currentText(),
             )  # fmt: skip
         except (ValueError, TypeError) as exc:

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..tracking.detect_config import DetectConfig
-from ..tracking.division_config import DIVISION_MODES
+from ..tracking.division_config import DIVISION_MODES, DivisionConfig
 from .config_form import ConfigForm
 from .layer_combo import LayerCombo
 
@@ -61,6 +61,10 @@ def build_track_form(
         "learned+split: the head, then the split rule for the cells it did not divide; split: a "
         "tracked mask that falls apart into two; off: divide by hand"
     )
+    # the thresholds of both division rules, from the same dataclass as the CLI's flags
+    panel.division_options = ConfigForm(
+        DivisionConfig, prefix="division.", basic=(), skip=(), more_title="Division options"
+    )
     panel.direction = QComboBox()
     panel.direction.addItems(DIRECTIONS)
     panel.direction.setCurrentText("both")
@@ -97,6 +101,7 @@ def build_track_form(
     form.addRow("Cell ID", panel.cell)
     form.addRow("", panel.negative)
     form.addRow("Divisions", panel.divisions)
+    form.addRow(panel.division_options)
     form.addRow("Direction", panel.direction)
     form.addRow("Precision", panel.precision)
     form.addRow("From frame", panel.start_frame)

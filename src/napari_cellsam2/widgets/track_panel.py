@@ -190,7 +190,8 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
         end = self.end_frame.value() if self.end_frame.value() >= 0 else None
         try:
             self.session.divisions = division_mode(self.divisions.currentText())
-        except ValueError as exc:  # learned, but the model has no division head
+            self.session.division_config = self.division_options.config()
+        except ValueError as exc:  # learned without a division head, or a refused threshold
             self._failed(str(exc))
             return
         self.bar.reset()  # nothing of the previous run stays on show
