@@ -1,4 +1,4 @@
-"""Divisions on the tracking path (issue 13): TRA, SEG, LNK, BC(0) and division F1 of
+"""Divisions on the tracking path (issue 13): TRA, SEG, LNK, BC(0), BC(1) and division F1 of
 ``cellsam2 track`` on held-out synthetic movies, per division mode and seeding.
 
 For every test movie of ``--data`` (a CTC tree from scripts/make_demo_data.py) and every
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from cli_run import cellsam2
 from napari_cellsam2.evaluation import evaluate_folders
 from napari_cellsam2.tracking.division_config import LEARNED_MODES, DivisionConfig
 
-METRICS = ("TRA", "SEG", "LNK", "BC(0)", "tp_div(0)", "fp_div(0)", "fn_div(0)")
+METRICS = ("TRA", "SEG", "LNK", "BC(0)", "BC(1)", "tp_div(0)", "fp_div(0)", "fn_div(0)")
 PROMPTS = {"gt": "gt-first-frame", "auto": "auto"}
 
 
@@ -48,13 +49,14 @@ def _track(
     iou_threshold: str,
     method: str,
     new_cells: int,
+    extra: list[str],
 ) -> None:
     cellsam2(
         "track", str(seq),
         "--prompts", PROMPTS[seeding], "--model", model, "--divisions", mode,
         "--direction", "forward", "--device", "cpu", "--out", str(out),
         "--div-obj-score-thresh", threshold, "--div-iou-thresh", iou_threshold,
-        "--detect-method", method, "--detect-new-cells", str(new_cells),
+        "--detect-method", method, "--detect-new-cells", str(new_cells), *extra,
     )  # fmt: skip
 
 
@@ -76,7 +78,7 @@ def _summary(rows: list[dict]) -> dict:
     for key in sorted({key_of(r) for r in rows}):
         group = [r for r in rows if key_of(r) == key]
         mean = {}
-        for metric in ("TRA", "SEG", "LNK", "BC(0)"):
+        for metric in ("TRA", "SEG", "LNK", "BC(0)", "BC(1)"):
             values = [r[metric] for r in group if r[metric] is not None]
             mean[metric] = round(sum(values) / len(values), 4) if values else None
         tp, fp, fn = (sum(r[f"{k}_div(0)"] or 0 for r in group) for k in ("tp", "fp", "fn"))
@@ -108,8 +110,14 @@ def main() -> None:
         default=str(default.div_iou_thresh),
         help="learned: daughters' predicted-IoU thresholds (div_iou_thresh)",
     )
+    parser.add_argument(
+        "--track-options",
+        default="",
+        help="more `cellsam2 track` options for every run, e.g. '--split-min-fraction 0.4'",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    extra = shlex.split(args.track_options)
     movies = sorted((args.data / args.split / "CTC").glob("[0-9][0-9]"))
     learned = list(itertools.product(args.thresholds.split(","), args.iou_thresholds.split(",")))
     # split / off ignore the thresholds: their rows carry the config's defaults
@@ -127,7 +135,7 @@ def main() -> None:
                     res = Path(tmp) / f"{seq.name}_{mode}_{threshold}_{iou}_{seeding}_RES"
                     _track(
                         seq, args.model, mode, seeding, res, threshold, iou,
-                        args.detect_method, args.detect_new_cells,
+                        args.detect_method, args.detect_new_cells, extra,
                     )  # fmt: skip
                     scores = evaluate_folders(seq.with_name(seq.name + "_GT"), res, METRICS)
                     row = {"movie": seq.name, "style": _style(args.data, seq), "mode": mode,
@@ -140,7 +148,8 @@ def main() -> None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     result = {"model": args.model, "data": str(args.data),
-              "detect_new_cells": args.detect_new_cells, "rows": rows,
+              "detect_new_cells": args.detect_new_cells,
+              "track_options": args.track_options, "rows": rows,
               "summary": _summary(rows)}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
