@@ -299,6 +299,37 @@ def test_precision_choice_reaches_the_session_and_bf16_needs_cuda(dock, qtbot):
     assert track.session.precision == "auto"
 
 
+def test_track_with_new_cells_adds_the_cells_found_later(dock, qtbot):
+    """With "New cells every N frames", Track (forward) also tracks the cells it finds outside
+    the tracked masks, each from the frame where it was found (the CLI's --detect-new-cells);
+    From / To frame do not combine with it, and the panel says so."""
+    viewer, widget = dock
+    with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
+        widget.model_panel.load("demo")
+    _wait_idle(qtbot, widget.state)
+    track = widget.track_panel
+    track.image.select("mother machine")
+    track.start_session()
+    _wait_idle(qtbot, widget.state)
+    first = int(np.unique(np.asarray(viewer.layers["mother machine TRA"].data[0]))[1])
+    track.cell.setValue(first)
+    _click(qtbot, track, 0, *_gt_centre(viewer, 0, first))
+    track.direction.setCurrentText("forward")
+    track.new_cells.setValue(5)
+    track.start_frame.setValue(2)
+    track.track()
+    assert "whole movie" in track.status.text() and track.worker is None
+    track.start_frame.setValue(-1)
+    track.track()
+    _wait_idle(qtbot, widget.state)
+    lineage = track.session.lineage()
+    added = [i for i in track.session.object_ids if i != first]
+    assert added, track.status.text()
+    assert all(lineage[i].begin in range(5, 40, 5) for i in added), lineage
+    assert (np.asarray(viewer.layers[LABELS_NAME].data[-1]) > 0).any()
+    assert track.bar.value() <= track.bar.maximum()
+
+
 def test_division_options_reach_the_session(dock, qtbot):
     """The "Division options" form (DivisionConfig, like the CLI's flags) sets the session's
     thresholds when it starts and at every Track; a value the config refuses is said once and

@@ -68,6 +68,15 @@ def build_track_form(
     panel.direction = QComboBox()
     panel.direction.addItems(DIRECTIONS)
     panel.direction.setCurrentText("both")
+    panel.new_cells = QSpinBox()  # cellsam2 track --detect-new-cells N
+    panel.new_cells.setRange(0, 100_000)
+    panel.new_cells.setSpecialValueText("off")
+    panel.new_cells.setPrefix("every ")
+    panel.new_cells.setSuffix(" frames")
+    panel.new_cells.setToolTip(
+        "while tracking forward, every N frames also track the cells found outside the tracked "
+        "masks (Detection options), from the frame where they appear; off: only your cells"
+    )
     panel.precision = QComboBox()
     panel.precision.addItems(PRECISIONS)
     panel.precision.setToolTip("auto: bf16 on CUDA, fp32 elsewhere; fp32: exact but slower on GPUs")
@@ -103,6 +112,7 @@ def build_track_form(
     form.addRow("Divisions", panel.divisions)
     form.addRow(panel.division_options)
     form.addRow("Direction", panel.direction)
+    form.addRow("New cells", panel.new_cells)
     form.addRow("Precision", panel.precision)
     form.addRow("From frame", panel.start_frame)
     form.addRow("To frame", panel.end_frame)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .workers import yield_cpu_to_gui
 
 if TYPE_CHECKING:  # the tracker imports torch; the dock opens without it
-    from ..tracking import FrameResult, SessionSnapshot, TrackingSession
+    from ..tracking import DetectConfig, FrameResult, SessionSnapshot, TrackingSession
 
 NO_CELLS = "nothing to track: click a cell (or seed from labels) first"
 UP_TO_DATE = (
@@ -57,14 +57,31 @@ def edit_and_preview(
 
 
 def tracking_steps(
-    session: TrackingSession, direction: str, start: int | None, end: int | None
+    session: TrackingSession,
+    direction: str,
+    start: int | None,
+    end: int | None,
+    new_cells_every: int = 0,
+    detect: DetectConfig | None = None,
 ) -> Iterator[TrackingStarted | FrameResult]:
     """Yield :class:`TrackingStarted`, then each tracked frame; return a message instead when
-    there is nothing to track (the user must hear why Track did nothing)."""
+    there is nothing to track (the user must hear why Track did nothing).
+
+    ``new_cells_every`` N > 0: every N frames also track the cells found outside the tracked
+    masks (``tracking.new_cells``, with ``detect``'s options) over the whole movie; its frame
+    count is not known ahead (a frame where cells were added comes twice, tracked frames are
+    skipped), so :class:`TrackingStarted` gives the movie's length as the estimate."""
     yield_cpu_to_gui()
     if not session.object_ids:
         return NO_CELLS
     undo = session.snapshot()
+    if new_cells_every:
+        from ..tracking.new_cells import track_with_new_cells
+
+        steps = track_with_new_cells(session, new_cells_every, detect, direction=direction)
+        yield TrackingStarted(session.num_frames, undo)
+        yield from steps
+        return None
     run = session.propagate(direction, start=start, end=end)
     if not len(run):
         return UP_TO_DATE

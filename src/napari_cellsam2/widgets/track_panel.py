@@ -188,9 +188,17 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
             return
         start = self.start_frame.value() if self.start_frame.value() >= 0 else None
         end = self.end_frame.value() if self.end_frame.value() >= 0 else None
+        every, direction = self.new_cells.value(), self.direction.currentText()
+        if every and (start is not None or end is not None or direction == "backward"):
+            self._failed(
+                "new cells are looked for over the whole movie, forward: set From / To frame "
+                "to auto and Direction to forward or both, or New cells to off"
+            )
+            return
         try:
             self.session.divisions = division_mode(self.divisions.currentText())
             self.session.division_config = self.division_options.config()
+            detect = self.detect_options.config() if every else None
         except ValueError as exc:  # learned without a division head, or a refused threshold
             self._failed(str(exc))
             return
@@ -199,7 +207,7 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
         self.track_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.worker = self.state.run_job(
-            tracking_steps, self.session, self.direction.currentText(), start, end,
+            tracking_steps, self.session, direction, start, end, every, detect,
             on_yield=self.on_frame, on_return=self._nothing_tracked,
             on_error=self._tracking_failed, on_finish=self._tracking_done, ordered=True,
         )  # fmt: skip
@@ -211,9 +219,10 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
             self.bar.setValue(0)
             self._progress = progress(total=item.total, desc="tracking")
             return
-        self.bar.setValue(self.bar.value() + 1)
-        if self._progress is not None:  # frames computed before a Cancel may arrive after it
-            self._progress.update(1)
+        # with new cells the total is an estimate (track_jobs.tracking_steps): never past it
+        self.bar.setValue(min(self.bar.value() + 1, self.bar.maximum()))
+        if self._progress is not None and self._progress.n < (self._progress.total or 0):
+            self._progress.update(1)  # frames computed before a Cancel may arrive after it
         self._refresh()
         self.status.setText(f"tracked frame {item.frame} ({len(item.object_ids)} cells)")
 
