@@ -34,15 +34,28 @@ Fine-tune tab is built from the same fields. See [training](training.md).
 """
 
 
-def main() -> None:
+def render() -> str:
+    """docs/cli.md's text for the parser as it is now (tests compare it with the file)."""
+    columns = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "100"  # argparse wraps help to the terminal width
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    parts = [INTRO, "```text", parser.format_help().rstrip(), "```"]
-    for name, command in sub.choices.items():
-        command.prog = f"cellsam2 {name}"
-        parts += [f"\n## `cellsam2 {name}`\n", "```text", command.format_help().rstrip(), "```"]
-    OUT.write_text("\n".join(parts) + "\n")
+    try:
+        parser = build_parser()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parts = [INTRO, "```text", parser.format_help().rstrip(), "```"]
+        for name, command in sub.choices.items():
+            command.prog = f"cellsam2 {name}"
+            help_text = command.format_help().rstrip()
+            parts += [f"\n## `cellsam2 {name}`\n", "```text", help_text, "```"]
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS")
+        else:
+            os.environ["COLUMNS"] = columns
+    return "\n".join(parts) + "\n"
+
+
+def main() -> None:
+    OUT.write_text(render())
     print(f"wrote {OUT}")
 
 
