@@ -46,6 +46,18 @@ def _start_with_two_cells(viewer, widget, qtbot) -> list[int]:
     return cells
 
 
+def _demo_session(widget, qtbot):
+    """The shipped demo model loaded and a session on the mother-machine sample; the panel."""
+    with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
+        widget.model_panel.load("demo")
+    _wait_idle(qtbot, widget.state)
+    track = widget.track_panel
+    track.image.select("mother machine")
+    track.start_session()
+    _wait_idle(qtbot, widget.state)
+    return track
+
+
 def _train(widget, tmp_path, *, epochs=1, steps=2):
     train = widget.train_panel
     train.image.select("mother machine")
@@ -304,13 +316,7 @@ def test_track_with_new_cells_adds_the_cells_found_later(dock, qtbot):
     the tracked masks, each from the frame where it was found (the CLI's --detect-new-cells);
     From / To frame do not combine with it, and the panel says so."""
     viewer, widget = dock
-    with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
-        widget.model_panel.load("demo")
-    _wait_idle(qtbot, widget.state)
-    track = widget.track_panel
-    track.image.select("mother machine")
-    track.start_session()
-    _wait_idle(qtbot, widget.state)
+    track = _demo_session(widget, qtbot)
     first = int(np.unique(np.asarray(viewer.layers["mother machine TRA"].data[0]))[1])
     track.cell.setValue(first)
     _click(qtbot, track, 0, *_gt_centre(viewer, 0, first))
@@ -371,13 +377,7 @@ def test_detect_cells_seeds_editable_cells_with_the_demo_model(dock, qtbot):
     """'Detect cells' with the shipped demo model: the sample's first-frame cells become session
     cells without a click, labelled on that frame; a second press adds none; Undo removes them."""
     viewer, widget = dock
-    with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
-        widget.model_panel.load("demo")
-    _wait_idle(qtbot, widget.state)
-    track = widget.track_panel
-    track.image.select("mother machine")
-    track.start_session()
-    _wait_idle(qtbot, widget.state)
+    track = _demo_session(widget, qtbot)
     viewer.dims.set_current_step(0, 0)
     track.detect_cells()
     _wait_idle(qtbot, widget.state)
