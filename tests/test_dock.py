@@ -358,6 +358,9 @@ def test_division_options_reach_the_session(dock, qtbot):
     track.track()
     assert "div_iou_thresh" in track.status.text()
     assert track.session.division_config.div_iou_thresh == DivisionConfig().div_iou_thresh
+    running = track.session
+    track.start_session()  # the refused value does not end the running session either
+    assert track.session is running and "div_iou_thresh" in track.status.text()
 
 
 def test_loading_shows_a_progress_indicator_until_done(make_napari_viewer, qtbot):

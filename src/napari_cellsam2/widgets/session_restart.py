@@ -101,12 +101,17 @@ class SessionStart:
             self.session = self._undo = None
             self._failed("load a model (Model panel) and choose a (T, Y, X) image layer first")
             return
+        try:  # a mistyped option is the form's problem: the running session stays
+            division_config = self.division_options.config()
+        except ValueError as exc:
+            self._failed(f"no new session: {exc}")
+            return
         first = int((image.metadata.get(META_KEY) or {}).get("first_frame", 0))
         try:
             session = TrackingSession(
                 self.state.model, image.data,
                 divisions=division_mode(self.divisions.currentText()),
-                division_config=self.division_options.config(),
+                division_config=division_config,
                 first_frame=first, precision=self.precision.currentText(),
             )  # fmt: skip
         except (ValueError, TypeError) as exc:
