@@ -314,7 +314,7 @@ def test_precision_choice_reaches_the_session_and_bf16_needs_cuda(dock, qtbot):
 def test_track_with_new_cells_adds_the_cells_found_later(dock, qtbot):
     """With "New cells every N frames", Track (forward) also tracks the cells it finds outside
     the tracked masks, each from the frame where it was found (the CLI's --detect-new-cells);
-    From / To frame do not combine with it, and the panel says so."""
+    From / To frame and Direction backward do not combine with it, and the panel says so."""
     viewer, widget = dock
     track = _demo_session(widget, qtbot)
     first = int(np.unique(np.asarray(viewer.layers["mother machine TRA"].data[0]))[1])
@@ -326,6 +326,10 @@ def test_track_with_new_cells_adds_the_cells_found_later(dock, qtbot):
     track.track()
     assert "whole movie" in track.status.text() and track.worker is None
     track.start_frame.setValue(-1)
+    track.direction.setCurrentText("backward")
+    track.track()
+    assert "forward" in track.status.text() and track.worker is None
+    track.direction.setCurrentText("forward")
     track.track()
     _wait_idle(qtbot, widget.state)
     lineage = track.session.lineage()

@@ -188,14 +188,17 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
             return
         start = self.start_frame.value() if self.start_frame.value() >= 0 else None
         end = self.end_frame.value() if self.end_frame.value() >= 0 else None
+        from ..tracking.new_cells import check_new_cell_options  # torch is loaded by now
+
         every, direction = self.new_cells.value(), self.direction.currentText()
-        if every and (start is not None or end is not None or direction == "backward"):
+        if every and (start is not None or end is not None):
             self._failed(
-                "new cells are looked for over the whole movie, forward: set From / To frame "
-                "to auto and Direction to forward or both, or New cells to off"
+                "new cells are looked for over the whole movie: set From / To frame to auto, or "
+                "New cells to off"
             )
             return
         try:
+            check_new_cell_options(every, direction)  # e.g. backward: new cells go forward
             self.session.divisions = division_mode(self.divisions.currentText())
             self.session.division_config = self.division_options.config()
             detect = self.detect_options.config() if every else None
