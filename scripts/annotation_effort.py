@@ -22,21 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from napari_cellsam2.ctc import open_dataset
-from napari_cellsam2.evaluation import annotate, summarize, track_sequence
-from napari_cellsam2.evaluation.seeding import gt_labels
+from napari_cellsam2.evaluation.compare import effort_summary, sequence_effort
 from napari_cellsam2.model.loading import load_model
 
 FIELDS = ("clicks_per_track", "converged_fraction", "initial_mean_iou", "final_mean_iou")
 
 
 def _effort(model, sequences, iou: float, budget: int) -> dict[str, float]:
-    efforts, frames = [], 0
-    for seq in sequences:
-        tracker = track_sequence(model, seq, "click")
-        gt, _ = gt_labels(seq)
-        efforts.extend(annotate(tracker, gt, iou_threshold=iou, max_clicks=budget))
-        frames += seq.num_frames
-    summary = summarize(efforts, frames, iou, budget).as_dict()
+    """compare's annotation of one model, at this target."""
+    efforts = [e for seq in sequences for e in sequence_effort(model, seq, iou, budget)]
+    summary = effort_summary(efforts, sum(seq.num_frames for seq in sequences), iou, budget)
     return {k: float(summary[k]) for k in FIELDS}
 
 

@@ -47,12 +47,21 @@ import torch
 from ..ctc import CTCSequence, open_dataset, write_res
 from ..ctc.writer import atomic_write_text
 from ..tracking.export import TrackingResult
-from .annotator import annotate, summarize
+from .annotator import TrackEffort, annotate, summarize
 from .peak_memory import PeakMemory
 from .scoring import empty_result_scores, evaluate_folders
-from .seeding import gt_labels, track_sequence
+from .seeding import SessionTracker, gt_labels, track_sequence
 
-__all__ = ["MODES", "REPORTED", "SEEDINGS", "compare", "plan_steps", "score_result"]
+__all__ = [
+    "MODES",
+    "REPORTED",
+    "SEEDINGS",
+    "compare",
+    "effort_summary",
+    "plan_steps",
+    "score_result",
+    "sequence_effort",
+]
 
 MODES = ("zero-shot", "lora", "full")
 SEEDINGS = ("gt", "clicks")
@@ -285,18 +294,38 @@ def _evaluate(
             per[how][seq.name] = score_result(tracker.session.result(), seq, folder)
             clicked = tracker if how == "clicks" else clicked
         if annotate_tracks:
-            tracker = clicked or track_sequence(model, seq, "click")
-            gt, _ = gt_labels(seq)
-            found = annotate(tracker, gt, iou_threshold=iou_threshold, max_clicks=max_clicks)
+            found = sequence_effort(model, seq, iou_threshold, max_clicks, clicked)
             efforts.extend(found)
             frames += seq.num_frames
             log(f"  {seq.name}: {sum(e.clicks for e in found)} clicks for {len(found)} tracks")
     metrics = {how: {"mean": _mean_scores(per[how]), "sequences": per[how]} for how in seeding}
     if not annotate_tracks:
         return metrics, None
+    return metrics, effort_summary(efforts, frames, iou_threshold, max_clicks)
+
+
+def sequence_effort(
+    model: Any,
+    seq: CTCSequence,
+    iou_threshold: float,
+    max_clicks: int,
+    tracker: SessionTracker | None = None,
+) -> list[TrackEffort]:
+    """The simulated annotator on one sequence, starting from one click per GT track (on the
+    track's first frame), or from ``tracker`` when that click-seeded session already exists."""
+    tracker = tracker or track_sequence(model, seq, "click")
+    gt, _ = gt_labels(seq)
+    return annotate(tracker, gt, iou_threshold=iou_threshold, max_clicks=max_clicks)
+
+
+def effort_summary(
+    efforts: list[TrackEffort], frames: int, iou_threshold: float, max_clicks: int
+) -> dict[str, Any]:
+    """What ``compare.json`` stores as a mode's ``annotation``: the pooled summary and each
+    track's effort (without its click log)."""
     summary = summarize(efforts, frames, iou_threshold, max_clicks).as_dict()
     summary["per_track"] = [{k: v for k, v in vars(e).items() if k != "click_log"} for e in efforts]
-    return metrics, summary
+    return summary
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
