@@ -492,27 +492,28 @@ def test_prefetch_encodes_outside_the_session_lock(model, frames, monkeypatch):
     """A prompt never waits for a prefetch's image encoder (seconds on a CPU), and a preview of
     the frame being encoded waits for it instead of encoding the frame twice."""
     import threading
-    import time
 
     s = TrackingSession(model, frames)
-    encode, started = s.model.get_image_features, threading.Event()
-    calls = []
+    encode, started, release = s.model.get_image_features, threading.Event(), threading.Event()
+    calls, released = [], []
 
-    def slow_encode(*args, **kwargs):
+    def held_encode(*args, **kwargs):
         calls.append(1)
         started.set()
-        time.sleep(1.0)
+        # the encoder is held until this thread has placed the prompt: a prompt that waited
+        # for the encoder would keep it held until this wait gives up
+        released.append(release.wait(10))
         return encode(*args, **kwargs)
 
-    monkeypatch.setattr(s.model, "get_image_features", slow_encode)
+    monkeypatch.setattr(s.model, "get_image_features", held_encode)
     prefetch = threading.Thread(target=s.prefetch, args=(3,))
     prefetch.start()
     assert started.wait(10)
-    begin = time.perf_counter()
     s.add_points(1, 3, [[14, 16]])
-    assert time.perf_counter() - begin < 0.5
+    release.set()
     s.predict_frame(3)
     prefetch.join()
+    assert released == [True], "the prompt waited for the image encoder"
     assert len(calls) == 1 and 3 in s._features
 
 
