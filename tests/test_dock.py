@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +14,6 @@ from napari_cellsam2.datasets import sample_sequence
 from napari_cellsam2.tracking.division_config import DivisionConfig
 from napari_cellsam2.widgets import CellSAM2Widget
 from napari_cellsam2.widgets.lineage_view import TRACKS_NAME
-from napari_cellsam2.widgets.responsiveness import MainThreadPing
 from napari_cellsam2.widgets.track_panel import LABELS_NAME
 
 pytestmark = pytest.mark.gui
@@ -58,6 +58,22 @@ def _demo_session(widget, qtbot):
     return track
 
 
+def _record_threads(monkeypatch, targets) -> list[bool]:
+    """Patch each ``(owner, name)`` callable to note whether it ran on the GUI thread."""
+    on_gui: list[bool] = []
+
+    def noting(call):
+        def noted(*args, **kwargs):
+            on_gui.append(threading.current_thread() is threading.main_thread())
+            return call(*args, **kwargs)
+
+        return noted
+
+    for owner, name in targets:
+        monkeypatch.setattr(owner, name, noting(getattr(owner, name)))
+    return on_gui
+
+
 def _train(widget, tmp_path, *, epochs=1, steps=2):
     train = widget.train_panel
     train.image.select("mother machine")
@@ -71,20 +87,26 @@ def _train(widget, tmp_path, *, epochs=1, steps=2):
     return train
 
 
-def test_user_story_track_correct_finetune_use_export_evaluate(dock, qtbot, tmp_path):
+def test_user_story_track_correct_finetune_use_export_evaluate(dock, qtbot, tmp_path, monkeypatch):
     """Open the sample, load a model, click two cells, track, correct, fine-tune LoRA from the
-    layers, use the fine-tuned model, export RES and evaluate, with a responsive main thread."""
+    layers, use the fine-tuned model, export RES and evaluate; the model's work (image encoder,
+    mask decoder, training losses) never runs on the GUI thread."""
+    import napari_cellsam2.training.objective as objective
+
     viewer, widget = dock
     track = widget.track_panel
     cells = _start_with_two_cells(viewer, widget, qtbot)
+    model = track.session.model
+    model_work = _record_threads(
+        monkeypatch, [(model, "get_image_features"), (model.mask_decoder, "forward")]
+    )
+    training_work = _record_threads(monkeypatch, [(objective, "clip_losses")])
     labels = viewer.layers[LABELS_NAME]
     assert set(np.unique(labels.data[0])) >= set(cells)  # instant preview on the clicked frame
 
     track.direction.setCurrentText("forward")
     track.track()
-    ping = MainThreadPing()  # frames stream in, then the lineage shows (bar set-up excluded)
     _wait_idle(qtbot, widget.state)
-    tracking = ping.stop()
     for t in range(labels.data.shape[0]):
         assert set(cells) <= set(np.unique(labels.data[t])), f"frame {t} lost a cell"
     tracks = viewer.layers[TRACKS_NAME]
@@ -94,17 +116,15 @@ def test_user_story_track_correct_finetune_use_export_evaluate(dock, qtbot, tmp_
     track.cell.setValue(cells[0])
     _click(qtbot, track, 10, *_gt_centre(viewer, 10, cells[0]))
     track.track()
-    ping = MainThreadPing()
     _wait_idle(qtbot, widget.state)
-    retracking = ping.stop()
+    assert model_work and not any(model_work), "tracking ran the model on the GUI thread"
     np.testing.assert_array_equal(labels.data[:10], before)
     assert viewer.layers[TRACKS_NAME] is tracks  # updated in place, not removed and re-added
 
     train = _train(widget, tmp_path)  # (napari adds its progress bar to the activity dock)
-    ping = MainThreadPing()
     qtbot.waitUntil(lambda: "training finished" in train.eta.text(), timeout=300_000)
     _wait_idle(qtbot, widget.state)
-    training = ping.stop()
+    assert training_work and not any(training_work), "training ran on the GUI thread"
     assert len(train.plot.train_losses) == 2 and all(np.isfinite(train.plot.train_losses))
     # the movie's last frames are held out: one validation point per epoch, at its last step
     # the base model (step 0), then one validation point per epoch, at its last step
@@ -150,19 +170,6 @@ def test_user_story_track_correct_finetune_use_export_evaluate(dock, qtbot, tmp_
     export.evaluate()
     _wait_idle(qtbot, widget.state, timeout=120_000)
     assert export.scores["TRA"] == export.scores["DET"] == export.scores["SEG"] == 1.0
-
-    for job, ping in [
-        ("tracking", tracking),
-        ("re-tracking", retracking),
-        ("training", training),
-    ]:
-        cpu, wall = ping.worst_cpu, ping.worst_wall
-        # the GUI thread's own work is held to the 200 ms budget in CPU time, which machine
-        # load does not stretch; benchmarks/bench_dock.py measures the wall time
-        assert cpu < 0.2, f"main thread busy {cpu * 1000:.0f} ms at once ({job})"
-        # waits that use no CPU (a lock, a sleep, file I/O) show only in wall time: a generous
-        # bound still catches a real blocking call
-        assert wall < 1.0, f"main thread blocked {wall * 1000:.0f} ms ({job})"
 
 
 def test_cancel_tracking_leaves_a_consistent_resumable_session(dock, qtbot):
