@@ -1,4 +1,4 @@
-"""A probe of how long the Qt main thread keeps events waiting, for tests and benchmarks."""
+"""A probe of how long the Qt main thread keeps events waiting (benchmarks/bench_dock.py)."""
 
 from __future__ import annotations
 
