@@ -248,7 +248,13 @@ class TrackingSession:
 
     @divisions.setter
     def divisions(self, mode: str | None) -> None:
-        self._divisions = resolve_mode(mode, division_head(self.model) is not None)
+        self._divisions = self.resolve_divisions(mode)
+
+    def resolve_divisions(self, mode: str | None) -> str:
+        """The mode ``divisions = mode`` would set (None: the model's default), or the
+        ValueError it would raise; changes nothing, so a GUI can check a choice on its own
+        thread and apply it in the worker that owns the session."""
+        return resolve_mode(mode, division_head(self.model) is not None)
 
     # ---- objects ------------------------------------------------------------------------------
     @property

@@ -15,6 +15,7 @@ from .workers import yield_cpu_to_gui
 
 if TYPE_CHECKING:  # the tracker imports torch; the dock opens without it
     from ..tracking import DetectConfig, FrameResult, SessionSnapshot, TrackingSession
+    from ..tracking.division_config import DivisionConfig
 
 NO_CELLS = "nothing to track: click a cell (or seed from labels) first"
 UP_TO_DATE = (
@@ -63,15 +64,21 @@ def tracking_steps(
     end: int | None,
     new_cells_every: int = 0,
     detect: DetectConfig | None = None,
+    divisions: tuple[str, DivisionConfig] | None = None,
 ) -> Iterator[TrackingStarted | FrameResult]:
     """Yield :class:`TrackingStarted`, then each tracked frame; return a message instead when
     there is nothing to track (the user must hear why Track did nothing).
+
+    ``divisions``: the division mode (checked with ``session.resolve_divisions``) and thresholds
+    to track with, set on the session here, in the worker that owns it, before anything else.
 
     ``new_cells_every`` N > 0: every N frames also track the cells found outside the tracked
     masks (``tracking.new_cells``, with ``detect``'s options) over the whole movie; its frame
     count is not known ahead (a frame where cells were added comes twice, tracked frames are
     skipped), so :class:`TrackingStarted` gives the movie's length as the estimate."""
     yield_cpu_to_gui()
+    if divisions is not None:
+        session.divisions, session.division_config = divisions
     if not session.object_ids:
         return NO_CELLS
     undo = session.snapshot()

@@ -199,8 +199,9 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
             return
         try:
             check_new_cell_options(every, direction)  # e.g. backward: new cells go forward
-            self.session.divisions = division_mode(self.divisions.currentText())
-            self.session.division_config = self.division_options.config()
+            # checked here, applied by the job: the session changes only in its ordered worker
+            mode = self.session.resolve_divisions(division_mode(self.divisions.currentText()))
+            divisions = (mode, self.division_options.config())
             detect = self.detect_options.config() if every else None
         except ValueError as exc:  # learned without a division head, or a refused threshold
             self._failed(str(exc))
@@ -210,7 +211,7 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
         self.track_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.worker = self.state.run_job(
-            tracking_steps, self.session, direction, start, end, every, detect,
+            tracking_steps, self.session, direction, start, end, every, detect, divisions,
             on_yield=self.on_frame, on_return=self._nothing_tracked,
             on_error=self._tracking_failed, on_finish=self._tracking_done, ordered=True,
         )  # fmt: skip
