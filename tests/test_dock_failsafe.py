@@ -154,8 +154,8 @@ def test_clicks_and_track_never_wait_for_a_slow_encoder(dock, qtbot, monkeypatch
     qtbot.wait(500)
     release.set()
     _wait_idle(qtbot, widget)
+    # two encodes: frame 5 once (the preview waited for the prefetch), frame 6
     assert released == [True, True], "the GUI thread waited for the image encoder"
-    # frame 5 once (the preview waited for the prefetch), frame 6
     assert 1 in np.unique(viewer.layers[LABELS_NAME].data[6])
 
 
