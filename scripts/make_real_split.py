@@ -32,23 +32,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
 from napari_cellsam2.ctc.errors import CTCFormatError
+from napari_cellsam2.ctc.frames import discover_frames, read_tiff
 from napari_cellsam2.ctc.lineage import Lineage
 from napari_cellsam2.ctc.repair import make_consistent
 from napari_cellsam2.ctc.writer import write_gt, write_images
-
-
-def numbered(folder: Path, prefix: str) -> dict[int, Path]:
-    """``prefix<digits>.tif`` files of ``folder`` by frame number (any digit count: published
-    copies of CTC data do not always keep CTC's 3 or 4)."""
-    found = {}
-    for path in folder.glob(f"{prefix}*.tif"):
-        digits = path.stem[len(prefix) :]
-        if digits.isdigit():
-            found[int(digits)] = path
-    return found
 
 
 def windows(shape: tuple[int, int], tile: int, region: tuple[int, int, int, int]) -> list:
@@ -124,16 +113,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.out}: exists; choose a new folder", file=sys.stderr)
         return 2
     try:
-        image_files, mask_files = numbered(args.images, "t"), numbered(args.tra, "man_track")
-        if sorted(image_files) != sorted(mask_files) or not image_files:
+        # published copies do not always keep CTC's 3- or 4-digit frame numbers
+        image_files = discover_frames(args.images, "t", digits=None)
+        mask_files = discover_frames(args.tra, "man_track", digits=None)
+        if image_files.indices != mask_files.indices:
             raise CTCFormatError(args.tra, f"its frames differ from those of {args.images}")
         lineage = Lineage.read(args.tra / "man_track.txt")
+        images = np.stack([read_tiff(path) for path in image_files.paths])
+        labels = np.stack([read_tiff(path) for path in mask_files.paths])
+        lineage.validate(
+            labels, source=args.tra / "man_track.txt", first_frame=mask_files.indices[0]
+        )
     except CTCFormatError as error:
         print(error, file=sys.stderr)
         return 2
-    images = np.stack([tifffile.imread(image_files[k]) for k in sorted(image_files)])
-    labels = np.stack([tifffile.imread(mask_files[k]) for k in sorted(mask_files)])
-    lineage.validate(labels, source=args.tra / "man_track.txt", first_frame=min(mask_files))
     parents = {t.label: t.parent for t in lineage.tracks.values() if t.parent}
     if not (args.cut - args.val_frames > 0 and args.cut < len(images)):
         print(

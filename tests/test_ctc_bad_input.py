@@ -110,6 +110,25 @@ def test_mixed_three_and_four_digit_names(ctc_sequence):
     _fails(ctc_sequence, "mixed 3- and 4-digit frame names", ctc_sequence)
 
 
+def test_other_digit_counts_only_where_asked(ctc_sequence):
+    """CTC names frames with 3 or 4 digits; published copies of CTC data sometimes renumber
+    them (6 digits): refused by default, read with ``digits=None`` (scripts/make_real_split.py)."""
+    from napari_cellsam2.ctc.frames import discover_frames
+
+    for path in sorted(ctc_sequence.glob("t*.tif")):
+        path.rename(path.with_name(f"t{int(path.stem[1:]):06d}.tif"))
+    _fails(
+        ctc_sequence,
+        "frame number must have 3 or 4 digits, got '000000'",
+        ctc_sequence / "t000000.tif",
+    )
+    found = discover_frames(ctc_sequence, "t", digits=None)
+    assert found.indices == tuple(range(len(found.paths))) and found.digits == 6
+    (ctc_sequence / "t000002.tif").rename(ctc_sequence / "t0002.tif")
+    with pytest.raises(CTCFormatError, match="mixed 4- and 6-digit frame names"):
+        discover_frames(ctc_sequence, "t", digits=None)
+
+
 def test_more_than_one_sequence_where_one_is_expected(ctc_sequence):
     root = ctc_sequence.parent
     shutil.copytree(root / "01", root / "02")

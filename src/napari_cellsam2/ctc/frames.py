@@ -43,8 +43,17 @@ class FrameFiles:
         return [i for i in range(self.indices[0], self.indices[-1] + 1) if i not in have]
 
 
-def discover_frames(folder: str | Path, prefix: str, *, allow_gaps: bool = False) -> FrameFiles:
-    """Find ``<prefix>NNN.tif`` files in ``folder``; errors name the folder and the problem."""
+def discover_frames(
+    folder: str | Path,
+    prefix: str,
+    *,
+    allow_gaps: bool = False,
+    digits: tuple[int, ...] | None = (3, 4),
+) -> FrameFiles:
+    """Find ``<prefix>NNN.tif`` files in ``folder``; errors name the folder and the problem.
+
+    ``digits``: the frame-number lengths allowed (CTC's 3 or 4); None takes any length, for
+    published copies of CTC data that renumbered their files (one length per folder still)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CTCFormatError(folder, "folder is missing")
@@ -55,20 +64,21 @@ def discover_frames(folder: str | Path, prefix: str, *, allow_gaps: bool = False
         m = pattern.match(path.name)
         if not m:
             continue
-        digits = m.group(1)
-        if len(digits) not in (3, 4):
-            raise CTCFormatError(path, f"frame number must have 3 or 4 digits, got {digits!r}")
-        digit_counts.setdefault(len(digits), path)
-        idx = int(digits)
+        number = m.group(1)
+        if digits is not None and len(number) not in digits:
+            lengths = " or ".join(map(str, digits))
+            raise CTCFormatError(path, f"frame number must have {lengths} digits, got {number!r}")
+        digit_counts.setdefault(len(number), path)
+        idx = int(number)
         if idx in found:
             raise CTCFormatError(path, f"frame {idx} also stored as {found[idx].name}")
         found[idx] = path
     if not found:
         raise CTCFormatError(folder, f"no '{prefix}NNN.tif' frames in folder (empty or wrong kind)")
     if len(digit_counts) > 1:
-        a, b = sorted(digit_counts.values())
+        (short, a), (long, b), *_ = sorted(digit_counts.items())
         raise CTCFormatError(
-            folder, f"mixed 3- and 4-digit frame names (e.g. {a.name} and {b.name})"
+            folder, f"mixed {short}- and {long}-digit frame names (e.g. {a.name} and {b.name})"
         )
     indices = tuple(sorted(found))
     files = FrameFiles(
