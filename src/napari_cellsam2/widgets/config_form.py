@@ -1,6 +1,7 @@
 """A Qt form built from a typed config dataclass: the training options
-(``training.config.ScratchConfig``, the Fine-tune tab) or the detection options
-(``tracking.detect_config.DetectConfig``, the Track tab's "Detect cells").
+(``training.config.ScratchConfig``, the Fine-tune tab), and the Track tab's division thresholds
+(``tracking.division_config.DivisionConfig``) and detection options
+(``tracking.detect_config.DetectConfig``, "Detect cells" and New cells).
 
 Every option's widget, title, tooltip and default come from the dataclass field (its ``help``,
 and ``title`` and ``choices`` where given), so an option added to the config appears in the dock
