@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from cli_run import cellsam2
+from make_demo_data import movies_by_style
 
 from napari_cellsam2.evaluation.detection import detection_counts
 
@@ -127,12 +128,9 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
-        styles = {}
-        for line in (data / "styles.txt").read_text().splitlines():
-            split, rest = line.split("/", 1)
-            number, style = rest.split(": ")[0], rest.split(": ")[1].split(" (")[0]
-            if split == "test":
-                styles.setdefault(style, []).append(data / "test" / "CTC" / number)
+        styles: dict[str, list[Path]] = {}
+        for style, seq in movies_by_style(data):
+            styles.setdefault(style, []).append(seq)
         results = {}
         for style, movies in styles.items():
             per = []

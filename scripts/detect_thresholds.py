@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from make_demo_data import movies_by_style
 
 from napari_cellsam2.ctc import open_path
 from napari_cellsam2.evaluation.detection import detection_counts
@@ -53,13 +54,9 @@ def main() -> None:
              "--seed", str(args.seed)],
             check=True, capture_output=True,
         )  # fmt: skip
-        for line in (data / "styles.txt").read_text().splitlines():
-            split, rest = line.split("/", 1)
-            if split != "test":
-                continue
-            number, style = rest.split(": ")[0], rest.split(": ")[1].split(" (")[0]
-            seq = open_path(data / "test" / "CTC" / number)
-            gt_dir = data / "test" / "CTC" / f"{number}_GT" / "TRA"
+        for style, folder in movies_by_style(data):
+            seq = open_path(folder)
+            gt_dir = folder.with_name(f"{folder.name}_GT") / "TRA"
             gt = tifffile.imread(sorted(gt_dir.glob("man_track*.tif"))[0])
             session = TrackingSession(model, seq.images)
             for method, min_iou, min_score in itertools.product(methods, MIN_IOU, MIN_SCORE):

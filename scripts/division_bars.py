@@ -31,6 +31,7 @@ from pathlib import Path
 
 import tifffile
 from cli_run import cellsam2
+from make_demo_data import movies_by_style
 
 from napari_cellsam2.evaluation import evaluate_folders
 from napari_cellsam2.tracking.division_config import LEARNED_MODES, DivisionConfig
@@ -61,12 +62,9 @@ def _track(
 
 
 def _style(data: Path, seq: Path) -> str:
-    """The style a test movie came from (make_demo_data.py's styles.txt)."""
-    for line in (data / "styles.txt").read_text().splitlines():
-        where, _, name = line.partition(": ")
-        if where == f"{seq.parent.parent.name}/{seq.name}":
-            return name.split(" (")[0]
-    return "unknown"
+    """The style a movie came from (make_demo_data.py's styles.txt)."""
+    styles = {folder: style for style, folder in movies_by_style(data, seq.parent.parent.name)}
+    return styles.get(seq, "unknown")
 
 
 def _summary(rows: list[dict]) -> dict:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
+from make_demo_data import movies_by_style
 
 import napari_cellsam2.tracking.session as session_module
 from napari_cellsam2.ctc import open_path
@@ -43,14 +44,11 @@ from napari_cellsam2.training.forward import decode
 
 def _movies(specs: list[str]) -> list[tuple[str, Path]]:
     """(style, sequence folder) for ROOT:SPLIT specs of make_demo_data.py folders."""
-    out = []
-    for spec in specs:
-        root, split = spec.rsplit(":", 1)
-        for line in Path(root, "styles.txt").read_text().splitlines():
-            where, rest = line.split(": ")
-            if where.split("/")[0] == split:
-                out.append((rest.split(" ")[0], Path(root, split, "CTC", where.split("/")[1])))
-    return out
+    return [
+        movie
+        for root, split in (spec.rsplit(":", 1) for spec in specs)
+        for movie in movies_by_style(Path(root), split)
+    ]
 
 
 def _threshold_rows(loaded, movies, thresholds: list[float]) -> list[dict]:

@@ -66,6 +66,18 @@ def write_mixture(out: Path, styles: list, seed: int) -> dict[str, list[str]]:
     return origin
 
 
+def movies_by_style(root: Path, split: str = "test") -> list[tuple[str, Path]]:
+    """(style, sequence folder) of each movie of ``split``, in the order of ``root/styles.txt``
+    (lines ``SPLIT/NN: STYLE (k)``, written by this script and by make_real_split.py)."""
+    movies = []
+    for line in (root / "styles.txt").read_text().splitlines():
+        where, described = line.split(": ", 1)
+        part, name = where.split("/")
+        if part == split:
+            movies.append((described.split(" (")[0], root / split / "CTC" / name))
+    return movies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)

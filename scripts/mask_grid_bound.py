@@ -20,6 +20,7 @@ import numpy as np
 import tifffile
 import torch
 import torch.nn.functional as F
+from make_demo_data import movies_by_style
 
 
 def _bound(label: np.ndarray, cell: int, size: int) -> float:
@@ -43,12 +44,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=3)
     args = parser.parse_args()
     styles: dict[str, list[Path]] = {}
-    for line in (args.data / "styles.txt").read_text().splitlines():
-        where, style = line.split(": ")
-        if where.startswith("test/"):
-            styles.setdefault(style.split(" (")[0], []).append(
-                args.data / "test" / "CTC" / f"{where.split('/')[1]}_GT" / "SEG"
-            )
+    for style, seq in movies_by_style(args.data):
+        styles.setdefault(style, []).append(seq.with_name(f"{seq.name}_GT") / "SEG")
     print("| style | " + " | ".join(f"{r} px" for r in args.resolutions.split(",")) + " |")
     print("|---|" + "---|" * len(args.resolutions.split(",")))
     for style, folders in styles.items():
