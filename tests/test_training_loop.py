@@ -147,6 +147,32 @@ def test_lora_run_trains_adapters_only_and_checkpoints_load(tmp_path):
     assert (log / "config.yaml").is_file()
 
 
+def test_best_epoch_is_decided_in_memory_not_from_the_file_another_process_writes(
+    tmp_path, monkeypatch
+):
+    """Under ``accelerate launch`` only the main process writes ``best.json``; a process that read
+    it at each epoch could see it before or after that write, skip the barrier the others wait in,
+    and crash the run (seen in CI). Here epoch 2 validates worse than epoch 1 and ``best.json``
+    is gone when epoch 2 is judged, as another process may find it: epoch 2 must still not be
+    the best."""
+    from napari_cellsam2.training.loop import Trainer
+
+    scores = iter([0.5, 0.4])
+
+    def scripted(self, epoch):
+        return ValidationEvent(epoch=epoch, val_loss=1.0, val_TRA=next(scores))
+
+    monkeypatch.setattr(Trainer, "_validate", scripted)
+    log = tmp_path / "best"
+    cfg = config(log, "scratch.validate_first=false")
+    checkpoints = []
+    for event in train(cfg, dataset=clips(), val_dataset=clips(augment=False)):
+        if isinstance(event, CheckpointEvent):
+            checkpoints.append(event)
+            (log / "checkpoints" / "best.json").unlink(missing_ok=True)
+    assert [c.best is not None for c in checkpoints] == [True, False]
+
+
 def test_full_mode_single_frame_batch_two_freeze_encoder(tmp_path):
     """num_frames=1 (segmentation) with batch_size=2 in full mode; the frozen encoder keeps its
     weights, the decoder changes, and the checkpoint round-trips exactly."""

@@ -299,6 +299,7 @@ class Trainer:
         self._objective = objective
         self._wandb: Any = None
         self._metrics: Any = None
+        self._best: ValidationEvent | None = None  # set by _setup (see _best_so_far)
 
     # ------------------------------------------------------------------ public
     def run(self, cancel: Cancel = None) -> Iterator[Event]:
@@ -342,9 +343,24 @@ class Trainer:
                 raise TrainingError(
                     "scratch.use_wandb=true needs the wandb package (pip install wandb)"
                 ) from err
+        self._best = self._best_so_far()
         self._build_datasets()
         self._build_model()
         self._build_optimizer()
+
+    def _best_so_far(self) -> ValidationEvent | None:
+        """The validation of the run's best epoch, read once, before any process writes.
+
+        Every process decides from this copy in memory whether an epoch is the new best: reading
+        ``best.json`` at each epoch raced the main process writing it, so another process could
+        skip the barrier in :meth:`_keep_best` and leave the main one waiting (a crash under
+        ``accelerate launch``)."""
+        pointer = self.ckpt_dir / BEST_JSON
+        if not pointer.is_file():
+            return None
+        old = json.loads(pointer.read_text())  # the event_record of the best epoch
+        known = {f.name for f in fields(ValidationEvent)}
+        return ValidationEvent(**{k: v for k, v in old.items() if k in known})
 
     def _resume_point(self) -> _ResumePoint:
         folder = last_checkpoint(self.log_dir)
@@ -779,14 +795,10 @@ class Trainer:
         (see :meth:`ValidationEvent.rank`); returns that folder, or None."""
         if validation is None:
             return None
-        pointer = self.ckpt_dir / BEST_JSON
-        if pointer.is_file():
-            old = json.loads(pointer.read_text())  # the event_record of the best epoch
-            known = {f.name for f in fields(ValidationEvent)}
-            previous = ValidationEvent(**{k: v for k, v in old.items() if k in known})
-            if validation.rank() <= previous.rank():
-                return None
-        best = self.ckpt_dir / BEST
+        if self._best is not None and validation.rank() <= self._best.rank():
+            return None
+        self._best = validation
+        pointer, best = self.ckpt_dir / BEST_JSON, self.ckpt_dir / BEST
         if self.accelerator.is_main_process:
             tmp = Path(tempfile.mkdtemp(prefix=".best.", dir=self.ckpt_dir))
             try:
