@@ -112,7 +112,9 @@ def iter_export_labels(
 
     if fmt not in ("res", "gt"):
         raise ValueError(f"unknown export format {fmt!r} (use 'res' or 'gt')")
-    fixed, lineage = make_consistent(np.asarray(labels), parents, first_frame)
+    # A copy, read once: the lineage and every written frame come from the same labels even
+    # when the caller's array changes meanwhile (a tracking job writing the dock's live layer).
+    fixed, lineage = make_consistent(np.array(labels), parents, first_frame)
     if not len(lineage) and not allow_empty:
         raise EmptyLabelsError(
             folder, "the labels hold no cell on any frame; not writing a result with 0 tracks"

@@ -399,11 +399,14 @@ class TrackingSession:
             o.dirty.discard(t)
             o.outputs[COND].pop(t, None)
             if not o.prompts:
-                self._remove(o)
+                self._remove(o, scan=True)
                 return
             earliest = min(o.prompts)
             if t < earliest:
                 self._clear_labels(o, lambda f: f < earliest)
+                # the memory of those frames grew from the removed prompt: never attend to it
+                for f in [f for f in o.outputs[NON_COND] if f < earliest]:
+                    del o.outputs[NON_COND][f]
                 o.pending_bwd = earliest if earliest > self._bounds(o)[0] else None
                 t = earliest
             _stale_from(o, t)
@@ -481,13 +484,14 @@ class TrackingSession:
             if self._next_id + 1 > MAX_OBJECT_ID:
                 raise ValueError(f"no object IDs left (max {MAX_OBJECT_ID})")
             self._bump()
-            self._end(o, t)
+            self._end(o, t, scan=True)
             return tuple(self._daughter(o, t, p).id for p in checked)  # type: ignore[return-value]
 
-    def _end(self, o: _Object, t: int) -> None:
-        """Make ``o`` end on frame ``t - 1`` (it divides on ``t``)."""
+    def _end(self, o: _Object, t: int, scan: bool = False) -> None:
+        """Make ``o`` end on frame ``t - 1`` (it divides on ``t``); ``scan``: see
+        :meth:`_clear_labels`."""
         o.last = t - 1
-        self._clear_labels(o, lambda f: f >= t)
+        self._clear_labels(o, lambda f: f >= t, scan)
         for key in (COND, NON_COND):
             for f in [f for f in o.outputs[key] if f >= t]:
                 del o.outputs[key][f]
@@ -508,10 +512,10 @@ class TrackingSession:
         with self._lock:
             o = self._get(obj_id)
             self._bump()
-            self._remove(o)
+            self._remove(o, scan=True)
 
-    def _remove(self, o: _Object) -> None:
-        self._clear_labels(o, lambda f: True)
+    def _remove(self, o: _Object, scan: bool = False) -> None:
+        self._clear_labels(o, lambda f: True, scan)
         del self._objects[o.id]
         for c in self._objects.values():
             if c.parent == o.id:
@@ -551,12 +555,19 @@ class TrackingSession:
             if t not in snapshot.frames:
                 snapshot.frames[t] = self.labels[t].copy()
 
-    def _clear_labels(self, o: _Object, which) -> None:
-        for f in [f for f in o.areas if which(f)]:
-            self._keep_for_undo(f)
-            frame = self.labels[f]
-            frame[frame == o.id] = 0
-            del o.areas[f]
+    def _clear_labels(self, o: _Object, which, scan: bool = False) -> None:
+        """Erase ``o`` from the frames ``which`` accepts. The frames it was computed on are
+        known (``o.areas``); with ``scan``, every frame is searched, for pixels of its ID painted
+        since the last :meth:`sync_labels` (a user's delete or division must not leave them to
+        be exported as a track of a cell that is gone). Automatic divisions, many per movie,
+        skip the scan."""
+        frames = range(self.num_frames) if scan else list(o.areas)
+        for f in [f for f in frames if which(f)]:
+            hit = self.labels[f] == o.id
+            if hit.any():
+                self._keep_for_undo(f)
+                self.labels[f][hit] = 0
+            o.areas.pop(f, None)
 
     # ---- running SAM 2 ------------------------------------------------------------------------
     def prefetch(self, frame: int) -> None:
@@ -623,7 +634,7 @@ class TrackingSession:
         it. Returns the new IDs."""
         with self._lock:
             t = self._check_frame(frame)
-            ids = []
+            prompts = []  # every detection is checked before any is added: all or nothing
             for detection in detections:
                 mask = np.asarray(detection.mask, bool)
                 if mask.shape != (self.height, self.width):
@@ -635,14 +646,20 @@ class TrackingSession:
                 if not area or (self.labels[t][mask] != 0).sum() > max_overlap * area:
                     continue
                 try:
-                    prompt = self._checked_mask(mask)
+                    prompts.append(self._checked_mask(mask))
                 except ValueError:  # too small to exist at the model resolution: not a cell
                     continue
-                if self._next_id > MAX_OBJECT_ID:
-                    raise ValueError(f"no object IDs left (max {MAX_OBJECT_ID})")
+            if self._next_id + len(prompts) - 1 > MAX_OBJECT_ID:
+                raise ValueError(
+                    f"no object IDs left for {len(prompts)} new cells (max {MAX_OBJECT_ID})"
+                )
+            ids = []
+            for prompt in prompts:
                 oid = self._add_prompt(self._next_id, t, prompt, True)
                 if starts_here:
-                    self._objects[oid].first = t
+                    o = self._objects[oid]
+                    o.first = t
+                    o.pending_bwd = None  # it starts on t: nothing before to fill backward
                 ids.append(oid)
             return ids
 
@@ -822,6 +839,13 @@ class TrackingSession:
                 non_cond = o.outputs[NON_COND]
                 for f in [f for f in non_cond if (f >= t if forward else f <= t)]:
                     del non_cond[f]
+                # ... and so are the frames they held: if this pass stops early, a later
+                # propagate() must resume from where it stopped (also for a re-run of frames
+                # that were up to date, e.g. ``start=`` or named objects)
+                if forward:
+                    _stale_from(o, t)
+                else:
+                    o.pending_bwd = t if o.pending_bwd is None else max(o.pending_bwd, t)
         learned = forward and self.divisions in LEARNED_MODES
         scores, record = self._run_frame(t, objs, p.direction, learned) if objs else ({}, None)
         for o in objs:
@@ -911,6 +935,9 @@ class TrackingSession:
                 for label in np.flatnonzero(counts[1:]) + 1:
                     presence.setdefault(int(label), []).append(t)
                 self._count_areas(t, counts)
+            # a painted label is a cell too: no new object (a daughter, a detection) may take
+            # its ID and merge with it
+            self._next_id = max(self._next_id, max(presence, default=0) + 1)
             return presence
 
     def adopt_labels(self, labels: Any) -> None:
@@ -923,13 +950,26 @@ class TrackingSession:
                     f"labels of shape {tuple(labels.shape)} do not fit this session's "
                     f"{self.labels.shape}"
                 )
+            before = self.snapshot()  # a frame that fails to read or check undoes the others
+            try:
+                top = 0
+                for t in range(self.num_frames):
+                    frame = np.asarray(labels[t])
+                    if frame.dtype.kind not in "ui":
+                        raise ValueError(f"labels frame {t} must be integers, got {frame.dtype}")
+                    low, high = int(frame.min(initial=0)), int(frame.max(initial=0))
+                    if low < 0 or high > MAX_OBJECT_ID:
+                        raise ValueError(
+                            f"labels frame {t} holds labels {low}..{high}; a session's labels "
+                            f"are 0..{MAX_OBJECT_ID}"
+                        )
+                    self._write(t, frame)
+                    top = max(top, high)
+            except BaseException:
+                self.restore(before)
+                raise
             self._bump()
-            top = 0
-            for t in range(self.num_frames):
-                frame = np.asarray(labels[t])
-                self._write(t, frame)
-                top = max(top, int(frame.max(initial=0)))
-            self._next_id = max(self._next_id, min(top + 1, MAX_OBJECT_ID))
+            self._next_id = max(self._next_id, top + 1)
 
     def snapshot(self) -> SessionSnapshot:
         """Everything needed to undo the session's later actions: the label frames they
@@ -972,7 +1012,8 @@ class TrackingSession:
         """Labels and lineage ready for ``ctc.write_res`` (see :class:`TrackingResult`)."""
         with self._lock:
             presence, parents = self._presence()
-            return build_result(self.labels, presence, parents, self.first_frame)
+            # a copy: tracking that runs on while the caller writes it must not change it
+            return build_result(self.labels.copy(), presence, parents, self.first_frame)
 
     def write_res(self, folder: str | Path, existing: Existing = "refuse") -> Path:
         """Write a validated CTC RES folder (``mask###.tif`` + ``res_track.txt``); an earlier
