@@ -144,6 +144,29 @@ def test_bad_overrides_and_data_exit_2_with_clear_messages(tmp_path, capsys):
     assert code == 2 and "nothing to resume" in capsys.readouterr().err
 
 
+def launch_two_processes(overrides: list[str]) -> None:
+    """``accelerate launch`` of the training CLI over 2 CPU processes; fails the test on error."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    command += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    command += ["--dynamo_backend", "no", "-m", "napari_cellsam2.training", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_processes_that_log_different_loss_parts_train_on(tmp_path, data_dir):
+    """One-frame clips prompted by clicks or masks: ``kept_iou`` is a loss part only where a
+    click's prediction held a cell, so on the same step one process may log it and the other
+    not. Averaging the parts must not turn that into a collective mismatch (it crashed)."""
+    log = tmp_path / "parts"
+    overrides = seed_overrides(log, data_dir, 1)
+    overrides += ["scratch.num_frames=1", "scratch.prob_point=0.5", "scratch.prob_box=0"]
+    overrides += ["scratch.prob_mask=0.5", "scratch.resolution=128", "scratch.steps_per_epoch=1"]
+    launch_two_processes(overrides)
+    steps = [r for r in records(log) if r["type"] == "step"]
+    assert len(steps) == 1 and "dice" in steps[0]["parts"]
+
+
 def test_accelerate_two_process_data_parallel(tmp_path, data_dir):
     """Slowest test (~30-60 s on 2 cores): DDP over 2 CPU processes via `accelerate launch`.
 
@@ -153,12 +176,7 @@ def test_accelerate_two_process_data_parallel(tmp_path, data_dir):
     log = tmp_path / "ddp"
     overrides = seed_overrides(log, data_dir, 1)
     overrides = [o for o in overrides if not o.startswith("scratch.steps_per_epoch")]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
-    command += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
-    command += ["--dynamo_backend", "no", "-m", "napari_cellsam2.training", *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    launch_two_processes(overrides)
     recs = records(log)
     starts = [r for r in recs if r["type"] == "start"]
     assert len(starts) == 1 and starts[0]["num_processes"] == 2

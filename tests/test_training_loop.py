@@ -173,6 +173,25 @@ def test_best_epoch_is_decided_in_memory_not_from_the_file_another_process_write
     assert [c.best is not None for c in checkpoints] == [True, False]
 
 
+def test_a_validation_part_is_averaged_over_the_clips_that_report_it(tmp_path):
+    """``kept_iou`` exists only for clips where a prediction held a cell; averaging it over
+    every clip understated it (0.5 here), and it ranks the epochs after val_TRA."""
+    reported = []
+
+    def objective(model, batch, scratch, generator):
+        loss, parts = feature_loss(model, batch, scratch, generator)
+        if not model.training:
+            reported.append(len(reported) % 2 == 0)
+            if reported[-1]:  # every other validation clip held a cell, kept at IoU 1
+                parts["kept_iou"] = 1.0
+        return loss, parts
+
+    cfg = config(tmp_path / "parts", "scratch.num_epochs=1", "scratch.validate_first=false")
+    events = run(cfg, dataset=clips(), val_dataset=clips(augment=False), objective=objective)
+    assert True in reported and False in reported
+    assert of(events, ValidationEvent)[0].val_kept_iou == pytest.approx(1.0)
+
+
 def test_full_mode_single_frame_batch_two_freeze_encoder(tmp_path):
     """num_frames=1 (segmentation) with batch_size=2 in full mode; the frozen encoder keeps its
     weights, the decoder changes, and the checkpoint round-trips exactly."""

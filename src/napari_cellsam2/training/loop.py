@@ -652,12 +652,21 @@ class Trainer:
         return training_kernels(self.device, "auto" if self.scratch.amp else "fp32")
 
     def _reduce_parts(self, parts: dict[str, float]) -> dict[str, float]:
-        if not parts:
-            return {}
-        keys = sorted(parts)
-        values = torch.tensor([float(parts[k]) for k in keys], device=self.device)
-        values = self.accelerator.reduce(values, "mean")
-        return dict(zip(keys, values.tolist(), strict=True))
+        """Each logged loss part averaged over the processes that report it.
+
+        Processes may report different parts on the same step (``kept_iou`` exists only when
+        some prediction held a cell, and each process draws its own prompts), so the parts are
+        gathered as objects: a reduce of per-process tensors of different lengths is a
+        collective mismatch that crashes the run."""
+        from accelerate.utils import gather_object
+
+        if self.accelerator.num_processes == 1:
+            return dict(parts)
+        merged: dict[str, list[float]] = {}
+        for rank_parts in gather_object([parts]):
+            for key, value in rank_parts.items():
+                merged.setdefault(key, []).append(float(value))
+        return {key: sum(values) / len(values) for key, values in sorted(merged.items())}
 
     def _step(self, batch: ClipBatch, epoch: int, step: int) -> StepEvent | ErrorEvent:
         acc = self.accelerator
@@ -738,7 +747,7 @@ class Trainer:
         objective = acc.unwrap_model(self.module).objective
         set_seed(_seed(sc.seed, "validation"), device_specific=True)
         clips = self.val_loader.dataset.indices
-        loss_sum, seen, part_sums = 0.0, 0, {}
+        loss_sum, seen, part_sums, part_seen = 0.0, 0, {}, {}
         for index, batch in enumerate(self.val_loader):
             generator = torch.Generator().manual_seed(
                 _seed(sc.seed, "val", clips[index * sc.batch_size])
@@ -748,15 +757,18 @@ class Trainer:
             size = batch.pixel_values.shape[0]
             loss_sum += float(loss) * size
             seen += size
-            for key, value in parts.items():
+            for key, value in parts.items():  # a part may be missing from a batch (kept_iou)
                 part_sums[key] = part_sums.get(key, 0.0) + float(value) * size
+                part_seen[key] = part_seen.get(key, 0) + size
         # Processes may hold different numbers of clips (even none): gather plain objects.
-        total, count, sums = 0.0, 0, {}
-        for rank_loss, rank_seen, rank_parts in gather_object([(loss_sum, seen, part_sums)]):
+        total, count, sums, counts = 0.0, 0, {}, {}
+        mine = [(loss_sum, seen, part_sums, part_seen)]
+        for rank_loss, rank_seen, rank_parts, rank_counts in gather_object(mine):
             total, count = total + rank_loss, count + rank_seen
             for key, value in rank_parts.items():
                 sums[key] = sums.get(key, 0.0) + value
-        parts = {key: value / count for key, value in sums.items()}
+                counts[key] = counts.get(key, 0) + rank_counts[key]
+        parts = {key: value / counts[key] for key, value in sums.items()}
         tracking = self._tracking_scores(sam)
         return ValidationEvent(
             epoch=epoch,
