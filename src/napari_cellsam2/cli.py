@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -153,6 +154,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .ctc.writer import check_output_file
 
         check_output_file(args.json)  # before scoring: a run never ends in "cannot write"
+        if Path(args.json).exists() and not args.overwrite:
+            raise CTCFormatError(
+                args.json, "already exists; pass --overwrite to replace it (kept as a backup)"
+            )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         scores = evaluate_folders(args.gt, args.res)
@@ -161,10 +166,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"warning: {w.message}", file=sys.stderr)
     print(format_table({Path(args.res).name or "result": scores}))
     if args.json:
-        from .ctc.writer import atomic_write_text
+        from .ctc.writer import atomic_write_text, backup_path
 
+        kept = backup_path(args.json) if Path(args.json).exists() else None
+        if kept is not None:  # a copy: the file stays in place until the new one replaces it
+            shutil.copy2(args.json, kept)
         out = atomic_write_text(args.json, scores_to_json(scores) + "\n")
-        print(f"wrote {out}")
+        print(f"wrote {out}" + (f"; the earlier file is {kept}" if kept else ""))
     return 0
 
 
@@ -411,6 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--res", required=True, help="the 01_RES folder")
     p.add_argument(
         "--json", help="also write the scores as JSON here (checked before scoring starts)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --json file (the old one is kept as a dated backup)",
     )
     p.set_defaults(handler=_cmd_evaluate)
 
