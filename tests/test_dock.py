@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from napari_cellsam2.ctc import Lineage, write_gt
+from napari_cellsam2.ctc.napari_layers import PARENTS_KEY
 from napari_cellsam2.datasets import sample_sequence
 from napari_cellsam2.tracking.division_config import DivisionConfig
 from napari_cellsam2.widgets import CellSAM2Widget
@@ -222,6 +223,10 @@ def test_undo_restores_a_division(dock, qtbot):
     _wait_idle(qtbot, widget.state)  # the division runs in a worker, then its preview
     qtbot.waitUntil(lambda: track.pending_previews == 0, timeout=60_000)
     assert track.session.frame_range(cells[0])[1] == 19  # the mother now ends before frame 20
+    # the division reaches the links that export and the napari writer take from the layer
+    daughters = [i for i in track.session.object_ids if track.session.parent(i) == cells[0]]
+    links = labels.metadata[PARENTS_KEY]
+    assert len(daughters) == 2 and all(links.get(d) == cells[0] for d in daughters)
     track.undo()
     _wait_idle(qtbot, widget.state)
     assert track.session.frame_range(cells[0])[1] == labels.data.shape[0] - 1

@@ -27,7 +27,10 @@ class LineageView:
         exists = TRACKS_NAME in self.state.viewer.layers
 
         def compute():
-            parents.update({i: session.parent(i) for i in session.object_ids if session.parent(i)})
+            for i in session.object_ids:  # the session's own links win; 0 = no longer linked
+                parents.pop(i, None)
+                if session.parent(i):
+                    parents[i] = session.parent(i)
             meta[PARENTS_KEY] = parents
             data, graph = tracks_from_labels(session.labels, parents)
             if exists or not len(data):

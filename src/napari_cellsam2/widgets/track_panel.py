@@ -174,6 +174,7 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
         def edited(out) -> None:
             self._undo = out.undo
             self._refresh()
+            self.update_lineage()  # a division or deletion changes the links export writes
             if done is not None:
                 done(out.result)
 
