@@ -324,6 +324,19 @@ def test_resume_without_checkpoint_is_a_clear_error_and_writes_nothing(tmp_path)
     assert not log.exists()
 
 
+def test_a_config_file_in_the_log_folder_is_kept_as_a_backup(tmp_path):
+    """``cellsam2 train --config run/config.yaml launcher.experiment_log_dir=run``: the run
+    writes its resolved config there; the user's own (commented) file must survive."""
+    log = tmp_path / "run"
+    log.mkdir()
+    mine = "# my notes on this experiment\nscratch:\n  num_epochs: 1\n"
+    (log / "config.yaml").write_text(mine)
+    run(config(log, "scratch.num_epochs=1"), dataset=clips(), objective=feature_loss)
+    (kept,) = log.glob("config.yaml.backup-*")
+    assert kept.read_text() == mine
+    assert "experiment_log_dir" in (log / "config.yaml").read_text()
+
+
 def test_missing_data_fails_before_the_log_dir_is_created(tmp_path):
     log = tmp_path / "run"
     cfg = config(log, f"dataset.data_dir={tmp_path / 'nowhere'}")

@@ -55,7 +55,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
-from ..ctc.writer import atomic_write_text
+from ..ctc.writer import atomic_write_text, backup_path
 from ..model.device import resolve_device, training_kernels
 from ..model.heads import (
     attach_centre_head,
@@ -336,7 +336,7 @@ class Trainer:
                 f"{self.log_dir} already holds a training run; set launcher.resume=true to "
                 "continue it or choose another launcher.experiment_log_dir"
             )
-        if sc.use_wandb and acc.is_main_process:
+        if sc.use_wandb:  # every process: one that went on alone would hang the others
             try:
                 import wandb  # noqa: F401
             except ImportError as err:
@@ -553,7 +553,11 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.log_dir / CONFIG, OmegaConf.to_yaml(self.cfg))
+        config, text = self.log_dir / CONFIG, OmegaConf.to_yaml(self.cfg)
+        if not self.resume and config.is_file() and config.read_text() != text:
+            # not this run's: e.g. the user's own commented config, kept in the log folder
+            shutil.copy2(config, backup_path(config))
+        atomic_write_text(config, text)
         self._metrics = (self.log_dir / METRICS).open("a")
         if self.scratch.use_wandb:
             import wandb
