@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -201,6 +202,33 @@ def test_a_failed_tracking_run_says_why_once_and_clears_its_progress(
 
 
 # ---- item 8: Track with nothing to track says so ---------------------------------------------
+def test_a_warning_inside_a_job_reaches_the_user_once(make_napari_viewer, qtbot):
+    """superqt's workers only emit warnings (an empty result's "no tracks" vanished);
+    library deprecation warnings stay out of the user's notifications."""
+    from napari_cellsam2.widgets.state import DockState
+
+    seen = []
+
+    def note(notification) -> None:
+        if notification.severity == NotificationSeverity.WARNING:
+            seen.append(str(notification.message))
+
+    def job():
+        for _ in range(2):
+            warnings.warn("result has no tracks", UserWarning, stacklevel=1)
+        warnings.warn("old API", FutureWarning, stacklevel=1)
+        return 1
+
+    state, got = DockState(make_napari_viewer()), []
+    notification_manager.notification_ready.connect(note)
+    try:
+        state.run_job(job, on_return=got.append)
+        qtbot.waitUntil(lambda: not state.busy, timeout=60_000)
+    finally:
+        notification_manager.notification_ready.disconnect(note)
+    assert got == [1] and seen == ["result has no tracks"]
+
+
 def test_track_without_prompts_says_so(dock, qtbot):
     _viewer, widget = dock
     track = widget.track_panel

@@ -84,9 +84,12 @@ class DockState(QObject):
         it as a second notification with a traceback, and re-raise it in the main thread.
         ``busy`` jobs are counted in :attr:`busy` from now until they finish (after
         ``on_finish``, so a follow-up job started there keeps the dock busy without a gap).
-        ``ordered`` jobs run one at a time, in the order they were asked for: the track panel
-        sends every change of its session this way, so the main thread never has to wait for
-        the session lock a worker holds, and a click's preview never overtakes the click.
+        A ``UserWarning`` raised in the job (e.g. "result has no tracks") is shown once as a
+        napari warning; superqt's workers only emit it, and library deprecation noise is not
+        the user's business. ``ordered`` jobs run one at a time, in the order they were asked
+        for: the track panel sends every change of its session this way, so the main thread
+        never has to wait for the session lock a worker holds, and a click's preview never
+        overtakes the click.
         """
         kind = FunctionWorker
         if inspect.isgeneratorfunction(func):
@@ -95,6 +98,7 @@ class DockState(QObject):
         worker = create_worker(
             func, *args, _start_thread=False, _worker_class=kind, _connect={"errored": handle_error}
         )
+        worker.warned.connect(_user_warnings_relay())
         if on_return is not None:
             worker.returned.connect(on_return)
         if on_yield is not None:
@@ -118,3 +122,19 @@ class DockState(QObject):
         self._ordered.popleft()
         if self._ordered:
             self._ordered[0].start()
+
+
+def _user_warnings_relay() -> Callable[[tuple], None]:
+    """A slot for a worker's ``warned`` signal (``warnings.showwarning``'s arguments): each
+    distinct ``UserWarning`` of the job becomes one napari warning notification."""
+    shown: set[str] = set()
+
+    def relay(args: tuple) -> None:
+        from napari.utils.notifications import notification_manager
+
+        message, category = args[0], args[1]
+        if issubclass(category, UserWarning) and str(message) not in shown:
+            shown.add(str(message))
+            notification_manager.receive_warning(*args)
+
+    return relay
