@@ -254,8 +254,10 @@ def test_demo_prefers_cached_hub_weights(make_napari_viewer, tmp_path, monkeypat
 
     monkeypatch.setattr(demo, "hub_weights_cached", lambda repo: True)
     viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 8, 8)), name="my image")  # the demo opened beside the user's
     widget = demo.open_demo(viewer, load=False)
     assert widget.model_panel.current_spec() == demo.DEFAULT_MODEL
+    assert widget.track_panel.image.layer().name == "mother machine"  # the sample, not mine
 
 
 def test_moving_to_a_frame_prefetches_its_features(dock, qtbot):

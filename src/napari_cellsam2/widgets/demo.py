@@ -30,7 +30,7 @@ def hub_weights_cached(repo_id: str = DEFAULT_MODEL) -> bool:
 
 def open_demo(viewer: Any, *, load: bool = True) -> CellSAM2Widget:
     """Open the sample and the dock in ``viewer``; pick (and load) the best available model."""
-    viewer.open_sample(*SAMPLE)
+    sample = viewer.open_sample(*SAMPLE)  # [image, its GT], appended after the user's layers
     widget = CellSAM2Widget(viewer)
     viewer.window.add_dock_widget(widget, name="CellSAM2", area="right")
     panel = widget.model_panel
@@ -42,8 +42,8 @@ def open_demo(viewer: Any, *, load: bool = True) -> CellSAM2Widget:
             f"Loading the shipped model instead ({DEMO_LABEL})."
         )
         panel.add_spec(DEMO_MODEL, DEMO_LABEL)
-    widget.track_panel.image.select(viewer.layers[0].name)
-    widget.track_panel.seed_layer.select(viewer.layers[1].name)
+    widget.track_panel.image.select(sample[0].name)
+    widget.track_panel.seed_layer.select(sample[1].name)
     if load:
         panel.load()
     return widget
