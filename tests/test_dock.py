@@ -233,6 +233,29 @@ def test_undo_restores_a_division(dock, qtbot):
     np.testing.assert_array_equal(labels.data, before)
 
 
+def test_divide_mode_ends_with_its_session_and_a_refused_division_leaves_no_clicks(dock, qtbot):
+    viewer, widget = dock
+    track = widget.track_panel
+    track.image.select("mother machine")
+    track.start_session()
+    _wait_idle(qtbot, widget.state)
+    track.begin_divide()
+    track.start_session()  # a new session (nothing tracked: no question asked) ends divide mode
+    _wait_idle(qtbot, widget.state)
+    for cell in (1, 2):
+        track.cell.setValue(cell)
+        _click(qtbot, track, 0, *_gt_centre(viewer, 0, cell))  # ordinary clicks again
+    _wait_idle(qtbot, widget.state)
+    assert track.session.object_ids == [1, 2]
+    clicks = len(track.prompts.points.data)
+    track.begin_divide()
+    x, y = _gt_centre(viewer, 0, 1)  # any point of the image does
+    track.prompts.points.add([5, y, x])
+    track.prompts.points.add([6, y, x])  # daughters on two frames: refused
+    assert "same frame" in track.status.text()
+    qtbot.waitUntil(lambda: len(track.prompts.points.data) == clicks, timeout=5_000)
+
+
 def test_demo_without_cached_weights_offers_the_labelled_demo_model(
     make_napari_viewer, qtbot, tmp_path, monkeypatch
 ):

@@ -18,11 +18,21 @@ class CellEdits:
             self.prompts.select_points()
             self.status.setText(f"click the two daughters of cell {self.cell.value()}")
 
+    def cancel_divide(self, clicks: list | None = None) -> None:
+        """Leave divide mode (a new session, an undo, a refused or failed division) and take
+        its daughter clicks (the pending ones, or ``clicks``) off the clicks layer."""
+        clicks = self._daughter_clicks if clicks is None else clicks
+        self._dividing, self._daughter_clicks = False, []
+        if self.prompts is not None:
+            for click in clicks:
+                self.prompts.forget_click(*click)
+
     def _finish_divide(self, frame: int) -> None:
         from ..tracking import PointPrompt  # imported by the model's loading job
 
         clicks, self._dividing, self._daughter_clicks = self._daughter_clicks, False, []
         if clicks[0][0] != clicks[1][0]:
+            self.cancel_divide(clicks)
             self._failed("click both daughters on the same frame (where they first appear)")
             return
         prompts = [PointPrompt([c[1:]], [1]) for c in clicks]
@@ -32,7 +42,10 @@ class CellEdits:
             self.status.setText(f"cell {mother} divides into {daughters} on frame {frame}")
 
         # ending the mother clears her later frames: a pass over the movie
-        self._edit(lambda: session.divide(mother, frame, prompts), frame, done=divided)
+        self._edit(
+            lambda: session.divide(mother, frame, prompts), frame, done=divided,
+            refused=lambda: self.cancel_divide(clicks),
+        )  # fmt: skip
 
     def delete_cell(self) -> None:
         if self._require_session():
@@ -43,6 +56,7 @@ class CellEdits:
         """Return the session (labels, cells, prompts, divisions, SAM 2 memory) to before the
         last tracking action, or to the previous session after Start session."""
         undo, self._undo = self._undo, None
+        self.cancel_divide()
         if isinstance(undo, Restart):
             self.session, self._undo, self.labels_layer = undo.session, undo.undo, undo.layer
             undo.revert(self.state.viewer)

@@ -96,6 +96,7 @@ class SessionStart:
         A failed start ends the previous session, so nothing acts on another image."""
         from ..tracking import TrackingSession  # already imported by the model's loading job
 
+        self.cancel_divide()  # daughters clicked for the old session's cell mean nothing here
         image = self.image.layer()
         if self.state.model is None or image is None:
             self.session = self._undo = None

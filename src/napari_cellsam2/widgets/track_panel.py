@@ -166,10 +166,14 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
             self._edit(painted, t)
 
     def _edit(
-        self, edit: Callable[[], Any], frame: int | None, done: Callable[[Any], Any] | None = None
+        self,
+        edit: Callable[[], Any],
+        frame: int | None,
+        done: Callable[[Any], Any] | None = None,
+        refused: Callable[[], Any] | None = None,
     ) -> None:
         """Run an undoable edit and the preview of ``frame`` in the ordered worker (a busy job:
-        it may read and write every frame of a cell)."""
+        it may read and write every frame of a cell); ``refused`` runs when it fails."""
 
         def edited(out) -> None:
             self._undo = out.undo
@@ -178,9 +182,14 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
             if done is not None:
                 done(out.result)
 
+        def failed(exc: Exception) -> None:
+            if refused is not None:
+                refused()
+            self._failed(str(exc))
+
         self.state.run_job(
-            edit_and_preview, self.session, edit, frame, on_return=edited,
-            on_error=lambda exc: self._failed(str(exc)), ordered=True,
+            edit_and_preview, self.session, edit, frame, on_return=edited, on_error=failed,
+            ordered=True,
         )  # fmt: skip
 
     # ---- tracking ----------------------------------------------------------------------------
