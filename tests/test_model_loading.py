@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from napari_cellsam2.model.checkpoint import (
     save_adapter_checkpoint,
     save_model_checkpoint,
 )
+from napari_cellsam2.model.heads import attach_centre_head
 from napari_cellsam2.model.loading import (
     LoadedModel,
     ModelNotAvailableError,
@@ -160,6 +162,32 @@ def test_bad_specs_give_clear_errors(tmp_path):
     (tmp_path / CELLSAM2_JSON).write_text('{"kind": "weird"}')
     with pytest.raises(ValueError, match="'kind' must be"):
         load_model(tmp_path, "cpu")
+
+
+@pytest.mark.parametrize(
+    ("kind", "damaged"),
+    [("full", "model.safetensors"), ("full", "heads.safetensors"),
+     ("lora", "adapter_model.safetensors"), ("full", CELLSAM2_JSON)],
+)  # fmt: skip
+def test_a_damaged_checkpoint_file_is_a_clear_error_naming_it(tmp_path, kind, damaged):
+    """Checkpoints are untrusted input: a truncated file was a bare SafetensorError traceback
+    (and a cellsam2.json holding a list an AttributeError)."""
+    if kind == "full":
+        model = build_random_model(tiny_config())
+        attach_centre_head(model)
+        folder = save_model_checkpoint(model, tmp_path / "ckpt")
+    else:
+        peft_model = get_peft_model(
+            load_model("tiny", "cpu").model, LoraConfig(r=2, target_modules=["q_proj"])
+        )
+        folder = save_adapter_checkpoint(peft_model, tmp_path / "ckpt", "tiny")
+    path = folder / damaged
+    if damaged == CELLSAM2_JSON:
+        path.write_text("[]")
+    else:
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=re.escape(str(folder))):
+        load_model(folder, "cpu")
 
 
 # --- Hugging Face Hub through a loopback server -------------------------------------------

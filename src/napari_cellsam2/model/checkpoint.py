@@ -184,13 +184,14 @@ def load_trained_parameters(model: nn.Module, folder: str | Path) -> list[str]:
     """Copy the bare parameters saved beside a LoRA adapter into ``model`` (a Sam2VideoModel or
     a peft model around one); returns their names. Shapes must match: a mismatch raises."""
     import torch
-    from safetensors.torch import load_file
+
+    from .tensor_files import read_safetensors
 
     path = Path(folder) / TRAINED_PARAMETERS
     if not path.is_file():
         return []
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    tensors = load_file(str(path))
+    tensors = read_safetensors(path)
     with torch.no_grad():
         for name, value in tensors.items():
             target = getattr(base, name, None)
@@ -213,7 +214,9 @@ def read_checkpoint_info(folder: str | Path) -> dict[str, Any]:
         raise
     except (OSError, ValueError) as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(info, dict) or info.get("kind") not in ("full", "lora"):
+    if not isinstance(info, dict):
+        raise ValueError(f"{path} must hold a JSON object, got a {type(info).__name__}")
+    if info.get("kind") not in ("full", "lora"):
         raise ValueError(f"{path}: 'kind' must be 'full' or 'lora', got {info.get('kind')!r}")
     version = info.get("format_version", 0)
     if not isinstance(version, int) or version > FORMAT_VERSION:

@@ -227,12 +227,12 @@ def load_heads(model: nn.Module, folder: str | Path) -> list[str]:
     """Attach and fill the heads saved in ``folder/heads.safetensors``; returns the prefixes of
     the heads loaded (none when the file is absent). A tensor that is missing, unexpected or of
     the wrong shape is a ValueError that names the file."""
-    from safetensors.torch import load_file
+    from .tensor_files import read_safetensors
 
     path = Path(folder) / HEADS_FILE
     if not path.is_file():
         return []
-    tensors = load_file(str(path))
+    tensors = read_safetensors(path)
     unknown = sorted(k for k in tensors if not k.startswith(PREFIXES))
     if unknown:
         raise ValueError(f"{path}: unexpected tensors {unknown[:5]}")

@@ -33,6 +33,7 @@ from .device import resolve_device
 from .heads import load_heads
 from .meta_checkpoint import load_meta_checkpoint
 from .resolution import image_size, with_image_size
+from .tensor_files import SAFETENSORS_ERRORS, read_safetensors
 from .tiny import build_random_model, hiera_tiny_config, tiny_config
 
 __all__ = [
@@ -201,7 +202,7 @@ def _from_pretrained_folder(folder: Path) -> Sam2VideoModel:
         model, report = Sam2VideoModel.from_pretrained(
             folder, dtype=torch.float32, output_loading_info=True
         )
-    except (OSError, ValueError) as err:
+    except (ValueError, *SAFETENSORS_ERRORS) as err:
         raise ModelSpecError(f"{folder} is not a loadable Sam2VideoModel folder: {err}") from err
     bad = {k: v for k, v in report.items() if v and k != "error_msgs"}
     if bad:
@@ -218,7 +219,6 @@ def _from_pretrained_folder(folder: Path) -> Sam2VideoModel:
 
 def _load_lora(folder: Path, info: dict[str, Any], base: str | None, merge: bool) -> Any:
     from peft import PeftModel, get_peft_model_state_dict
-    from safetensors.torch import load_file
 
     base_spec = base or info.get("base")
     if not base_spec:
@@ -234,10 +234,13 @@ def _load_lora(folder: Path, info: dict[str, Any], base: str | None, merge: bool
     misfit = f"LoRA adapter {folder} does not fit base model {base_spec!r}"
     try:
         peft_model = PeftModel.from_pretrained(base_model, str(folder), is_trainable=False)
-    except (RuntimeError, ValueError, KeyError) as err:
+    except (RuntimeError, ValueError, KeyError, *SAFETENSORS_ERRORS) as err:
         raise ModelSpecError(f"{misfit}: {err}") from err
     # peft only warns about adapter weights it could not place; here that is an error.
-    saved = set(load_file(folder / "adapter_model.safetensors"))
+    try:
+        saved = set(read_safetensors(folder / "adapter_model.safetensors"))
+    except ValueError as err:
+        raise ModelSpecError(str(err)) from err
     wanted = set(get_peft_model_state_dict(peft_model))
     if saved != wanted:
         raise ModelSpecError(
