@@ -337,6 +337,22 @@ def test_a_config_file_in_the_log_folder_is_kept_as_a_backup(tmp_path):
     assert "experiment_log_dir" in (log / "config.yaml").read_text()
 
 
+@pytest.mark.parametrize(
+    ("damaged", "content"),
+    [("last.json", "{"), ("last.json", "{}"), ("epoch_001/train_state.json", "{}"),
+     ("epoch_001/train_state.pt", "truncated"), ("best.json", "[]")],
+)  # fmt: skip
+def test_a_damaged_run_to_resume_is_a_clear_error_naming_the_file(tmp_path, damaged, content):
+    log = tmp_path / "run"
+    cfg = config(log, "scratch.num_epochs=1")
+    run(cfg, dataset=clips(), val_dataset=clips(augment=False), objective=feature_loss)
+    path = log / "checkpoints" / damaged
+    path.write_text(content)
+    more = config(log, "scratch.num_epochs=2", "launcher.resume=true")
+    with pytest.raises(TrainingError, match=str(path)):
+        run(more, dataset=clips(), val_dataset=clips(augment=False), objective=feature_loss)
+
+
 def test_missing_data_fails_before_the_log_dir_is_created(tmp_path):
     log = tmp_path / "run"
     cfg = config(log, f"dataset.data_dir={tmp_path / 'nowhere'}")

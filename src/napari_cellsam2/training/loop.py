@@ -130,12 +130,25 @@ def lr_factor(step: int, total: int, min_ratio: float, warmup: int) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _read_record(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object the engine wrote (``last.json``, ``train_state.json``, ``best.json``) with
+    at least ``keys``; a damaged one is a :class:`TrainingError` that names it."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise TrainingError(f"{path} is not readable JSON ({err})") from err
+    missing = [k for k in keys if not isinstance(record, dict) or k not in record]
+    if not isinstance(record, dict) or missing:
+        raise TrainingError(f"{path} is damaged: it lacks {', '.join(missing) or 'an object'}")
+    return record
+
+
 def last_checkpoint(log_dir: str | Path) -> Path | None:
     """The newest checkpoint folder of a training log directory, or None."""
     pointer = Path(log_dir) / CHECKPOINTS / LAST
     if not pointer.is_file():
         return None
-    folder = pointer.parent / json.loads(pointer.read_text())["checkpoint"]
+    folder = pointer.parent / str(_read_record(pointer, ("checkpoint",))["checkpoint"])
     return folder if folder.is_dir() else None
 
 
@@ -358,7 +371,7 @@ class Trainer:
         pointer = self.ckpt_dir / BEST_JSON
         if not pointer.is_file():
             return None
-        old = json.loads(pointer.read_text())  # the event_record of the best epoch
+        old = _read_record(pointer, ("val_loss",))  # the event_record of the best epoch
         known = {f.name for f in fields(ValidationEvent)}
         return ValidationEvent(**{k: v for k, v in old.items() if k in known})
 
@@ -372,7 +385,7 @@ class Trainer:
         meta_path = folder / TRAIN_META
         if not meta_path.is_file() or not (folder / TRAIN_STATE).is_file():
             raise TrainingError(f"checkpoint {folder} has no {TRAIN_META}/{TRAIN_STATE}")
-        meta = json.loads(meta_path.read_text())
+        meta = _read_record(meta_path, ("mode", "base", "epoch", "step_in_epoch", "global_step"))
         mode = "lora" if self.scratch.use_lora else "full"
         if meta["mode"] != mode:
             raise TrainingError(
@@ -501,9 +514,15 @@ class Trainer:
         optimizer = torch.optim.AdamW(groups, lr=max(g["lr"] for g in groups), fused=True)
         state = None
         if self.resume is not None:
-            state = torch.load(
-                self.resume.folder / TRAIN_STATE, map_location="cpu", weights_only=True
-            )
+            path = self.resume.folder / TRAIN_STATE
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # damaged bytes make the safe unpickler fail any way
+                raise TrainingError(
+                    f"{path} is not a readable training state ({type(err).__name__}: {err})"
+                ) from err
+            if not isinstance(state, dict) or not {"optimizer", "scheduler"} <= state.keys():
+                raise TrainingError(f"{path} is not a training state of this engine")
             try:
                 optimizer.load_state_dict(state["optimizer"])
             except ValueError as err:
