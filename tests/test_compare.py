@@ -152,6 +152,12 @@ def test_bad_requests_are_named(data_dir, tmp_path, capsys):
     assert "no such dataset folder" in capsys.readouterr().err
     assert main([*base, "--split", "holdout"]) == 2
     assert "split 'holdout' has no sequences" in capsys.readouterr().err
+    # a typo in the model, an override or the device is refused before the run folder
+    # records its settings (which made the corrected rerun refuse "other settings")
+    typos = [["compare", "--base", "tinyy", *base[3:]], [*base, "scratch.nonsense=1"]]
+    for args in [*typos, [*base, "--device", "gpu7"]]:
+        assert main(args) == 2
+        assert not (tmp_path / "o").exists(), args
 
 
 @pytest.fixture

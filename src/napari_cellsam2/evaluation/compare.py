@@ -365,6 +365,7 @@ def compare(
     holds; a rerun with the same settings reuses finished modes."""
     from ..model.device import resolve_device
     from ..model.loading import load_model
+    from ..training import load_config
     from .compare_report import format_compare_table, plot_compare
 
     overrides = list(overrides)
@@ -379,6 +380,10 @@ def compare(
     sequences = open_dataset(data_dir).sequences(split)
     if Path(base).exists():  # checkpoints record their base spec: keep it valid from any cwd
         base = str(Path(base).resolve())
+    # everything a typo can break is checked before the run folder records these settings
+    dev = resolve_device(device)
+    load_config([f"model.base={base}", *overrides])  # unknown keys, bad values
+    base_model = load_model(base, dev)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -395,8 +400,6 @@ def compare(
         "device": device,
     }
     _check_settings(out, settings)
-    dev = resolve_device(device)
-    base_model = None
     results: dict[str, Any] = {}
     for mode in modes:
         mode_dir = out / mode
@@ -407,8 +410,6 @@ def compare(
             continue
         mode_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)
-        if base_model is None:
-            base_model = load_model(base, dev)
         start = time.perf_counter()
         with PeakMemory(dev) as train_peak:
             if mode == "zero-shot":
