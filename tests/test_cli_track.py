@@ -74,3 +74,26 @@ def test_track_errors_name_the_culprit(ctc_sequence: Path, tmp_path: Path, capsy
     assert "bf16 precision needs a CUDA device" in capsys.readouterr().err
     assert not out.exists()
     assert main([*seeded, "--precision", "fp32"]) == 0 and out.is_dir()
+
+
+def test_a_failed_geff_leaves_the_earlier_result_in_place(
+    ctc_sequence: Path, tmp_path: Path, capsys, monkeypatch
+):
+    """--overwrite --geff: the RES is written first; when the GEFF then fails, the new RES is
+    taken back and the earlier one (moved to a backup) returns: both outputs or neither."""
+    from napari_cellsam2.tracking import run
+
+    out = tmp_path / "01_RES"
+    argv = ["track", str(ctc_sequence), "--model", "tiny", "--prompts", "gt-first-frame"]
+    argv += ["--out", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run, "write_geff", full_disk)
+    assert main([*argv, "--overwrite", "--geff", str(tmp_path / "01.geff")]) == 2
+    assert "No space left" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if "backup" in p.name] == []

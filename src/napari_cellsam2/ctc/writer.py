@@ -58,6 +58,22 @@ def backup_path(target: str | Path, when: datetime | None = None) -> Path:
     return candidate
 
 
+def take_back(target: str | Path, existing: Existing) -> None:
+    """Undo a completed write of ``target`` (made with ``existing``) because a write that
+    belongs with it failed, e.g. the GEFF beside a RES folder: the new output is removed and
+    an earlier one moved to a backup is put back, so the failed action leaves things as they
+    were. With ``"replace"`` the earlier output is gone, so the new one stays."""
+    target = Path(target)
+    if existing == "replace" or not target.exists():
+        return
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink()
+    if isinstance(existing, Path) and existing.exists():
+        os.replace(existing, target)
+
+
 def check_writable(folder: str | Path) -> None:
     """Fail now, naming the folder, when nothing can be created in ``folder`` (or, while it
     does not exist, in its nearest existing parent, where it would be made).

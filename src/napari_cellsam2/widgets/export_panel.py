@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 from ..ctc.errors import CTCFormatError
 from ..ctc.geff import GEFF_ENTRIES, geff_path_for
 from ..ctc.repair import EmptyLabelsError
-from ..ctc.writer import GT_ENTRIES, RES_ENTRIES, Existing, backup_path, check_output
+from ..ctc.writer import GT_ENTRIES, RES_ENTRIES, Existing, backup_path, check_output, take_back
 from .layer_combo import LayerCombo
 from .layer_lineage import layer_lineage_inputs
 from .state import DockState
@@ -172,7 +172,11 @@ class ExportPanel(QWidget):
         def stream():  # cancelled: the temporary folder is removed, nothing is written
             result = yield from until_cancelled(steps, cancel)
             if result is not None and geff_existing is not None:
-                write_geff(geff, result[0], result[1], first, existing=geff_existing)
+                try:
+                    write_geff(geff, result[0], result[1], first, existing=geff_existing)
+                except BaseException:
+                    take_back(folder, existing)  # both outputs or neither
+                    raise
             return result
 
         def done(result) -> None:
