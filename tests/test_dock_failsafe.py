@@ -3,6 +3,7 @@ a click never freezes the viewer (pytest-qt, Xvfb, tiny model)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -227,6 +228,30 @@ def test_a_warning_inside_a_job_reaches_the_user_once(make_napari_viewer, qtbot)
     finally:
         notification_manager.notification_ready.disconnect(note)
     assert got == [1] and seen == ["result has no tracks"]
+
+
+def test_experiments_are_found_off_the_gui_thread(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """ "Experiments…" searches a folder tree (seconds on a big or network drive) in a worker
+    and lists every checkpoint it finds with its kind."""
+    for run, kind in (("a", "lora"), ("b", "full")):
+        folder = tmp_path / run / "checkpoints" / "best"
+        folder.mkdir(parents=True)
+        (folder / "cellsam2.json").write_text(json.dumps({"kind": kind}))
+    scanned_on = []
+    search = model_panel.find_checkpoints
+    monkeypatch.setattr(
+        model_panel,
+        "find_checkpoints",
+        lambda folder: scanned_on.append(threading.current_thread()) or search(folder),
+    )
+    widget = CellSAM2Widget(make_napari_viewer())
+    panel = widget.model_panel
+    before = panel.spec.count()
+    panel.add_experiments(tmp_path)
+    qtbot.waitUntil(lambda: panel.spec.count() == before + 2, timeout=10_000)
+    labels = [panel.spec.itemText(i) for i in range(panel.spec.count())]
+    assert "checkpoints/best (lora)" in labels and "checkpoints/best (full)" in labels
+    assert scanned_on and scanned_on[0] is not threading.main_thread()
 
 
 def test_track_without_prompts_says_so(dock, qtbot):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
@@ -116,13 +117,21 @@ class ModelPanel(QWidget):
         if folder:
             self.add_experiments(Path(folder))
 
-    def add_experiments(self, folder: Path) -> int:
-        found = find_checkpoints(folder)
-        for ckpt in found:
-            self.add_spec(str(ckpt), checkpoint_label(ckpt))
-        if not found:
-            show_info(f"no fine-tuned checkpoints (cellsam2.json) under {folder}")
-        return len(found)
+    def add_experiments(self, folder: Path) -> Any:
+        """List the fine-tuned checkpoints under ``folder`` in the picker. The folder is
+        searched in a worker: a large tree (or a network drive) takes seconds, which the GUI
+        thread must not spend. Returns the worker."""
+
+        def scan() -> list[tuple[str, str]]:
+            return [(str(c), checkpoint_label(c)) for c in find_checkpoints(folder)]
+
+        def found(entries: list[tuple[str, str]]) -> None:
+            for spec, label in entries:
+                self.add_spec(spec, label)
+            if not entries:
+                show_info(f"no fine-tuned checkpoints (cellsam2.json) under {folder}")
+
+        return self.state.run_job(scan, on_return=found, busy=False)
 
     # ---- loading -------------------------------------------------------------------------------
     def load(self, spec: str | None = None) -> None:
