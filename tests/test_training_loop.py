@@ -192,6 +192,12 @@ def test_a_validation_part_is_averaged_over_the_clips_that_report_it(tmp_path):
     assert of(events, ValidationEvent)[0].val_kept_iou == pytest.approx(1.0)
 
 
+def test_a_nan_validation_loss_never_ranks_as_the_best():
+    best = ValidationEvent(epoch=1, val_loss=2.0, val_TRA=0.5, val_kept_iou=0.4)
+    broken = ValidationEvent(epoch=2, val_loss=math.nan, val_TRA=0.5, val_kept_iou=0.4)
+    assert broken.rank() < best.rank()
+
+
 def test_full_mode_single_frame_batch_two_freeze_encoder(tmp_path):
     """num_frames=1 (segmentation) with batch_size=2 in full mode; the frozen encoder keeps its
     weights, the decoder changes, and the checkpoint round-trips exactly."""

@@ -9,6 +9,7 @@ starts (bad config, missing data, nothing to resume) raise instead of yielding.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -87,7 +88,8 @@ class ValidationEvent:
         def score(value: float | None) -> float:
             return -1.0 if value is None else value
 
-        return (score(self.val_TRA), score(self.val_kept_iou), -self.val_loss)
+        loss = self.val_loss if math.isfinite(self.val_loss) else math.inf  # NaN never wins
+        return (score(self.val_TRA), score(self.val_kept_iou), -loss)
 
 
 # the scores a validation reports (the tracking-path and kept-IoU fields, in field order)
