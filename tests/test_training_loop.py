@@ -245,6 +245,9 @@ def test_cancel_saves_loadable_checkpoint_and_resume_continues_mid_epoch(tmp_pat
     assert [(s.epoch, s.step, s.global_step) for s in steps] == [(1, 2, 2), (2, 1, 3), (2, 2, 4)]
     assert not (log / "checkpoints" / "step_000001").exists()  # superseded by epoch_001
     assert resumed[-1] == DoneEvent(log / "checkpoints" / "epoch_002", cancelled=False)
+    # epoch 1's mean train loss covers the step before the cancel too
+    first = [events[1].loss, steps[0].loss]
+    assert of(resumed, EpochEvent)[0].train_loss == pytest.approx(sum(first) / 2)
 
 
 def test_cancel_callable_before_first_step(tmp_path):

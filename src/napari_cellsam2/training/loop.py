@@ -281,6 +281,7 @@ class _ResumePoint:
     epoch: int  # completed epochs
     step_in_epoch: int  # steps done in the next epoch (> 0 after a cancel mid-epoch)
     global_step: int
+    epoch_losses: tuple[float, ...] = ()  # the losses of those steps, for the epoch's mean
 
 
 class Trainer:
@@ -313,6 +314,7 @@ class Trainer:
         self._wandb: Any = None
         self._metrics: Any = None
         self._best: ValidationEvent | None = None  # set by _setup (see _best_so_far)
+        self._epoch_losses: list[float] = []  # losses of the epoch's steps so far
 
     # ------------------------------------------------------------------ public
     def run(self, cancel: Cancel = None) -> Iterator[Event]:
@@ -409,7 +411,10 @@ class Trainer:
                 f"{folder} already completed {meta['epoch']} epoch(s) >= scratch.num_epochs="
                 f"{self.scratch.num_epochs}; raise scratch.num_epochs to train further"
             )
-        return _ResumePoint(folder, meta["epoch"], meta["step_in_epoch"], meta["global_step"])
+        losses = tuple(float(x) for x in meta.get("epoch_losses", ()))
+        return _ResumePoint(
+            folder, meta["epoch"], meta["step_in_epoch"], meta["global_step"], losses
+        )
 
     def _build_datasets(self) -> None:
         """Open the train/val clip datasets; the data module raises for missing/empty data."""
@@ -631,7 +636,9 @@ class Trainer:
             self._seed_epoch(epoch)
             acc.unwrap_model(self.module).scratch = epoch_scratch(sc, epoch)
             loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
-            step, losses = skip, []
+            # the epoch's mean train loss covers the steps before a mid-epoch resume too
+            step, losses = skip, list(self.resume.epoch_losses) if skip else []
+            self._epoch_losses = losses
             for batch in islice(loader, max(0, self.steps_per_epoch - skip)):
                 if is_cancelled():
                     acc.set_trigger()  # every process stops at the same step
@@ -882,6 +889,7 @@ class Trainer:
             "trainable": _trainable_settings(sc),
             "num_processes": acc.num_processes,
             "seed": sc.seed,
+            "epoch_losses": list(self._epoch_losses) if step_in_epoch else [],
         }
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=self.ckpt_dir))
         try:
