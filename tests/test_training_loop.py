@@ -250,6 +250,27 @@ def test_cancel_saves_loadable_checkpoint_and_resume_continues_mid_epoch(tmp_pat
     assert of(resumed, EpochEvent)[0].train_loss == pytest.approx(sum(first) / 2)
 
 
+def test_a_mid_epoch_resume_draws_the_random_numbers_an_uninterrupted_run_would(tmp_path):
+    """Dropout draws from the global RNG; a resumed epoch must continue its stream, or the rest
+    of the epoch trains on other masks than the run that was never stopped."""
+
+    def noisy_loss(model, batch, scratch, generator):
+        loss, parts = feature_loss(model, batch, scratch, generator)
+        return loss * (1 + torch.rand(())), parts  # a draw from the global RNG, as dropout
+
+    straight = run(config(tmp_path / "a"), dataset=clips(), objective=noisy_loss)
+    stop, first = threading.Event(), []
+    for event in train(config(tmp_path / "b"), dataset=clips(), objective=noisy_loss, cancel=stop):
+        first.append(event)
+        if isinstance(event, StepEvent):
+            stop.set()  # cancel after the first step
+    resumed = run(
+        config(tmp_path / "b", "launcher.resume=true"), dataset=clips(), objective=noisy_loss
+    )
+    interrupted = [e.loss for e in of(first, StepEvent)] + [e.loss for e in of(resumed, StepEvent)]
+    assert interrupted == [e.loss for e in of(straight, StepEvent)]
+
+
 def test_cancel_callable_before_first_step(tmp_path):
     events = run(config(tmp_path), dataset=clips(), objective=feature_loss, cancel=lambda: True)
     assert [type(e) for e in events] == [StartEvent, DoneEvent]

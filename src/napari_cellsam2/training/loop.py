@@ -315,6 +315,7 @@ class Trainer:
         self._metrics: Any = None
         self._best: ValidationEvent | None = None  # set by _setup (see _best_so_far)
         self._epoch_losses: list[float] = []  # losses of the epoch's steps so far
+        self._resume_rng: list[dict[str, Any]] | None = None  # saved by a mid-epoch checkpoint
 
     # ------------------------------------------------------------------ public
     def run(self, cancel: Cancel = None) -> Iterator[Event]:
@@ -528,6 +529,7 @@ class Trainer:
                 ) from err
             if not isinstance(state, dict) or not {"optimizer", "scheduler"} <= state.keys():
                 raise TrainingError(f"{path} is not a training state of this engine")
+            self._resume_rng = state.get("rng")
             try:
                 optimizer.load_state_dict(state["optimizer"])
             except ValueError as err:
@@ -634,6 +636,8 @@ class Trainer:
             yield self._emit(self._validate(0))  # the base model: what fine-tuning must beat
         for epoch in range(start, sc.num_epochs + 1):
             self._seed_epoch(epoch)
+            if skip:
+                self._restore_rng_states()
             acc.unwrap_model(self.module).scratch = epoch_scratch(sc, epoch)
             loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
             # the epoch's mean train loss covers the steps before a mid-epoch resume too
@@ -867,14 +871,41 @@ class Trainer:
         """Write ``checkpoints/name`` atomically and point ``last.json`` at it."""
         acc = self.accelerator
         folder = self.ckpt_dir / name
+        # mid-epoch, the RNG states (dropout) of every process go along: a resumed epoch then
+        # draws what the uninterrupted one would (an epoch's start reseeds them anyway)
+        rng = self._gathered_rng_states() if step_in_epoch else None
         acc.wait_for_everyone()
         if acc.is_main_process:
-            self._write_checkpoint(folder, epochs_done, step_in_epoch)
+            self._write_checkpoint(folder, epochs_done, step_in_epoch, rng)
         acc.wait_for_everyone()
         self.last_saved = folder
         return folder
 
-    def _write_checkpoint(self, folder: Path, epochs_done: int, step_in_epoch: int) -> None:
+    def _gathered_rng_states(self) -> list[dict[str, Any]]:
+        """Each process's global torch RNG states, in process order (a collective)."""
+        from accelerate.utils import gather_object
+
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        mine = {"cpu": torch.get_rng_state(), "cuda": cuda}
+        return gather_object([mine]) if self.accelerator.num_processes > 1 else [mine]
+
+    def _restore_rng_states(self) -> None:
+        """Back to the RNG states a mid-epoch checkpoint saved (same number of processes)."""
+        states = self._resume_rng or []
+        if len(states) != self.accelerator.num_processes:
+            return
+        own = states[self.accelerator.process_index]
+        torch.set_rng_state(own["cpu"])
+        if own["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(own["cuda"])
+
+    def _write_checkpoint(
+        self,
+        folder: Path,
+        epochs_done: int,
+        step_in_epoch: int,
+        rng: list[dict[str, Any]] | None = None,
+    ) -> None:
         from ..model.checkpoint import save_adapter_checkpoint, save_model_checkpoint
 
         acc, sc = self.accelerator, self.scratch
@@ -902,6 +933,7 @@ class Trainer:
                 {
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
+                    **({"rng": rng} if rng else {}),
                 },
                 target / TRAIN_STATE,
             )
