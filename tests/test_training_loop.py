@@ -271,6 +271,18 @@ def test_a_mid_epoch_resume_draws_the_random_numbers_an_uninterrupted_run_would(
     assert interrupted == [e.loss for e in of(straight, StepEvent)]
 
 
+def test_a_mid_epoch_resume_with_another_batch_size_is_refused(tmp_path):
+    """The clips a stopped epoch already used are counted in batches: with another batch size
+    a resume would skip the wrong ones."""
+    stop, log = threading.Event(), tmp_path / "run"
+    for event in train(config(log), dataset=clips(), objective=feature_loss, cancel=stop):
+        if isinstance(event, StepEvent):
+            stop.set()
+    again = config(log, "launcher.resume=true", "scratch.batch_size=2")
+    with pytest.raises(TrainingError, match=r"batch_size \(1 -> 2\)"):
+        run(again, dataset=clips(), objective=feature_loss)
+
+
 def test_cancel_callable_before_first_step(tmp_path):
     events = run(config(tmp_path), dataset=clips(), objective=feature_loss, cancel=lambda: True)
     assert [type(e) for e in events] == [StartEvent, DoneEvent]

@@ -407,6 +407,19 @@ class Trainer:
                 f"cannot resume {folder}: what is trained changed since it was saved "
                 + ", ".join(f"scratch.{k}: {a} -> {b}" for k, (a, b) in changed.items())
             )
+        if meta["step_in_epoch"]:  # the steps to skip were counted in batches of processes
+            now = {
+                "num_processes": self.accelerator.num_processes,
+                "batch_size": self.scratch.batch_size,
+            }
+            moved = {k: (meta[k], v) for k, v in now.items() if k in meta and meta[k] != v}
+            if moved:
+                raise TrainingError(
+                    f"cannot resume {folder} in the middle of an epoch with other "
+                    + ", ".join(f"{k} ({a} -> {b})" for k, (a, b) in moved.items())
+                    + ": the clips it already used would be miscounted; resume with the "
+                    "earlier setting (it can change at the next epoch checkpoint)"
+                )
         if meta["epoch"] >= self.scratch.num_epochs:
             raise TrainingError(
                 f"{folder} already completed {meta['epoch']} epoch(s) >= scratch.num_epochs="
@@ -919,6 +932,7 @@ class Trainer:
             "resolution": sc.resolution,
             "trainable": _trainable_settings(sc),
             "num_processes": acc.num_processes,
+            "batch_size": sc.batch_size,
             "seed": sc.seed,
             "epoch_losses": list(self._epoch_losses) if step_in_epoch else [],
         }
