@@ -382,7 +382,8 @@ def compare(
         base = str(Path(base).resolve())
     # everything a typo can break is checked before the run folder records these settings
     dev = resolve_device(device)
-    load_config([f"model.base={base}", *overrides])  # unknown keys, bad values
+    check = [f"launcher.experiment_log_dir={Path(out) / 'lora'}", f"model.base={base}"]
+    load_config([*check, *overrides])  # unknown keys, bad values (nothing is written)
     base_model = load_model(base, dev)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
