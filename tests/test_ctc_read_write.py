@@ -136,6 +136,7 @@ def test_lazy_frames_take_assignments_like_numpy_and_keep_files(ctc_sequence):
         ((np.arange(len(original)) == 2, 5, 5), 2),
     ]
     for key, value in edits:
+        np.testing.assert_array_equal(lazy[key], reference[key])  # napari reads before it paints
         lazy[key] = value
         reference[key] = value
         np.testing.assert_array_equal(np.asarray(lazy), reference)
@@ -143,6 +144,21 @@ def test_lazy_frames_take_assignments_like_numpy_and_keep_files(ctc_sequence):
     np.testing.assert_array_equal(lazy[1:3], reference[1:3])
     assert lazy.frame(1)[0, 0] == 7  # the tracker and the writers read the edits too
     np.testing.assert_array_equal(np.asarray(open_path(ctc_sequence).gt.tra.masks), original)
+
+
+def test_napari_paints_into_a_lazy_ctc_labels_layer(ctc_sequence):
+    """Labels.data_setitem (the paint and fill tools) reads the painted points first, with one
+    index array per axis: the lazy frames answered (N, N) and painting raised IndexError."""
+    from napari.layers import Labels
+
+    from napari_cellsam2.ctc import open_path
+
+    layer = Labels(open_path(ctc_sequence).gt.tra.masks)
+    points = (np.array([2, 2, 3]), np.array([6, 7, 8]), np.array([5, 5, 5]))
+    layer.data_setitem(points, 9)
+    assert (np.asarray(layer.data)[points] == 9).all()
+    layer.undo()
+    assert not (np.asarray(layer.data)[points] == 9).any()
 
 
 def test_atomic_write_text_replaces_whole_files_with_shared_permissions(tmp_path):

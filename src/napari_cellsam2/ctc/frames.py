@@ -174,12 +174,23 @@ class FrameArray:
         if isinstance(first, (int, np.integer)):  # a copy: napari writes into its slice
             out = self.frame(self._position(first))
             return np.array(out[rest] if rest else out)
-        positions = range(len(self))[first] if isinstance(first, slice) else np.asarray(first)
-        if len(positions):
-            stack = np.stack([self.frame(int(p)) for p in positions])
-        else:
-            stack = np.zeros((0, *self.frame_shape), self.dtype)
-        return stack[(slice(None), *rest)] if rest else stack
+        if isinstance(first, slice):
+            positions = range(len(self))[first]
+            if not len(positions):
+                return np.zeros((0, *self.frame_shape), self.dtype)
+            stack = np.stack([self.frame(p) for p in positions])
+            return stack[(slice(None), *rest)] if rest else stack
+        # index arrays (napari reads the points it paints as (frames, ys, xs)) or a frame mask:
+        # numpy's advanced indexing over the distinct frames, each read once
+        wanted = np.asarray(first)
+        if wanted.dtype == bool:
+            wanted = np.flatnonzero(wanted)
+        wanted = np.array([self._position(p) for p in wanted.ravel()], int).reshape(wanted.shape)
+        frames = np.unique(wanted)
+        if not len(frames):
+            return np.zeros((0, *self.frame_shape), self.dtype)[(slice(None), *rest)]
+        stack = np.stack([self.frame(int(p)) for p in frames])
+        return stack[(np.searchsorted(frames, wanted), *rest)]
 
     def __setitem__(self, key, value) -> None:
         """``stack[key] = value`` with numpy semantics, applied to copies of the frames hit."""
