@@ -62,6 +62,16 @@ def test_label_missing_inside_its_track(ctc_sequence):
     _fails(ctc_sequence, "label 4 is missing on frame 1", frame.parent / "man_track.txt")
 
 
+def test_a_typo_in_a_track_end_is_named_without_exhausting_memory(ctc_sequence):
+    """``4 0 1000000000 0``: the check built the set of a billion frame numbers (MemoryError,
+    a traceback from the CLI); the missing frame is named right after the last one present."""
+    txt = ctc_sequence.parent / "01_GT" / "TRA" / "man_track.txt"
+    lines = txt.read_text().splitlines()
+    fixed = [("4 0 1000000000 0" if line.split()[0] == "4" else line) for line in lines]
+    txt.write_text("\n".join(fixed) + "\n")
+    _fails(ctc_sequence, "label 4 is missing on frame 6 inside its track 0..1000000000", txt)
+
+
 def test_parent_ending_at_daughter_start(ctc_sequence):
     txt = ctc_sequence.parent / "01_GT" / "TRA" / "man_track.txt"
     txt.write_text("1 0 3 0\n2 3 5 1\n3 3 5 1\n4 0 5 0\n")
