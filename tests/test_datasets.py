@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,12 @@ def test_write_dataset_refuses_non_empty_out_unless_overwrite(tmp_path: Path):
         write_dataset(out, "mother-machine", frames=3, height=96, width=24, overwrite=True)
     assert (out / "keep.txt").read_text() == "user data"  # overwrite never deletes other data
     (out / "keep.txt").unlink()
+    gt = out / "train" / "CTC" / "01_GT"  # a real dataset in the same layout, no synthetic.json
+    gt.mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="did not generate"):
+        write_dataset(out, "mother-machine", frames=3, height=96, width=24, overwrite=True)
+    assert gt.is_dir()
+    shutil.rmtree(out / "train")
     write_dataset(out, "mother-machine", frames=3, height=96, width=24)
     write_dataset(out, "nuclei", frames=2, height=64, width=64, overwrite=True)  # earlier one
     assert json.loads((out / "synthetic.json").read_text())["kind"] == "nuclei"

@@ -110,6 +110,18 @@ def test_download_reports_progress_and_lays_out_splits(tmp_path, payload):
     ds = open_dataset(out)
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 1, "val": 1, "test": 1}
     ds.sequences("train")[0].validate()
+    # downloading again lays the splits out afresh and keeps the earlier layout, which may
+    # hold the user's corrections, as a dated backup
+    corrected = out / "train" / "CTC" / "01_GT" / "TRA" / "man_track.txt"
+    corrected.write_text(corrected.read_text() + "\n")
+    server = _Server(*payload)
+    try:
+        download_record(tmp_path / "moma", "42", f"{server.url}/api/records")
+    finally:
+        server.close()
+    (kept,) = out.parent.glob(f"{out.name}.backup-*")
+    relative = corrected.relative_to(out)
+    assert (kept / relative).read_text() == corrected.read_text() + "\n"
 
 
 def test_interrupted_download_resumes_with_range(tmp_path, payload):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..ctc.sequence import SPLITS
-from ..ctc.writer import atomic_folder
+from ..ctc.writer import atomic_folder, backup_path
 
 MOMA_RECORD = "11237127"
 ZENODO_API = "https://zenodo.org/api/records"
@@ -152,7 +152,9 @@ def layout_splits(extracted: Path, out: Path) -> Path:
         split = next((p for p in seq.relative_to(extracted).parts if p in SPLITS), None)
         by_split.setdefault(split, []).append(seq)
     splits = _split_sequences(sequences) if None in by_split else by_split
-    with atomic_folder(out, lambda p: p.name in SPLITS) as tmp:
+    # an earlier layout may hold the user's corrections: it is kept as a dated backup
+    existing = backup_path(out) if out.is_dir() and any(out.iterdir()) else "replace"
+    with atomic_folder(out, lambda p: p.name in SPLITS, existing) as tmp:
         for split, seqs in splits.items():
             for i, seq in enumerate(seqs, start=1):
                 dest = tmp / str(split) / "CTC" / f"{i:02d}"

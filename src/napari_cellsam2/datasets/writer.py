@@ -116,6 +116,11 @@ def write_dataset(
             f"{out} holds other files ({', '.join(foreign[:3])}); refusing to replace it: "
             "choose a new folder or an earlier synthetic dataset"
         )
+    if out.is_dir() and any(out.iterdir()) and not (out / METADATA_FILE).is_file():
+        raise FileExistsError(
+            f"{out} holds a dataset this package did not generate (no {METADATA_FILE}): "
+            "refusing to replace it; choose a new folder"
+        )
 
     generate = GENERATORS[kind]
     out.parent.mkdir(parents=True, exist_ok=True)
