@@ -98,3 +98,12 @@ def test_single_frame_labels_are_refused(tmp_path: Path, division_labels):
     with pytest.raises(CTCFormatError, match=r"labels must be \(T,Y,X\)"):
         write_labels(str(tmp_path / "01_RES"), division_labels[0], labels_meta())
     assert leftovers(tmp_path) == []
+
+
+def test_labels_beyond_what_ctc_masks_hold_are_refused_not_wrapped(tmp_path: Path, division_labels):
+    """napari keeps int64 labels; 2**32 + 1 cast to uint32 became label 1 and merged with it."""
+    labels = division_labels.astype(np.int64)
+    labels[labels == 4] = 2**32 + 1
+    with pytest.raises(CTCFormatError, match="labels go up to 4294967297"):
+        write_labels(str(tmp_path / "01_RES"), labels, labels_meta(PARENTS))
+    assert not (tmp_path / "01_RES").exists()

@@ -219,6 +219,10 @@ def as_label_stack(labels, source: str | Path = "<labels>") -> np.ndarray:
     if arr.size and arr.min() < 0:
         raise CTCFormatError(source, f"labels contain negative values (min {arr.min()})")
     top = int(arr.max()) if arr.size else 0
+    if top >= 2**32:  # napari keeps int64 labels: a cast would wrap them onto other cells
+        raise CTCFormatError(
+            source, f"labels go up to {top}; CTC masks hold labels up to {2**32 - 1}"
+        )
     return arr.astype(np.uint16 if top < 2**16 else np.uint32, copy=False)
 
 
