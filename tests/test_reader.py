@@ -187,6 +187,12 @@ def test_gt_folder_without_images_opens_gt_only(tmp_path: Path, division_labels)
     write_gt(tmp_path / "01_GT", division_labels, Lineage.from_labels(division_labels, PARENTS))
     layers = read_ctc(str(tmp_path / "01_GT" / "TRA"))
     assert [k["name"] for _, k, _ in layers] == ["01 TRA", "01 TRA tracks"]
+    (tmp_path / "01").mkdir()  # the image folder is there, its frames not (yet)
+    with pytest.warns(UserWarning, match="holds no image frames"):
+        layers = read_ctc(str(tmp_path / "01_GT"))
+    assert [k["name"] for _, k, _ in layers] == ["01 TRA", "01 TRA tracks"]
+    with pytest.raises(CTCFormatError, match=r"no 'tNNN\.tif' frames"):  # asked for the images
+        read_ctc(str(tmp_path / "01"))
 
 
 def test_broken_ctc_folder_raises_naming_the_file(ctc_sequence: Path):

@@ -7,6 +7,7 @@ holding ``01``, ``02`` …, or a CellSAM2 root ``<name>/{train,val,test}/CTC/01`
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,7 +182,13 @@ def open_sequence(path: str | Path) -> CTCSequence:
     base = path.parent / name
     if not (base.is_dir() or path.name.endswith(("_GT", "_ST", "_RES"))):
         raise CTCFormatError(path, "not a CTC sequence folder")
-    images = read_images(base) if base.is_dir() else None
+    images = None
+    if base.is_dir() and (path == base or any(base.glob(f"{IMAGE_PREFIX}*.tif*"))):
+        images = read_images(base)
+    elif base.is_dir():  # e.g. the images are not downloaded yet: open the GT / RES alone
+        warnings.warn(
+            f"{base} holds no image frames; opening {path.name} without images", stacklevel=2
+        )
     gt_dir = base.parent / f"{name}_GT"
     res_dir = path if path.name.endswith("_RES") else base.parent / f"{name}_RES"
     gt = read_gt(gt_dir) if gt_dir.is_dir() else None
