@@ -41,19 +41,27 @@ def test_evaluate_prints_table_and_writes_json(tmp_path, capsys, folders):
 
 
 def test_evaluate_never_replaces_a_file_unasked(tmp_path, capsys, folders):
-    """--json pointed at a file that exists (here the GT's own lineage) is refused before
-    scoring; --overwrite replaces it and keeps the old one as a dated backup."""
+    """--json pointed at a file that exists is refused before scoring; --overwrite replaces it
+    and keeps the old one as a dated backup; a path inside the GT or RES folder (here the
+    GT's own lineage) is refused even with --overwrite."""
     gt, res, _ = folders
     lineage = gt / "TRA" / "man_track.txt"
     before = lineage.read_text()
     args = ["evaluate", "--gt", str(gt), "--res", str(res), "--json", str(lineage)]
 
     assert main(args) == 2
-    assert "--overwrite" in capsys.readouterr().err and lineage.read_text() == before
+    assert lineage.read_text() == before
+    assert main([*args, "--overwrite"]) == 2  # never inside the folders it scores
+    assert "write the scores elsewhere" in capsys.readouterr().err
+    assert lineage.read_text() == before
 
+    scores = tmp_path / "scores.json"
+    scores.write_text("{}")
+    args = ["evaluate", "--gt", str(gt), "--res", str(res), "--json", str(scores)]
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
-    (kept,) = lineage.parent.glob("man_track.txt.backup-*")
-    assert kept.read_text() == before and json.loads(lineage.read_text())["TRA"] == 1.0
+    (kept,) = tmp_path.glob("scores.json.backup-*")
+    assert kept.read_text() == "{}" and json.loads(scores.read_text())["TRA"] == 1.0
 
 
 def test_evaluate_reports_a_partial_result(capsys, folders):

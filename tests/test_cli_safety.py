@@ -180,6 +180,13 @@ def test_info_says_what_a_folder_can_be_used_for(tmp_path: Path, division_labels
     frame = tmp_path / "02" / "t000.tif"
     one_error_line(run("info", frame), str(frame), "is a file, not a folder")
 
+    seg_only = tmp_path / "03_GT"  # GT with SEG alone (was an AttributeError traceback)
+    write_gt(seg_only, division_labels, lineage, seg_frames=[0, 3])
+    shutil.rmtree(seg_only / "TRA")
+    proc = run("info", seg_only)
+    assert proc.returncode == 0, proc.stderr
+    assert "GT/SEG     2 annotated frames" in proc.stdout
+
 
 def test_geff_from_track_and_from_export_geff(ctc_sequence: Path, tmp_path: Path):
     import geff
@@ -252,4 +259,6 @@ def test_synth_styles_invert_and_generator_options(tmp_path: Path):
     )
     proc = run("synth", "nuclei", "--out", tmp_path / "x", "--set", "bogus=1")
     one_error_line(proc, "bogus", "n_cells")
+    proc = run("synth", "nuclei", "--out", tmp_path / "x", "--set", "n_cells=2.5")
+    one_error_line(proc, "n_cells=2.5", "whole number")  # was a TypeError traceback
     assert not (tmp_path / "x").exists()

@@ -97,3 +97,14 @@ def test_a_failed_geff_leaves_the_earlier_result_in_place(
     assert "No space left" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if "backup" in p.name] == []
+
+
+def test_evaluate_and_geff_paths_are_checked_before_tracking(ctc_sequence: Path, tmp_path: Path):
+    """A wrong --evaluate folder, or a GEFF inside the RES folder (which then refuses every
+    --overwrite), fails before anything is tracked or written."""
+    out = tmp_path / "01_RES"
+    argv = ["track", str(ctc_sequence), "--model", "tiny", "--prompts", "gt-first-frame"]
+    argv += ["--out", str(out), "--device", "cpu"]
+    assert main([*argv, "--evaluate", str(tmp_path / "nope_GT")]) == 2
+    assert main([*argv, "--geff", str(out / "lineage.geff")]) == 2
+    assert not out.exists()

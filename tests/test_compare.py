@@ -148,6 +148,8 @@ def test_bad_requests_are_named(data_dir, tmp_path, capsys):
     assert "compare sets scratch.num_epochs itself" in capsys.readouterr().err
     assert main([*base, "--modes", "zero-shot,half"]) == 2
     assert "modes must be a non-empty subset" in capsys.readouterr().err
+    assert main([*base, "--modes", ","]) == 2  # no mode given is not every mode
+    assert "modes must be a non-empty subset" in capsys.readouterr().err
     assert main([*base[:4], str(tmp_path / "nowhere"), *base[5:]]) == 2
     assert "no such dataset folder" in capsys.readouterr().err
     assert main([*base, "--split", "holdout"]) == 2

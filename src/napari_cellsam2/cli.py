@@ -57,7 +57,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     seq = open_path(args.path)
     seq.validate()
     tra = seq.gt.tra if seq.gt else None
-    src = seq.images if seq.images is not None else (tra or seq.res).masks
+    if seq.images is not None:
+        src = seq.images
+    elif tra is not None or seq.res is not None:
+        src = (tra or seq.res).masks
+    else:  # a GT folder with SEG only
+        src = seq.gt.seg
     print(f"sequence   {seq.name}  ({seq.folder})")
     print(f"frames     {len(src)}  (indices {src.indices[0]}..{src.indices[-1]})")
     print(f"shape      {src.frame_shape}  dtype {src.dtype}")
@@ -89,10 +94,15 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         raise CTCFormatError(out, "exists and is not empty; pass --overwrite to replace it")
     check_writable(out.parent)  # before generating anything
     options = _generator_options(args.set)
-    valid = sorted(set(inspect.signature(GENERATORS[args.kind]).parameters) - {"frames", "seed"})
+    params = inspect.signature(GENERATORS[args.kind]).parameters
+    valid = sorted(set(params) - {"frames", "seed"})
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"--set {unknown[0]}: not an option of {args.kind}; valid: {valid}")
+    for key, value in options.items():
+        default = params[key].default
+        if type(default) is int and not isinstance(value, int):
+            raise ValueError(f"--set {key}={value}: {key} takes a whole number (default {default})")
     out = write_dataset(
         out,
         args.kind,
@@ -154,6 +164,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .ctc.writer import check_output_file
 
         check_output_file(args.json)  # before scoring: a run never ends in "cannot write"
+        for folder in (args.gt, args.res):
+            if Path(args.json).resolve().is_relative_to(Path(folder).resolve()):
+                raise CTCFormatError(args.json, f"is inside {folder}: write the scores elsewhere")
         if Path(args.json).exists() and not args.overwrite:
             raise CTCFormatError(
                 args.json, "already exists; pass --overwrite to replace it (kept as a backup)"
@@ -233,6 +246,12 @@ def _cmd_track(args: argparse.Namespace) -> int:
     from .tracking.run import track_ctc_sequence
 
     out, geff = Path(args.out), Path(args.geff) if args.geff else None
+    if args.evaluate:  # a wrong GT path fails now, not after the result was written
+        from .ctc import read_gt
+
+        read_gt(args.evaluate)
+    if geff is not None and geff.resolve().is_relative_to(out.resolve()):
+        raise CTCFormatError(geff, f"the GEFF graph must go beside {out}, not inside it")
     existing = _replacing(out, args.overwrite)
     geff_existing = _replacing(geff, args.overwrite) if geff else "refuse"
     try:
@@ -322,7 +341,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         args.out,
         steps=args.steps,
         seed=args.seed,
-        modes=args.modes or MODES,
+        modes=MODES if args.modes is None else args.modes,
         seeding=("gt", "clicks") if args.clicks else ("gt",),
         overrides=args.overrides,
         annotate_tracks=not args.no_annotate,
