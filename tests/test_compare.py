@@ -150,6 +150,9 @@ def test_bad_requests_are_named(data_dir, tmp_path, capsys):
     assert "modes must be a non-empty subset" in capsys.readouterr().err
     assert main([*base, "--modes", ","]) == 2  # no mode given is not every mode
     assert "modes must be a non-empty subset" in capsys.readouterr().err
+    for leak in (["dataset.train_split=test"], ["dataset.val_split=test"], ["--split", "val"]):
+        assert main([*base, "--modes", "lora", *leak]) == 2  # never score on what trained
+        assert "neither trained on nor were chosen by" in capsys.readouterr().err
     assert main([*base[:4], str(tmp_path / "nowhere"), *base[5:]]) == 2
     assert "no such dataset folder" in capsys.readouterr().err
     assert main([*base, "--split", "holdout"]) == 2

@@ -383,7 +383,13 @@ def compare(
     # everything a typo can break is checked before the run folder records these settings
     dev = resolve_device(device)
     check = [f"launcher.experiment_log_dir={Path(out) / 'lora'}", f"model.base={base}"]
-    load_config([*check, *overrides])  # unknown keys, bad values (nothing is written)
+    ds = load_config([*check, *overrides]).dataset  # unknown keys, bad values (writes nothing)
+    if any(m != "zero-shot" for m in modes) and split in (ds.train_split, ds.val_split):
+        raise ValueError(
+            f"--split {split} is also a split the fine-tuning uses (dataset.train_split="
+            f"{ds.train_split}, dataset.val_split={ds.val_split}): compare scores on data the "
+            "models neither trained on nor were chosen by"
+        )
     base_model = load_model(base, dev)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
