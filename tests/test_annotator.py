@@ -226,3 +226,27 @@ def test_annotator_drives_the_real_sam2_session(ctc_sequence, tiny):
         ious = frame_ious(final, gt, e.track, frames)
         if e.track == efforts[-1].track:  # nothing was clicked after the last track
             assert min(ious.values()) == pytest.approx(e.final_min_iou)
+
+
+def test_a_model_that_divides_by_itself_is_annotated_by_gt_tracks(ctc_sequence, monkeypatch):
+    """GT seeding places every GT division by hand; a model with a division head divides by
+    default, and its own daughters had no GT track: the annotator indexed past its table."""
+    import torch
+
+    from napari_cellsam2.evaluation.compare import sequence_effort
+    from napari_cellsam2.model.heads import attach_division_head
+    from napari_cellsam2.model.loading import load_model
+    from napari_cellsam2.tracking import session as session_module
+    from napari_cellsam2.tracking.division_config import DivisionConfig
+    from napari_cellsam2.tracking.divisions import learned_division
+
+    eager = DivisionConfig(div_iou_thresh=0.0, div_presence_thresh=0.0)
+    monkeypatch.setattr(
+        session_module, "learned_division", lambda record, config: learned_division(record, eager)
+    )
+    model = load_model("tiny", "cpu")
+    torch.nn.init.constant_(attach_division_head(model.model).score[-1].bias, 20.0)  # fires
+    seq = open_path(ctc_sequence)
+    tracker = track_sequence(model, seq, "click")
+    assert set(np.unique(tracker.labels())) <= {0, *tracker.ids}
+    assert len(sequence_effort(model, seq, 0.8, 2, tracker)) == len(tracker.ids)

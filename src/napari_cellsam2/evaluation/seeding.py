@@ -105,7 +105,9 @@ class SessionTracker:
 def track_sequence(model: Any, seq: CTCSequence, kind: PromptKind = "mask") -> SessionTracker:
     """Seed a session on ``seq`` from its GT tracks and propagate it forward."""
     gt, lineage = gt_labels(seq)
-    session = TrackingSession(model, seq.images, first_frame=seq.first_frame)
+    # every GT division is seeded by hand (seed_tracks): the session's own divisions (a model
+    # with a division head divides by default) would only add cells no GT track names
+    session = TrackingSession(model, seq.images, first_frame=seq.first_frame, divisions="off")
     tracker = SessionTracker(session, seed_tracks(session, gt, lineage, kind))
     tracker.propagate()
     return tracker
