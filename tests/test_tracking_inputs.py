@@ -280,6 +280,14 @@ def test_prompt_files_parse(tmp_path):
     )
     kinds = [type(e.prompt).__name__ for e in read_prompt_file(json_file)]
     assert kinds == ["BoxPrompt", "PointPrompt"]
+    excel = tmp_path / "excel.csv"  # Excel's "CSV UTF-8" starts with a byte-order mark
+    excel.write_bytes(b"\xef\xbb\xbfobject_id,frame,x,y\n1,0,12.5,30\n")
+    assert [(e.object_id, e.frame) for e in read_prompt_file(excel)] == [(1, 0)]
+    latin = tmp_path / "latin.csv"  # another encoding: one message naming the file
+    latin.write_bytes("object_id,frame,x,y,note\n1,0,1,1,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(PromptFileError, match="not UTF-8 text") as info:
+        read_prompt_file(latin)
+    assert str(latin) in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -63,9 +63,24 @@ def _float(value: Any, name: str, where: str) -> float:
     return number
 
 
+def _undecodable(path: Path, exc: UnicodeDecodeError) -> PromptFileError:
+    return PromptFileError(
+        f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+        "save it as UTF-8 (e.g. Excel's 'CSV UTF-8')"
+    )
+
+
 def read_csv(path: Path) -> list[PromptEntry]:
+    try:
+        return _read_csv(path)
+    except UnicodeDecodeError as exc:
+        raise _undecodable(path, exc) from None
+
+
+def _read_csv(path: Path) -> list[PromptEntry]:
     entries = []
-    with path.open(newline="") as fh:
+    # utf-8-sig: spreadsheet programs start their UTF-8 CSV files with a byte-order mark
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in ("object_id", "frame", "x", "y") if c not in columns]
@@ -99,7 +114,9 @@ def read_csv(path: Path) -> list[PromptEntry]:
 
 def read_json(path: Path) -> list[PromptEntry]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise _undecodable(path, exc) from None
     except json.JSONDecodeError as exc:
         raise PromptFileError(f"{path} line {exc.lineno}: invalid JSON ({exc.msg})") from None
     if isinstance(data, dict):
