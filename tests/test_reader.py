@@ -195,6 +195,17 @@ def test_gt_folder_without_images_opens_gt_only(tmp_path: Path, division_labels)
         read_ctc(str(tmp_path / "01"))
 
 
+def test_3d_slice_annotations_in_seg_do_not_stop_the_sequence_opening(ctc_sequence: Path):
+    """3D CTC datasets may annotate single slices in SEG (man_seg_TTT_ZZZ.tif); those are not
+    frames, and the images and TRA must still open."""
+    seg = ctc_sequence.parent / "01_GT" / "SEG"
+    for path in sorted(seg.glob("man_seg*.tif")):
+        path.rename(seg / f"man_seg_{path.stem[-3:]}_005.tif")
+    with pytest.warns(UserWarning, match="slice annotations"):
+        layers = read_ctc(str(ctc_sequence))
+    assert [k["name"] for _, k, _ in layers][:2] == ["01", "01 TRA"]
+
+
 def test_broken_ctc_folder_raises_naming_the_file(ctc_sequence: Path):
     (ctc_sequence.parent / "01_GT" / "TRA" / "man_track.txt").unlink()
     reader = napari_get_reader(str(ctc_sequence))

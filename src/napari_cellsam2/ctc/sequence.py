@@ -25,6 +25,7 @@ from .lineage import Lineage, label_presence
 
 SPLITS = ("train", "val", "test")
 _SEQ_NAME = re.compile(r"^\d{2,}$")
+_SEG_SLICE = re.compile(r"man_seg_\d+_\d+\.tiff?")  # a 2D slice of a 3D frame
 
 
 @dataclass
@@ -161,12 +162,23 @@ def read_gt(folder: str | Path) -> GroundTruth:
     if not tra_dir.is_dir() and not seg_dir.is_dir():
         raise CTCFormatError(folder, "ground-truth folder has neither TRA/ nor SEG/")
     tra = read_tracked(tra_dir, TRA_PREFIX, "man_track.txt") if tra_dir.is_dir() else None
-    seg = (
-        LazyFrames(discover_frames(seg_dir, SEG_PREFIX, allow_gaps=True), labels=True)
-        if seg_dir.is_dir()
-        else None
-    )
+    seg = None
+    if seg_dir.is_dir() and _slice_annotations_only(seg_dir):
+        # 3D CTC datasets may annotate single slices (man_seg_TTT_ZZZ.tif): not frames
+        if tra is None:
+            raise CTCFormatError(seg_dir, "holds only 2D slice annotations (man_seg_T_Z.tif)")
+        warnings.warn(
+            f"{seg_dir} holds only 2D slice annotations (man_seg_T_Z.tif); opened without SEG",
+            stacklevel=2,
+        )
+    elif seg_dir.is_dir():
+        seg = LazyFrames(discover_frames(seg_dir, SEG_PREFIX, allow_gaps=True), labels=True)
     return GroundTruth(folder, tra, seg)
+
+
+def _slice_annotations_only(seg_dir: Path) -> bool:
+    names = [p.name for p in seg_dir.iterdir() if p.name.startswith(SEG_PREFIX)]
+    return bool(names) and all(_SEG_SLICE.fullmatch(n) for n in names)
 
 
 def read_res(folder: str | Path) -> TrackedMasks:
