@@ -170,3 +170,18 @@ def test_cli_download_offline_exits_nonzero(tmp_path, capsys):
     )
     assert code == 2
     assert "looks offline" in capsys.readouterr().err
+
+
+def test_fewer_than_three_sequences_all_go_to_train(tmp_path):
+    """Two labelled sequences used to give train [01, 02], val [02], test [02]: a model was
+    then scored on a sequence it trained on."""
+    from napari_cellsam2.datasets.download import layout_splits
+
+    lab = np.zeros((3, 12, 8), np.uint16)
+    lab[:, 2:6, 2:6] = 1
+    for name in ("01", "02"):
+        write_images(tmp_path / "x" / name, lab * 7)
+        write_gt(tmp_path / "x" / f"{name}_GT", lab, Lineage.from_labels(lab))
+    with pytest.warns(UserWarning, match="all go to train"):
+        out = layout_splits(tmp_path / "x", tmp_path / "dataset")
+    assert {k: len(v) for k, v in open_dataset(out).splits.items() if v} == {"train": 2}

@@ -13,6 +13,7 @@ import re
 import shutil
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,9 +124,16 @@ def download_file(remote: RemoteFile, folder: Path, progress: Progress | None = 
 
 
 def _split_sequences(sequences: list[Path]) -> dict[str, list[Path]]:
-    """Deterministic split by name: the last sequence is test, the one before it val."""
+    """Deterministic split by name: the last sequence is test, the one before it val. With
+    fewer than 3 sequences all are train: one sequence in two splits would score a model on
+    the data it trained on."""
     if len(sequences) < 3:
-        return {"train": sequences, "val": sequences[-1:], "test": sequences[-1:]}
+        warnings.warn(
+            f"only {len(sequences)} labelled sequence(s): all go to train, and val and test "
+            "stay empty (train with dataset.val_split= to skip validation)",
+            stacklevel=2,
+        )
+        return {"train": sequences}
     return {"train": sequences[:-2], "val": [sequences[-2]], "test": [sequences[-1]]}
 
 
