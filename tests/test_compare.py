@@ -131,6 +131,9 @@ def test_a_mode_without_result_reuses_its_finished_training(run, data_dir, tmp_p
     old = json.loads((out / "full" / "result.json").read_text())
     assert summary["modes"]["full"]["metrics"] == old["metrics"]
     assert summary["modes"]["full"]["checkpoint"].startswith(str(copy))
+    # the cost is the training's, not the reuse's (it read 0.0 s and the process's memory)
+    for key in ("train_seconds", "train_peak_mb"):
+        assert summary["modes"]["full"][key] == old[key]
 
 
 def test_plan_steps_spends_exactly_the_budget():

@@ -180,9 +180,9 @@ def _train(
     image_size: int,
     overrides: Sequence[str],
     log: Log,
-) -> Path:
+) -> tuple[Path, bool]:
     """Fine-tune in ``mode`` for exactly ``steps`` optimizer steps (resuming an unfinished run
-    in ``log_dir``); return the final checkpoint folder."""
+    in ``log_dir``); return the final checkpoint folder and whether this call trained."""
     from ..training import load_config, train
     from ..training.data import CTCClipDataset
     from ..training.events import DoneEvent, ErrorEvent, StartEvent, StepEvent
@@ -206,7 +206,7 @@ def _train(
     done_steps = json.loads((done / "train_state.json").read_text())["global_step"] if done else 0
     if done is not None and done_steps >= steps:
         log(f"{mode}: reusing {done} ({done_steps} steps)")
-        return _best_or(done, log_dir, mode, log)
+        return _best_or(done, log_dir, mode, log), False
     resume = ["launcher.resume=true"] if done is not None else []
     cfg = load_config([*common, *budget, *resume])
     log(f"{mode}: {steps} steps ({epochs} epoch(s) x {per_epoch}) from {clips} clips")
@@ -226,7 +226,22 @@ def _train(
             final = event.path
     if final is None:
         raise RuntimeError(f"{mode} fine-tuning saved no checkpoint in {log_dir}")
-    return _best_or(final, log_dir, mode, log)
+    return _best_or(final, log_dir, mode, log), True
+
+
+def _training_cost(
+    mode_dir: Path, seconds: float, peak_mb: float | None
+) -> tuple[float, float | None]:
+    """Training time and peak memory over every run that trained in ``mode_dir`` (kept in its
+    ``train_cost.json``): a rerun that reuses a finished training adds no time and keeps the
+    peak of the run that trained."""
+    path = mode_dir / "train_cost.json"
+    cost = json.loads(path.read_text()) if path.is_file() else {"seconds": 0.0, "peak_mb": None}
+    if peak_mb is not None:  # this run trained
+        cost["seconds"] += seconds
+        cost["peak_mb"] = max(peak_mb, cost["peak_mb"] or 0.0)
+        _atomic_json(path, cost)
+    return cost["seconds"], cost["peak_mb"]
 
 
 def _best_or(final: Path, log_dir: Path, mode: str, log: Log) -> Path:
@@ -420,13 +435,16 @@ def compare(
         start = time.perf_counter()
         with PeakMemory(dev) as train_peak:
             if mode == "zero-shot":
-                checkpoint = None
+                checkpoint, trained = None, False
             else:
-                checkpoint = _train(
+                checkpoint, trained = _train(
                     mode, base, data_dir, mode_dir, steps, seed, device,
                     base_model.image_size, overrides, log,
                 )  # fmt: skip
-        train_seconds = time.perf_counter() - start
+        # a rerun that resumed or reused the training adds to what earlier runs measured
+        train_seconds, train_mb = _training_cost(
+            mode_dir, time.perf_counter() - start, train_peak.megabytes if trained else None
+        )
         start = time.perf_counter()
         log(f"{mode}: tracking {len(sequences)} {split} sequence(s)")
         with PeakMemory(dev) as eval_peak:
@@ -446,7 +464,7 @@ def compare(
             "steps": max((r["global_step"] for r in records if r["type"] == "step"), default=0),
             "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - start,
-            "train_peak_mb": train_peak.megabytes if checkpoint is not None else None,
+            "train_peak_mb": train_mb if checkpoint is not None else None,
             "eval_peak_mb": eval_peak.megabytes,
             "memory_kind": eval_peak.kind,
             "metrics": metrics,
