@@ -55,6 +55,7 @@ def division_batch() -> ClipBatch:
         prompt_frame=torch.tensor([[0, 2, 2, 0]]),
         is_background=torch.zeros(1, 4, dtype=torch.bool),
         valid_region=torch.ones(1, SIZE, SIZE, dtype=torch.bool),
+        foreground=torch.zeros(1, SIZE, SIZE, dtype=torch.bool),  # no cell beyond the targets
         object_ids=torch.tensor([[1, 2, 3, 4]]),
         parent_slot=torch.tensor([[-1, MOTHER, MOTHER, -1]]),
         centres=torch.zeros(1, FRAMES, SIZE // 4, SIZE // 4),

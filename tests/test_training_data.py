@@ -207,6 +207,39 @@ def test_background_objects_have_empty_targets(data_dir: Path) -> None:
     assert len(counts) > 1
 
 
+def test_background_clicks_never_land_on_a_cell_that_was_not_chosen(monkeypatch) -> None:
+    """16 cells, 2 chosen: a background object ("no cell here") clicked on one of the 14 others
+    taught the model that a click on a cell means no object (37 % of such clicks did)."""
+    from napari_cellsam2.model.tiny import build_random_model, tiny_config
+    from napari_cellsam2.training import objective
+    from napari_cellsam2.training.config import ScratchConfig
+
+    labels = np.zeros((2, 64, 64), np.uint16)
+    for k in range(16):
+        row, col = divmod(k, 4)
+        labels[:, row * 16 + 2 : row * 16 + 12, col * 16 + 2 : col * 16 + 12] = k + 1
+    images = np.where(labels > 0, 1000, 100).astype(np.uint16)
+    ds = CTCClipDataset.from_arrays(
+        images, labels, resolution=64, num_frames=2, augment=False,
+        max_num_objects=2, max_num_bkgd_objects=8,
+    )  # fmt: skip
+    clicked = []
+    sample = objective.sample_prompts
+
+    def recording(first, is_background, *args):
+        prompts, ok = sample(first, is_background, *args)
+        clicked.extend(prompts.point_coords[is_background & ok, 0].round().long().tolist())
+        return prompts, ok
+
+    monkeypatch.setattr(objective, "sample_prompts", recording)
+    model, scratch = build_random_model(tiny_config(64)), ScratchConfig()
+    for seed in range(6):
+        batch = collate_clips([ds[seed % len(ds)]])
+        objective.clip_loss(model, batch, scratch, torch.Generator().manual_seed(seed))
+    assert len(clicked) >= 10
+    assert [labels[0][y, x] for x, y in clicked] == [0] * len(clicked)
+
+
 def test_collate_pads_objects_across_the_batch(data_dir: Path) -> None:
     ds = CTCClipDataset(data_dir, "train", num_frames=2, max_num_objects=10, **plain())
     a, b = ds[0], ds[DIVIDE_AT]  # 3 cells (1, 2, 3) and 4 cells (1, 2, 4, 5)

@@ -82,6 +82,7 @@ def make_batch(
         prompt_frame=prompt_frame,
         is_background=is_background,
         valid_region=torch.ones(clips, size, size, dtype=torch.bool),
+        foreground=torch.zeros(clips, size, size, dtype=torch.bool),  # no cell beyond the targets
         object_ids=torch.arange(1, slots + 1).repeat(clips, 1) * (~is_background),
         parent_slot=torch.full((clips, slots), -1, dtype=torch.long),
         centres=torch.zeros(clips, frames, size // 4, size // 4),

@@ -134,6 +134,7 @@ def _session_iou_after_click_overfit(
         prompt_frame=torch.zeros(1, 3, dtype=torch.long),
         is_background=torch.zeros(1, 3, dtype=torch.bool),
         valid_region=torch.ones(1, 64, 64, dtype=torch.bool),
+        foreground=torch.zeros(1, 64, 64, dtype=torch.bool),  # no cell beyond the targets
         object_ids=torch.arange(1, 4)[None],
         parent_slot=torch.full((1, 3), -1, dtype=torch.long),
         centres=torch.zeros(1, 4, 16, 16),

@@ -64,6 +64,7 @@ class ClipSample:
     prompt_frame: torch.Tensor  # (N,) long
     is_background: torch.Tensor  # (N,) bool
     valid_region: torch.Tensor  # (S, S) bool
+    foreground: torch.Tensor  # (S, S) bool: every labelled cell of frame 0, chosen or not
     object_ids: torch.Tensor  # (N,) long
     parent_slot: torch.Tensor  # (N,) long: the mother's slot in the clip, -1 for none
     centres: torch.Tensor  # (T, S/4, S/4) float: every cell's centre (.centres)
@@ -83,6 +84,9 @@ class ClipBatch:
     prompt_frame: torch.Tensor  # (B, N) long
     is_background: torch.Tensor  # (B, N) bool
     valid_region: torch.Tensor  # (B, S, S) bool
+    # (B, S, S) bool: every labelled cell of frame 0, chosen or not: a background object's
+    # click (frame 0) must land outside all of them, not only outside the chosen ones
+    foreground: torch.Tensor
     object_ids: torch.Tensor  # (B, N) long
     parent_slot: torch.Tensor  # (B, N) long: the mother's slot in the same clip, -1 for none
     centres: torch.Tensor  # (B, T, S/4, S/4) float: every cell's centre (.centres)
@@ -134,6 +138,7 @@ def collate_clips(samples: list[ClipSample]) -> ClipBatch:
         prompt_frame=prompt_frame,
         is_background=is_background,
         valid_region=torch.stack([sample.valid_region for sample in samples]),
+        foreground=torch.stack([sample.foreground for sample in samples]),
         object_ids=object_ids,
         parent_slot=parent_slot,
         centres=torch.stack([sample.centres for sample in samples]),
@@ -534,6 +539,8 @@ class CTCClipDataset(Dataset):
             prompt_frame=torch.tensor([f for _, f in pairs] + [0] * n_bkgd, dtype=torch.long),
             is_background=torch.tensor([False] * n_cells + [True] * n_bkgd, dtype=torch.bool),
             valid_region=_valid_region(box),
+            # any pixel a cell touches at all (> 0, not > 0.5) is no empty space to click
+            foreground=box.image_to_model((labels[0] > 0).astype(np.float32))[0] > 0,
             object_ids=torch.tensor([chosen[k] for k, _ in pairs] + [0] * n_bkgd, dtype=torch.long),
             parent_slot=torch.tensor(parent_slot + [-1] * n_bkgd, dtype=torch.long),
             centres=torch.from_numpy(np.stack([centre_heatmap(frame, box) for frame in labels])),

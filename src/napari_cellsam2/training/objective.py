@@ -56,8 +56,10 @@ def clip_loss(
     targets = batch.targets[clip_idx, :, slot] > 0.5  # (M, T, S, S)
     rows = torch.arange(targets.shape[0], device=targets.device)
     first = targets[rows, prompt_frame]
-    occupied = batch.targets.amax(2) > 0.5  # (B, T, S, S): some cell covers the pixel
-    empty_space = batch.valid_region[clip_idx] & ~occupied[clip_idx, prompt_frame]
+    # background objects are prompted on frame 0, outside every cell there (chosen or not)
+    occupied = batch.targets.amax(2) > 0.5  # (B, T, S, S): some chosen cell covers the pixel
+    occupied = occupied[clip_idx, prompt_frame] | batch.foreground[clip_idx]
+    empty_space = batch.valid_region[clip_idx] & ~occupied
 
     prompts, ok = sample_prompts(
         first,
