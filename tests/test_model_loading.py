@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file
 from transformers import Sam2VideoModel
 
 from napari_cellsam2.model.checkpoint import (
@@ -188,6 +189,63 @@ def test_a_damaged_checkpoint_file_is_a_clear_error_naming_it(tmp_path, kind, da
         path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match=re.escape(str(folder))):
         load_model(folder, "cpu")
+
+
+def _adapter(folder: Path, base: str) -> Path:
+    peft_model = get_peft_model(
+        load_model("tiny", "cpu").model, LoraConfig(r=2, target_modules=["q_proj"])
+    )
+    return save_adapter_checkpoint(peft_model, folder, base)
+
+
+def test_adapter_bases_that_loop_are_named_not_a_recursion_error(tmp_path):
+    a = _adapter(tmp_path / "a", "tiny")
+    b = _adapter(tmp_path / "b", str(a))
+    info = json.loads((a / CELLSAM2_JSON).read_text())
+    (a / CELLSAM2_JSON).write_text(json.dumps({**info, "base": str(b)}))
+    with pytest.raises(ModelSpecError, match="base model cycle"):
+        load_model(a, "cpu")
+
+
+def test_an_unmerged_adapter_saves_its_trained_parameters_again(tmp_path):
+    """merge_lora=False is how training goes on from an adapter; saving it dropped the bare
+    parameters trained beside the adapter (trained_parameters.safetensors)."""
+    from napari_cellsam2.training.config import ScratchConfig
+    from napari_cellsam2.training.params import apply_lora
+
+    peft_model = apply_lora(load_model("tiny", "cpu").model, ScratchConfig())
+    base = peft_model.get_base_model()
+    with torch.no_grad():
+        for name in peft_model.cellsam2_trained_parameters:
+            getattr(base, name).add_(0.5)
+    first = save_adapter_checkpoint(peft_model, tmp_path / "a", "tiny")
+    again = load_model(first, "cpu", merge_lora=False)
+    second = save_adapter_checkpoint(again.model, tmp_path / "b", "tiny")
+    name = "trained_parameters.safetensors"
+    saved = load_file(first / name)
+    assert (second / name).is_file() and saved.keys() == load_file(second / name).keys()
+    for key, value in load_file(second / name).items():
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
+
+
+def test_base_names_labels_and_checkpoint_fields_are_kept_straight(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()  # a folder named like the random model
+    adapter = _adapter(tmp_path / "lora", "tiny")
+    assert read_checkpoint_info(adapter)["base"] == "tiny"  # not the folder's path
+    trained = save_model_checkpoint(build_random_model(tiny_config()), tmp_path / "trained")
+    adapter = _adapter(tmp_path / "lora2", str(trained))
+    assert not load_model(adapter, "cpu").is_random
+    assert load_model(adapter, "cpu", base="tiny").is_random  # runs on random weights now
+    info = json.loads((adapter / CELLSAM2_JSON).read_text())
+    (adapter / CELLSAM2_JSON).write_text(json.dumps({**info, "image_size": "512px"}))
+    with pytest.raises(ValueError, match="'image_size' must be a multiple of 32"):
+        load_model(adapter, "cpu")
+    config = json.loads((trained / "config.json").read_text())
+    config["memory_attention_feed_forward_hidden_size"] = 32  # shapes no longer fit the file
+    (trained / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelSpecError, match="not a loadable Sam2VideoModel folder"):
+        load_model(trained, "cpu")
 
 
 # --- Hugging Face Hub through a loopback server -------------------------------------------

@@ -67,6 +67,8 @@ def _normalise_base_spec(base_spec: str | Path | None) -> str | None:
     """Store local base paths absolutely so the checkpoint still loads from another directory."""
     if base_spec is None:
         return None
+    if str(base_spec) in (*RANDOM_BASES, "demo"):  # names the loader resolves before paths
+        return str(base_spec)
     path = Path(base_spec).expanduser()
     return str(path.resolve()) if path.exists() else str(base_spec)
 
@@ -218,6 +220,9 @@ def read_checkpoint_info(folder: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} must hold a JSON object, got a {type(info).__name__}")
     if info.get("kind") not in ("full", "lora"):
         raise ValueError(f"{path}: 'kind' must be 'full' or 'lora', got {info.get('kind')!r}")
+    size = info.get("image_size")
+    if size is not None and (type(size) is not int or size < 64 or size % 32):
+        raise ValueError(f"{path}: 'image_size' must be a multiple of 32, >= 64; got {size!r}")
     version = info.get("format_version", 0)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(

@@ -28,7 +28,12 @@ from typing import Any, Literal
 import torch
 from transformers import Sam2VideoConfig, Sam2VideoModel
 
-from .checkpoint import CELLSAM2_JSON, load_trained_parameters, read_checkpoint_info
+from .checkpoint import (
+    CELLSAM2_JSON,
+    derived_from_random,
+    load_trained_parameters,
+    read_checkpoint_info,
+)
 from .device import resolve_device
 from .heads import load_heads
 from .meta_checkpoint import load_meta_checkpoint
@@ -202,7 +207,7 @@ def _from_pretrained_folder(folder: Path) -> Sam2VideoModel:
         model, report = Sam2VideoModel.from_pretrained(
             folder, dtype=torch.float32, output_loading_info=True
         )
-    except (ValueError, *SAFETENSORS_ERRORS) as err:
+    except (ValueError, RuntimeError, *SAFETENSORS_ERRORS) as err:  # e.g. shapes != config
         raise ModelSpecError(f"{folder} is not a loadable Sam2VideoModel folder: {err}") from err
     bad = {k: v for k, v in report.items() if v and k != "error_msgs"}
     if bad:
@@ -217,7 +222,14 @@ def _from_pretrained_folder(folder: Path) -> Sam2VideoModel:
     return model
 
 
-def _load_lora(folder: Path, info: dict[str, Any], base: str | None, merge: bool) -> Any:
+def _load_lora(
+    folder: Path,
+    info: dict[str, Any],
+    base: str | None,
+    merge: bool,
+    config: Sam2VideoConfig | None,
+    seen: frozenset[Path],
+) -> Any:
     from peft import PeftModel, get_peft_model_state_dict
 
     base_spec = base or info.get("base")
@@ -226,9 +238,13 @@ def _load_lora(folder: Path, info: dict[str, Any], base: str | None, merge: bool
             f"LoRA adapter {folder} does not name its base model in {CELLSAM2_JSON}; "
             "pass base=... (e.g. 'facebook/sam2.1-hiera-tiny' or a .pt path)"
         )
-    if Path(str(base_spec)).resolve() == folder.resolve():
-        raise ModelSpecError(f"LoRA adapter {folder} names itself as its base model")
-    base_model = _load_cpu(str(base_spec), base=None, merge_lora=True, config=None)[0]
+    chain = seen | {folder.resolve()}
+    if Path(str(base_spec)).expanduser().resolve() in chain:
+        raise ModelSpecError(
+            f"LoRA adapter {folder} has a base model cycle: its base {base_spec} is itself or "
+            "an adapter built on it"
+        )
+    base_model = _load_cpu(str(base_spec), None, True, config, chain)[0]
     if info.get("image_size"):  # the size it was trained at (see model.resolution)
         base_model = with_image_size(base_model, int(info["image_size"]))
     misfit = f"LoRA adapter {folder} does not fit base model {base_spec!r}"
@@ -248,16 +264,26 @@ def _load_lora(folder: Path, info: dict[str, Any], base: str | None, merge: bool
             f"unused adapter weights {sorted(saved - wanted)[:10]}"
         )
     try:
-        load_trained_parameters(peft_model, folder)
+        trained = load_trained_parameters(peft_model, folder)
     except ValueError as err:
         raise ModelSpecError(f"{misfit}: {err}") from err
-    return peft_model.merge_and_unload() if merge else peft_model
+    if merge:
+        return peft_model.merge_and_unload()
+    # unmerged (e.g. to go on training): a save must write the bare parameters again (the
+    # name save_adapter_checkpoint and training.params.train_extra_parameters use)
+    peft_model.cellsam2_trained_parameters = tuple(trained)
+    return peft_model
 
 
 def _load_cpu(
-    spec: str, base: str | None, merge_lora: bool, config: Sam2VideoConfig | None
+    spec: str,
+    base: str | None,
+    merge_lora: bool,
+    config: Sam2VideoConfig | None,
+    seen: frozenset[Path] = frozenset(),
 ) -> tuple[Any, ModelKind, dict[str, Any]]:
-    """Resolve ``spec`` to (model on CPU, kind, info)."""
+    """Resolve ``spec`` to (model on CPU, kind, info); ``seen``: the adapters being loaded
+    (a base chain that comes back to one of them is a cycle)."""
     if spec == DEMO_SPEC:
         if not (DEMO_FOLDER / CELLSAM2_JSON).is_file():
             raise ModelNotAvailableError(
@@ -279,7 +305,7 @@ def _load_cpu(
         if (path / CELLSAM2_JSON).is_file():
             info = read_checkpoint_info(path)
             if info["kind"] == "lora":
-                model = _load_lora(path, info, base, merge_lora)
+                model = _load_lora(path, info, base, merge_lora, config, seen)
             else:
                 model = _from_pretrained_folder(path)
             try:
@@ -321,6 +347,9 @@ def load_model(
     target = resolve_device(device)
     spec_str = str(spec)
     model, kind, info = _load_cpu(spec_str, base, merge_lora, config)
+    if base is not None and kind == "lora":  # the base it runs on now decides the label too
+        random = bool(info.get("random_weights")) or derived_from_random(base)
+        info = {**info, "random_weights": random}
     model = model.float().to(target).eval()
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return LoadedModel(
