@@ -531,6 +531,17 @@ def test_boxes_are_tight_then_jittered_within_ten_percent():
     assert not torch.equal(jittered, boxes)
 
 
+def test_training_boxes_stay_inside_the_image_of_a_letterboxed_frame():
+    """A 128 x 24 trench on a 64-px canvas fills columns 0..11; the tracker refuses a box past
+    them, so a jittered training box must not reach into the padding (69 of 400 corners did)."""
+    valid = torch.zeros(1, 64, 64, dtype=torch.bool)
+    valid[0, :, :12] = True
+    tight = torch.tensor([[2.0, 20.0, 11.0, 40.0]])  # a cell touching the image's right edge
+    for seed in range(100):
+        box = jitter_boxes(tight, 64, torch.Generator().manual_seed(seed), valid)
+        assert box[0, 2] <= 11 and box[0, 3] <= 63 and box[0, 0] >= 0
+
+
 def test_sample_prompts_kinds_and_background_clicks():
     size = 32
     masks = (

@@ -69,6 +69,7 @@ def clip_loss(
         scratch.prob_box,
         scratch.prob_mask,
         generator,
+        batch.valid_region[clip_idx],
     )
     if not bool(ok.all()):  # background objects without empty space to click: drop them
         keep = ok.nonzero().flatten()

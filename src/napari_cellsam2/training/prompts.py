@@ -181,15 +181,25 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 
 def jitter_boxes(
-    boxes: torch.Tensor, size: int, generator: torch.Generator | None = None
+    boxes: torch.Tensor,
+    size: int,
+    generator: torch.Generator | None = None,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Move each corner by up to ``BOX_NOISE`` of the box width/height (uniform), clip to canvas.
+    """Move each corner by up to ``BOX_NOISE`` of the box width/height (uniform), clip to the
+    canvas, or to the image on it: ``valid`` (M, S, S), each object's image region (the
+    letterbox's top-left rectangle). The tracker refuses boxes outside the image, so training
+    must not show the model corners in the padding.
 
     A user's box is never tight; SAM 2 trains with the same kind of noise.
     """
     wh = (boxes[:, 2:] - boxes[:, :2] + 1).repeat(1, 2)
     noise = (2 * _rand(tuple(boxes.shape), generator, boxes.device) - 1) * BOX_NOISE * wh
     out = (boxes + noise).clamp(0, size - 1)
+    if valid is not None:
+        x_max = valid.any(-2).sum(-1) - 1  # (M,): the last image column
+        y_max = valid.any(-1).sum(-1) - 1
+        out = torch.minimum(out, torch.stack([x_max, y_max, x_max, y_max], 1).to(out))
     lo = torch.minimum(out[:, :2], out[:, 2:])
     hi = torch.maximum(out[:, :2], out[:, 2:])
     return torch.cat([lo, hi], dim=1)
@@ -203,13 +213,15 @@ def sample_prompts(
     prob_box: float,
     prob_mask: float,
     generator: torch.Generator | None = None,
+    valid: torch.Tensor | None = None,
 ) -> tuple[ObjectPrompts, torch.Tensor]:
     """First prompts of M objects from their masks on their conditioning frames.
 
     ``first_masks`` (M, S, S) bool: each object's target on its prompt frame (must be non-empty for
     cells). ``empty_space`` (M, S, S) bool: where a background object may be clicked (inside the
-    image, outside every cell of that frame). Returns the prompts and ``ok`` (M,): False for a
-    background object that found no empty space (the caller drops it).
+    image, outside every cell of that frame). ``valid`` (M, S, S) bool: the image on the canvas,
+    which boxes stay inside. Returns the prompts and ``ok`` (M,): False for a background object
+    that found no empty space (the caller drops it).
     """
     check_prompt_mix(prob_point, prob_box, prob_mask)
     probs = torch.tensor([prob_point, prob_box, prob_mask], dtype=torch.float64)
@@ -229,7 +241,7 @@ def sample_prompts(
     boxes = torch.zeros((m, 4), device=device)
     if m:
         boxes = jitter_boxes(
-            mask_boxes(first_masks | is_background[:, None, None]), size, generator
+            mask_boxes(first_masks | is_background[:, None, None]), size, generator, valid
         )
     is_box = (kind == KIND_BOX)[:, None]
     coords = torch.where(
