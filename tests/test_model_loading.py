@@ -248,6 +248,26 @@ def test_base_names_labels_and_checkpoint_fields_are_kept_straight(tmp_path, mon
         load_model(trained, "cpu")
 
 
+def test_a_checkpoint_missing_a_file_it_lists_is_refused(tmp_path):
+    """A copy that lost heads.safetensors loaded as plain SAM 2, and one that lost
+    trained_parameters.safetensors ran with the base's untrained values, without a word."""
+    from napari_cellsam2.training.config import ScratchConfig
+    from napari_cellsam2.training.params import apply_lora
+
+    model = build_random_model(tiny_config())
+    attach_centre_head(model)
+    full = save_model_checkpoint(model, tmp_path / "full")
+    (full / "heads.safetensors").unlink()
+    with pytest.raises(ModelSpecError, match="lists the heads"):
+        load_model(full, "cpu")
+    adapter = save_adapter_checkpoint(
+        apply_lora(load_model("tiny", "cpu").model, ScratchConfig()), tmp_path / "lora", "tiny"
+    )
+    (adapter / "trained_parameters.safetensors").unlink()
+    with pytest.raises(ModelSpecError, match="lists trained parameters"):
+        load_model(adapter, "cpu")
+
+
 # --- Hugging Face Hub through a loopback server -------------------------------------------
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from torch import nn
 
 from ..ctc.writer import atomic_folder
-from .heads import HEADS_FILE, head_state, without_heads
+from .heads import HEADS_FILE, head_prefixes, head_state, without_heads
 from .resolution import image_size
 
 __all__ = [
@@ -139,6 +139,7 @@ def save_model_checkpoint(
         raise TypeError(f"expected a transformers Sam2VideoModel, got {type(model).__name__}")
     info = _info("full", base_spec, image_size(model.config), extra_meta)
     heads = head_state(model)
+    info["heads"] = head_prefixes(heads)
     with _atomic_folder(folder) as tmp:
         # transformers loads model.safetensors strictly: the heads go in their own file
         model.save_pretrained(
@@ -170,6 +171,8 @@ def save_adapter_checkpoint(
     info = _info("lora", base_spec, image_size(base.config), extra_meta)
     names = tuple(getattr(peft_model, "cellsam2_trained_parameters", ()))
     info["trained_parameters"] = list(names)
+    heads = head_state(peft_model)
+    info["heads"] = head_prefixes(heads)
     with _atomic_folder(folder) as tmp:
         save(str(tmp), safe_serialization=True)
         if names:
@@ -177,7 +180,7 @@ def save_adapter_checkpoint(
 
             tensors = {n: getattr(base, n).detach().float().cpu().contiguous() for n in names}
             save_file(tensors, str(tmp / TRAINED_PARAMETERS))
-        _write_heads(tmp, head_state(peft_model))
+        _write_heads(tmp, heads)
         _write_json(tmp / CELLSAM2_JSON, info)
     return Path(folder).expanduser().resolve()
 

@@ -209,6 +209,11 @@ def copy_heads(source: nn.Module, target: nn.Module) -> None:
             attach(target).load_state_dict(head.state_dict())
 
 
+def head_prefixes(state: dict[str, torch.Tensor]) -> list[str]:
+    """The heads a :func:`head_state` holds (their prefixes), as ``cellsam2.json`` lists them."""
+    return sorted({p for key in state for p in PREFIXES if key.startswith(p)})
+
+
 def head_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The heads' tensors by their names in the model (empty for plain SAM 2)."""
     return {

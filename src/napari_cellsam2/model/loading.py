@@ -30,6 +30,7 @@ from transformers import Sam2VideoConfig, Sam2VideoModel
 
 from .checkpoint import (
     CELLSAM2_JSON,
+    TRAINED_PARAMETERS,
     derived_from_random,
     load_trained_parameters,
     read_checkpoint_info,
@@ -267,6 +268,12 @@ def _load_lora(
         trained = load_trained_parameters(peft_model, folder)
     except ValueError as err:
         raise ModelSpecError(f"{misfit}: {err}") from err
+    listed = info.get("trained_parameters")
+    if listed is not None and sorted(trained) != sorted(listed):  # e.g. a file lost in a copy
+        raise ModelSpecError(
+            f"{folder}: {CELLSAM2_JSON} lists trained parameters {sorted(listed)}, "
+            f"{TRAINED_PARAMETERS} holds {sorted(trained)}"
+        )
     if merge:
         return peft_model.merge_and_unload()
     # unmerged (e.g. to go on training): a save must write the bare parameters again (the
@@ -309,9 +316,14 @@ def _load_cpu(
             else:
                 model = _from_pretrained_folder(path)
             try:
-                load_heads(model, path)
+                heads = load_heads(model, path)
             except ValueError as err:
                 raise ModelSpecError(str(err)) from err
+            if "heads" in info and sorted(heads) != sorted(info["heads"]):  # a file lost
+                raise ModelSpecError(
+                    f"{path}: {CELLSAM2_JSON} lists the heads {sorted(info['heads'])}, "
+                    f"heads.safetensors holds {sorted(heads)}"
+                )
             return model, "lora" if info["kind"] == "lora" else "checkpoint", info
         if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
             return _from_pretrained_folder(path), "checkpoint", {"path": str(path)}
