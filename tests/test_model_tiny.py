@@ -122,3 +122,25 @@ def test_precision_choices():
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     assert torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+def test_strict_fp32_blocks_in_two_threads_share_the_tf32_switch():
+    """The tracker encodes a frame in one thread while it tracks in another, each block in
+    strict fp32 on CUDA. When the first block ended, it switched TF32 back on under the
+    other; when they ended in the other order, TF32 stayed off for good. (The flags are plain
+    settings, so this runs on the CPU build too.)"""
+    from napari_cellsam2.model import device
+
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = flags[0].allow_tf32, flags[1].allow_tf32
+    try:
+        flags[0].allow_tf32 = flags[1].allow_tf32 = True
+        encode, track = device._no_tf32(), device._no_tf32()
+        encode.__enter__()
+        track.__enter__()
+        encode.__exit__(None, None, None)  # the encode ends while the tracking step runs
+        assert (flags[0].allow_tf32, flags[1].allow_tf32) == (False, False)
+        track.__exit__(None, None, None)
+        assert (flags[0].allow_tf32, flags[1].allow_tf32) == (True, True)
+    finally:
+        flags[0].allow_tf32, flags[1].allow_tf32 = before

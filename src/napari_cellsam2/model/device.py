@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -75,15 +76,35 @@ def autocast_context(
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
 
+_TF32_LOCK = threading.Lock()
+_tf32_blocks = 0  # strict-fp32 blocks running now, in any thread
+_tf32_before: tuple[bool, bool] = (False, False)  # the flags before the first of them
+
+
 @contextlib.contextmanager
 def _no_tf32():
-    """Strict fp32 matmuls and convolutions on CUDA for the block (the flags are global)."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    """Strict fp32 matmuls and convolutions on CUDA for the block.
+
+    The flags are global and the tracker runs such blocks in two threads at once (a frame
+    encode beside a tracking step), so the blocks share one switch: TF32 is off while any of
+    them runs, and the flags from before the first come back when the last one ends. Saving
+    and restoring per block let one block's end switch TF32 back on under the other, and left
+    it off for good when they ended in the other order."""
+    global _tf32_blocks, _tf32_before
+    with _TF32_LOCK:
+        if _tf32_blocks == 0:
+            _tf32_before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        _tf32_blocks += 1
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        with _TF32_LOCK:
+            _tf32_blocks -= 1
+            if _tf32_blocks == 0:
+                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = (
+                    _tf32_before
+                )
 
 
 # Every scaled-dot-product-attention backend but cuDNN's (the flags are global for the block).
