@@ -37,6 +37,8 @@ FORMAT_VERSION = 1
 # Bare parameters trained beside a LoRA adapter (peft saves only modules): no-memory / no-object
 # embeddings and pointer. See training.params.apply_lora.
 TRAINED_PARAMETERS = "trained_parameters.safetensors"
+# the attribute of a peft model naming the bare parameters trained beside its adapter
+TRAINED_PARAMETERS_ATTR = "cellsam2_trained_parameters"
 RANDOM_BASES = ("tiny", "hiera-tiny-random")
 
 
@@ -169,7 +171,7 @@ def save_adapter_checkpoint(
         raise ValueError("base_spec must name the base model the adapter was trained on")
     base = peft_model.get_base_model()
     info = _info("lora", base_spec, image_size(base.config), extra_meta)
-    names = tuple(getattr(peft_model, "cellsam2_trained_parameters", ()))
+    names = tuple(getattr(peft_model, TRAINED_PARAMETERS_ATTR, ()))
     info["trained_parameters"] = list(names)
     heads = head_state(peft_model)
     info["heads"] = head_prefixes(heads)

@@ -31,6 +31,7 @@ from transformers import Sam2VideoConfig, Sam2VideoModel
 from .checkpoint import (
     CELLSAM2_JSON,
     TRAINED_PARAMETERS,
+    TRAINED_PARAMETERS_ATTR,
     derived_from_random,
     load_trained_parameters,
     read_checkpoint_info,
@@ -276,9 +277,8 @@ def _load_lora(
         )
     if merge:
         return peft_model.merge_and_unload()
-    # unmerged (e.g. to go on training): a save must write the bare parameters again (the
-    # name save_adapter_checkpoint and training.params.train_extra_parameters use)
-    peft_model.cellsam2_trained_parameters = tuple(trained)
+    # unmerged (e.g. to go on training): a save must write the bare parameters again
+    setattr(peft_model, TRAINED_PARAMETERS_ATTR, tuple(trained))
     return peft_model
 
 

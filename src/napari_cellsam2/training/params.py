@@ -34,6 +34,7 @@ from typing import Any
 
 from torch import nn
 
+from ..model.checkpoint import TRAINED_PARAMETERS_ATTR
 from ..model.heads import PREFIXES
 from .config import ScratchConfig
 
@@ -134,7 +135,7 @@ def train_extra_parameters(peft_model: nn.Module, names: list[str]) -> nn.Module
     base = peft_model.get_base_model()
     for name in names:
         getattr(base, name).requires_grad_(True)
-    peft_model.cellsam2_trained_parameters = tuple(names)
+    setattr(peft_model, TRAINED_PARAMETERS_ATTR, tuple(names))
     return peft_model
 
 
