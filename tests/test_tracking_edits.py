@@ -150,3 +150,21 @@ def test_an_export_writes_the_labels_as_they_were_when_it_started(model, frames,
     written = open_path(tmp_path / "01_RES")
     written.validate()
     assert not np.asarray(written.res.masks[9]).any()
+
+
+def test_relabelling_gaps_for_a_result_never_touches_the_labels_it_was_taken_from(
+    model, frames, tmp_path
+):
+    """The result and an export relabel a track's later part in their own copy of the labels
+    (one copy each), never in the session's array or the layer's."""
+    s = two_cells(model, frames)
+    list(s.propagate())
+    s.labels[4][s.labels[4] == 1] = 0  # a gap: cell 1's frames 5-9 become a linked track
+    before = s.labels.copy()
+    result = s.result()
+    assert len(result.lineage) == 3 and set(np.unique(result.labels[5:])) - {0, 1, 2}
+    np.testing.assert_array_equal(s.labels, before)
+    export = iter_export_labels(tmp_path / "01_RES", s.labels, {}, 0, "res")
+    for _ in export:
+        pass
+    np.testing.assert_array_equal(s.labels, before)

@@ -61,12 +61,17 @@ def plan_segments(
     return Lineage.from_tracks(sorted(tracks)), parts
 
 
-def relabel_segments(labels: np.ndarray, parts: Parts) -> np.ndarray:
-    """``labels`` with the later pieces of split labels renamed (a copy; the input if none)."""
+def relabel_segments(labels: np.ndarray, parts: Parts, copy: bool = True) -> np.ndarray:
+    """``labels`` with the later pieces of split labels renamed: in a copy, or in ``labels``
+    itself when the caller owns them (``copy=False``; a dtype too small still copies); the
+    input if nothing is split."""
     if all(len(p) == 1 for p in parts.values()):
         return labels
     top = max(piece for p in parts.values() for piece, _, _ in p)
-    out = labels.astype(np.uint32) if top > np.iinfo(labels.dtype).max else labels.copy()
+    if top > np.iinfo(labels.dtype).max:
+        out = labels.astype(np.uint32)
+    else:
+        out = labels.copy() if copy else labels
     for label, pieces in parts.items():
         for piece, a, b in pieces[1:]:
             block = out[a : b + 1]
@@ -79,8 +84,10 @@ def make_consistent(
     parents: Mapping[int, int] | None = None,
     first_frame: int = 0,
     presence: Mapping[int, Iterable[int]] | None = None,
+    copy: bool = True,
 ) -> tuple[np.ndarray, Lineage]:
-    """Return ``(labels, lineage)`` that pass :meth:`Lineage.validate`; copies only if needed.
+    """Return ``(labels, lineage)`` that pass :meth:`Lineage.validate`; copies only if needed
+    (never with ``copy=False``: the caller's own copy is relabelled in place).
 
     ``presence`` (label -> 0-based frames), when the caller already knows it, saves a pass over
     the labels.
@@ -88,7 +95,7 @@ def make_consistent(
     if presence is None:
         presence = label_presence(labels)
     lineage, parts = plan_segments(presence, parents, first_frame)
-    return relabel_segments(labels, parts), lineage
+    return relabel_segments(labels, parts, copy), lineage
 
 
 class EmptyLabelsError(CTCFormatError):
@@ -114,7 +121,7 @@ def iter_export_labels(
         raise ValueError(f"unknown export format {fmt!r} (use 'res' or 'gt')")
     # A copy, read once: the lineage and every written frame come from the same labels even
     # when the caller's array changes meanwhile (a tracking job writing the dock's live layer).
-    fixed, lineage = make_consistent(np.array(labels), parents, first_frame)
+    fixed, lineage = make_consistent(np.array(labels), parents, first_frame, copy=False)
     if not len(lineage) and not allow_empty:
         raise EmptyLabelsError(
             folder, "the labels hold no cell on any frame; not writing a result with 0 tracks"

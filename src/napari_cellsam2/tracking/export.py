@@ -22,8 +22,8 @@ from ..ctc.repair import plan_segments, relabel_segments
 class TrackingResult:
     """A CTC-ready result: ``labels`` (T, Y, X) and the ``lineage`` that matches them.
 
-    ``labels`` is the session's own array when no track has a gap (no copy), otherwise a copy
-    in which later parts of split objects carry their new labels (``segments`` maps each object
+    ``labels`` is a copy of the session's array (made once, when the result is taken), in
+    which later parts of split objects carry their new labels (``segments`` maps each object
     ID to its parts' labels, in time order). Lineage frames are CTC indices
     (``first_frame`` + position).
     """
@@ -39,8 +39,10 @@ def build_result(
     presence: Mapping[int, Iterable[int]],
     parents: Mapping[int, int],
     first_frame: int = 0,
+    copy: bool = True,
 ) -> TrackingResult:
-    """Split gapped objects into tracks and relabel their later parts in a copy of ``labels``."""
+    """Split gapped objects into tracks and relabel their later parts in a copy of ``labels``
+    (in ``labels`` itself with ``copy=False``, for a caller that already copied them)."""
     lineage, parts = plan_segments(presence, parents, first_frame)
     segments = {oid: [label for label, _, _ in p] for oid, p in parts.items()}
-    return TrackingResult(relabel_segments(labels, parts), lineage, segments, first_frame)
+    return TrackingResult(relabel_segments(labels, parts, copy), lineage, segments, first_frame)

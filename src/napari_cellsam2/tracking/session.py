@@ -1012,8 +1012,10 @@ class TrackingSession:
         """Labels and lineage ready for ``ctc.write_res`` (see :class:`TrackingResult`)."""
         with self._lock:
             presence, parents = self._presence()
-            # a copy: tracking that runs on while the caller writes it must not change it
-            return build_result(self.labels.copy(), presence, parents, self.first_frame)
+            # one copy, relabelled in place: tracking that runs on while the caller writes
+            # the result must not change it
+            labels = self.labels.copy()
+            return build_result(labels, presence, parents, self.first_frame, copy=False)
 
     def write_res(self, folder: str | Path, existing: Existing = "refuse") -> Path:
         """Write a validated CTC RES folder (``mask###.tif`` + ``res_track.txt``); an earlier
