@@ -32,7 +32,7 @@ def main() -> None:
         x = [r["epoch"] * steps_per_epoch for r in val]
         for key, style in (("val_TRA", "o-"), ("val_SEG", "s--")):
             score_ax.plot(x, [r[key] for r in val], style, label=f"{name} {key}")
-    loss_ax.set(xlabel="step", ylabel="train loss (mean of 50 steps)", yscale="log")
+    loss_ax.set(xlabel="step", ylabel="train loss (window means, compact_metrics.py)", yscale="log")
     score_ax.set(xlabel="step", ylabel="validation score (tracking session)", ylim=(0, 1))
     loss_ax.legend(fontsize="small")
     score_ax.legend(fontsize="x-small")
