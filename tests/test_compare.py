@@ -136,6 +136,32 @@ def test_a_mode_without_result_reuses_its_finished_training(run, data_dir, tmp_p
         assert summary["modes"]["full"][key] == old[key]
 
 
+def test_damaged_run_records_are_named_not_a_traceback(run, data_dir, tmp_path, capsys):
+    """A run folder cut off while writing (or edited by hand) gives one error naming the file
+    through the CLI (exit 2), and a damaged training-log line only leaves the loss curve."""
+    out, _ = run
+    base = ["compare", "--base", "tiny", "--data", str(data_dir), "--steps", "2"]
+    base += ["--clicks", "--click-budget", "2", "--device", "cpu", *FAST]
+    for damaged in ("settings.json", "full/result.json", "full/train_cost.json"):
+        copy = tmp_path / damaged.replace("/", "_")
+        shutil.copytree(out, copy)
+        if damaged != "settings.json":  # make the mode be recomputed from its training
+            (copy / "full" / "result.json").unlink()
+        (copy / damaged).write_text('{"seconds": 1.0')  # cut off mid-write
+        assert main([*base, "--out", str(copy), "--modes", "full"]) == 2
+        err = capsys.readouterr().err
+        assert f"{copy / damaged} is not readable JSON" in err and "Traceback" not in err
+    copy = tmp_path / "log"
+    shutil.copytree(out, copy)
+    (copy / "full" / "result.json").unlink()
+    log = copy / "full" / "metrics.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join([*lines[:2], lines[2][:10], *lines[2:]]) + "\n")
+    with pytest.warns(UserWarning, match=r"metrics.jsonl: skipped 1 damaged line\(s\) \(line 3"):
+        summary = compare("tiny", data_dir, copy, modes=["full"], **_args(data_dir, copy))
+    assert summary["modes"]["full"]["loss"]["steps"] == [1, 2]
+
+
 def test_plan_steps_spends_exactly_the_budget():
     assert plan_steps(10, 4) == (5, 2)
     assert plan_steps(7, 3) == (7, 1)

@@ -125,11 +125,19 @@ def _check_request(
             )
 
 
+def _read_json(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object this run folder holds, with at least ``keys``. A damaged one (a run cut off
+    while writing, an edit by hand) is one error that names the file, not a traceback."""
+    from ..training.loop import read_record
+
+    return read_record(path, keys)
+
+
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Refuse to mix two different comparisons in one run folder."""
     path = out / SETTINGS
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = _read_json(path)
         changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if changed:
             diff = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in changed)
@@ -142,10 +150,31 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
 
 
 def _records(log_dir: Path) -> list[dict[str, Any]]:
+    """The training log's records. A line that is not a JSON object (a run killed while writing
+    it leaves half a line, which a resumed run then appends after) is skipped with one warning:
+    the log only feeds the loss curve."""
     path = log_dir / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records, damaged = [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and "type" in record:
+            records.append(record)
+        else:
+            damaged.append(number)
+    if damaged:
+        warnings.warn(
+            f"{path}: skipped {len(damaged)} damaged line(s) (line {damaged[0]} first); the loss "
+            "curve leaves them out",
+            stacklevel=2,
+        )
+    return records
 
 
 def _loss_curve(records: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -203,7 +232,9 @@ def _train(
     epochs, per_epoch = plan_steps(steps, math.ceil(clips / cfg.scratch.batch_size))
     budget = [f"scratch.num_epochs={epochs}", f"scratch.steps_per_epoch={per_epoch}"]
     done = last_checkpoint(log_dir)
-    done_steps = json.loads((done / "train_state.json").read_text())["global_step"] if done else 0
+    done_steps = 0
+    if done is not None:
+        done_steps = _read_json(done / "train_state.json", ("global_step",))["global_step"]
     if done is not None and done_steps >= steps:
         log(f"{mode}: reusing {done} ({done_steps} steps)")
         return _best_or(done, log_dir, mode, log), False
@@ -236,7 +267,11 @@ def _training_cost(
     ``train_cost.json``): a rerun that reuses a finished training adds no time and keeps the
     peak of the run that trained."""
     path = mode_dir / "train_cost.json"
-    cost = json.loads(path.read_text()) if path.is_file() else {"seconds": 0.0, "peak_mb": None}
+    cost = (
+        _read_json(path, ("seconds", "peak_mb"))
+        if path.is_file()
+        else {"seconds": 0.0, "peak_mb": None}
+    )
     if peak_mb is not None:  # this run trained
         cost["seconds"] += seconds
         cost["peak_mb"] = max(peak_mb, cost["peak_mb"] or 0.0)
@@ -250,7 +285,7 @@ def _best_or(final: Path, log_dir: Path, mode: str, log: Log) -> Path:
     best = log_dir / "checkpoints" / "best"
     if not best.is_dir():
         return final
-    epoch = json.loads((best.parent / "best.json").read_text())["epoch"]
+    epoch = _read_json(best.parent / "best.json", ("epoch",))["epoch"]
     log(f"{mode}: using the best epoch ({epoch}, by validation TRA): {best}")
     return best
 
@@ -428,7 +463,7 @@ def compare(
         result_path = mode_dir / RESULT
         if result_path.is_file():
             log(f"{mode}: reusing {result_path}")
-            results[mode] = json.loads(result_path.read_text())
+            results[mode] = _read_json(result_path)
             continue
         mode_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)

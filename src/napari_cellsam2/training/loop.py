@@ -130,9 +130,10 @@ def lr_factor(step: int, total: int, min_ratio: float, warmup: int) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _read_record(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A JSON object the engine wrote (``last.json``, ``train_state.json``, ``best.json``) with
-    at least ``keys``; a damaged one is a :class:`TrainingError` that names it."""
+def read_record(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object the engine wrote (``last.json``, ``train_state.json``, ``best.json``, or
+    ``compare``'s records) with at least ``keys``; a damaged one is a :class:`TrainingError`
+    that names it."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -148,7 +149,7 @@ def last_checkpoint(log_dir: str | Path) -> Path | None:
     pointer = Path(log_dir) / CHECKPOINTS / LAST
     if not pointer.is_file():
         return None
-    folder = pointer.parent / str(_read_record(pointer, ("checkpoint",))["checkpoint"])
+    folder = pointer.parent / str(read_record(pointer, ("checkpoint",))["checkpoint"])
     return folder if folder.is_dir() else None
 
 
@@ -374,7 +375,7 @@ class Trainer:
         pointer = self.ckpt_dir / BEST_JSON
         if not pointer.is_file():
             return None
-        old = _read_record(pointer, ("val_loss",))  # the event_record of the best epoch
+        old = read_record(pointer, ("val_loss",))  # the event_record of the best epoch
         known = {f.name for f in fields(ValidationEvent)}
         return ValidationEvent(**{k: v for k, v in old.items() if k in known})
 
@@ -388,7 +389,7 @@ class Trainer:
         meta_path = folder / TRAIN_META
         if not meta_path.is_file() or not (folder / TRAIN_STATE).is_file():
             raise TrainingError(f"checkpoint {folder} has no {TRAIN_META}/{TRAIN_STATE}")
-        meta = _read_record(meta_path, ("mode", "base", "epoch", "step_in_epoch", "global_step"))
+        meta = read_record(meta_path, ("mode", "base", "epoch", "step_in_epoch", "global_step"))
         mode = "lora" if self.scratch.use_lora else "full"
         if meta["mode"] != mode:
             raise TrainingError(
