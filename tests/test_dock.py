@@ -173,6 +173,34 @@ def test_user_story_track_correct_finetune_use_export_evaluate(dock, qtbot, tmp_
     assert export.scores["TRA"] == export.scores["DET"] == export.scores["SEG"] == 1.0
 
 
+def test_a_new_cell_takes_its_id_when_clicked_not_when_n_was_pressed(dock, qtbot, monkeypatch):
+    """``n`` shows the next free ID; a job that takes IDs before the click (here a seed from
+    the GT; a division while tracking is the same) must not make the click land on one of its
+    cells. And ``n`` while a job runs is refused, as the disabled button is."""
+    viewer, widget = dock
+    track = widget.track_panel
+    track.image.select("mother machine")
+    track.start_session()
+    _wait_idle(qtbot, widget.state)
+    track.new_cell()
+    shown = track.cell.value()
+    viewer.dims.set_current_step(0, 0)
+    track.seed_layer.select("mother machine TRA")
+    track.seed()  # takes the GT's IDs, the shown one among them
+    _wait_idle(qtbot, widget.state)
+    seeded = list(track.session.object_ids)
+    assert shown in seeded
+    _click(qtbot, track, 0, *_gt_centre(viewer, 0, seeded[0]))
+    new = [i for i in track.session.object_ids if i not in seeded]
+    assert len(new) == 1 and new[0] == max(seeded) + 1  # a cell of its own, not `shown`
+    assert track.cell.value() == new[0]
+    _click(qtbot, track, 0, *_gt_centre(viewer, 0, seeded[0]))  # refines the same new cell
+    assert [i for i in track.session.object_ids if i not in seeded] == new
+    monkeypatch.setattr(type(widget.state), "busy", property(lambda _self: True))
+    track.new_cell()
+    assert track.cell.value() == new[0] and track._new_cell is None
+
+
 def test_cancel_tracking_leaves_a_consistent_resumable_session(dock, qtbot):
     viewer, widget = dock
     track = widget.track_panel

@@ -10,6 +10,7 @@ its click.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from napari.utils.notifications import show_info
@@ -17,8 +18,50 @@ from napari.utils.notifications import show_info
 from .track_jobs import prompt_and_preview
 
 
+@dataclass
+class NewCell:
+    """A request for a new cell (the ``n`` key, a new session). Its ID is taken by the first
+    prompt the session accepts for it, inside that prompt's ordered job: a division or a
+    detection that runs between the request and the click takes IDs of its own, and the number
+    shown at the request would then name one of their cells."""
+
+    id: int | None = None
+
+
 class PromptInput:
     """Turns what the user adds to the prompt layers into session prompts and previews."""
+
+    _new_cell: NewCell | None = None
+    _showing_cell = False
+
+    def new_cell(self) -> None:
+        """The next click or box starts a new cell; the Cell ID box shows the next free ID."""
+        if self.state.busy:  # the key binding works while the buttons are disabled
+            show_info("a job is running: wait for it or press Cancel, then press n again")
+        elif self._require_session() is not None:
+            self.expect_new_cell()
+            self.status.setText(f"click the new cell (next free ID: {self.cell.value()})")
+
+    def expect_new_cell(self) -> None:
+        self._new_cell = NewCell()
+        self._show_cell(self.session.new_object_id())
+
+    def new_cell_hint(self) -> None:
+        """After a job that may have taken IDs, show the next free one for a waiting request."""
+        if self._new_cell is not None and self._new_cell.id is None and self.session:
+            self._show_cell(self.session.new_object_id())
+
+    def _show_cell(self, cell_id: int) -> None:
+        """Set the Cell ID box for the user; only the user's own choice ends a request."""
+        self._showing_cell = True
+        try:
+            self.cell.setValue(cell_id)
+        finally:
+            self._showing_cell = False
+
+    def cell_chosen(self, _value: int) -> None:
+        if not self._showing_cell:
+            self._new_cell = None
 
     def _ready(self) -> bool:
         """A session exists and no job is changing it (clicks would wait for SAM 2)."""
@@ -45,8 +88,7 @@ class PromptInput:
             if len(self._daughter_clicks) == 2:
                 self._finish_divide(frame)
             return True
-        cell = self.cell.value()
-        self._prompt(lambda: session.add_prompt(cell, frame, prompt), frame, (frame, x, y))
+        self._prompt(self._adder(prompt, frame), frame, (frame, x, y))
         return True
 
     def on_box(self, frame: int, box: tuple[float, float, float, float]) -> bool:
@@ -54,15 +96,30 @@ class PromptInput:
 
         if not self._ready():
             return False
-        session, cell = self.session, self.cell.value()
+        session = self.session
         try:
             self._check_frame(frame)
             prompt = check_box(box, session.height, session.width)
         except ValueError as exc:
             self._failed(str(exc))
             return False
-        self._prompt(lambda: session.add_prompt(cell, frame, prompt), frame)
+        self._prompt(self._adder(prompt, frame), frame)
         return True
+
+    def _adder(self, prompt: Any, frame: int) -> Callable[[], None]:
+        """What the ordered job runs to add ``prompt``: to the cell in the Cell ID box, or to
+        the cell a waiting new-cell request gets (its ID taken there, see :class:`NewCell`)."""
+        session, new = self.session, self._new_cell
+        if new is None:
+            cell = self.cell.value()
+            return lambda: session.add_prompt(cell, frame, prompt)
+
+        def add() -> None:
+            cell = session.new_object_id() if new.id is None else new.id
+            session.add_prompt(cell, frame, prompt)
+            new.id = cell
+
+        return add
 
     def _check_frame(self, frame: int) -> None:
         if not 0 <= frame < self.session.num_frames:
@@ -80,11 +137,19 @@ class PromptInput:
                 self.prompts.forget_click(*click)
             self._failed(str(exc))
 
+        new = self._new_cell
         self.pending_previews += 1
         self.state.run_job(
-            prompt_and_preview, self.session, add, frame, on_return=lambda _: self._refresh(),
+            prompt_and_preview, self.session, add, frame, on_return=lambda _: self._added(new),
             on_error=refused, on_finish=self._preview_done, busy=False, ordered=True,
         )  # fmt: skip
+
+    def _added(self, new: NewCell | None) -> None:
+        """A prompt is in: a new-cell request it answered ends, and the box shows its cell."""
+        if new is not None and new is self._new_cell and new.id is not None:
+            self._new_cell = None
+            self._show_cell(new.id)
+        self._refresh()
 
     def _preview_done(self) -> None:
         self.pending_previews -= 1

@@ -139,7 +139,7 @@ class SessionStart:
         self.session = session
         self._show_labels(session, image.name, first, old, keep=choice == KEEP_AS_SEED)
         self._setup_prompts()
-        self.cell.setValue(session.new_object_id())
+        self.expect_new_cell()
         self.status.setText(f"session on '{image.name}' ({session.num_frames} frames)")
 
     def _show_labels(self, session: Any, image: str, first: int, old: Any, keep: bool) -> None:
@@ -160,7 +160,7 @@ class SessionStart:
         def adopted(_result: Any) -> None:
             if self.session is session:
                 old.data = session.labels
-                self.cell.setValue(session.new_object_id())
+                self.new_cell_hint()
 
         self.state.run_job(session.adopt_labels, old.data, on_return=adopted, ordered=True)
 

@@ -57,6 +57,7 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
             ("Delete cell", self.delete_cell), ("Undo", self.undo),
         ]  # fmt: skip
         build_track_form(self, state.viewer, actions)
+        self.cell.valueChanged.connect(self.cell_chosen)
         self.negative.toggled.connect(lambda on: self.prompts and self.prompts.set_positive(not on))
         self.precision.currentTextChanged.connect(self._set_precision)
         self._prefetch_timer = QTimer(self)
@@ -113,11 +114,6 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
         if self.session is None:
             self._failed("start a session first")
         return self.session
-
-    def new_cell(self) -> None:
-        if self._require_session():
-            self.cell.setValue(self.session.new_object_id())
-            self.status.setText(f"click cell {self.cell.value()}")
 
     def seed(self) -> None:
         """Every label of the seed layer's current frame becomes a mask prompt; the frame is
@@ -266,6 +262,7 @@ class TrackPanel(SessionStart, PromptInput, CellEdits, QWidget):
     def _refresh(self) -> None:
         if self.labels_layer is not None:
             self.labels_layer.refresh()
+        self.new_cell_hint()
 
     def update_lineage(self) -> None:
         if self.session is not None:
