@@ -17,6 +17,8 @@ import json
 import shutil
 from pathlib import Path
 
+from napari_cellsam2.training.loop import best_record
+
 TARGET = Path(__file__).resolve().parents[1] / "src" / "napari_cellsam2" / "model" / "weights"
 MAX_BYTES = 25 * 1024 * 1024  # the bound on the shipped weights
 
@@ -34,8 +36,8 @@ def main() -> None:
     if weights.stat().st_size > MAX_BYTES:
         raise SystemExit(f"{weights} is {weights.stat().st_size:,} bytes, over 25 MB")
     training = info.get("meta", {}).get("training", {})
-    best = args.run / "checkpoints" / "best.json"
-    scores = json.loads(best.read_text()) if best.is_file() and args.checkpoint == "best" else {}
+    record = best_record(args.run / "checkpoints") if args.checkpoint == "best" else None
+    scores = record or {}
     info.update(
         random_weights=False,
         base=None,

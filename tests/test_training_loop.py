@@ -173,6 +173,46 @@ def test_best_epoch_is_decided_in_memory_not_from_the_file_another_process_write
     assert [c.best is not None for c in checkpoints] == [True, False]
 
 
+def test_a_stop_while_the_best_is_replaced_never_pairs_it_with_another_epochs_record(
+    tmp_path, monkeypatch
+):
+    """``best/`` and its record are swapped in together. Here the run stops (an exception where
+    a kill could land) right after epoch 2, the best so far, replaced ``best/``: the record that
+    a resumed run ranks against must still be epoch 2's, so a worse epoch 3 does not replace it
+    (the separate ``best.json``, written second, made epoch 3 look better than epoch 1)."""
+    import napari_cellsam2.training.loop as loop
+    from napari_cellsam2.training.loop import Trainer, best_record
+
+    scores = iter([0.5, 0.9, 0.7])
+
+    def scripted(self, epoch):
+        return ValidationEvent(epoch=epoch, val_loss=1.0, val_TRA=next(scores))
+
+    monkeypatch.setattr(Trainer, "_validate", scripted)
+    written = loop.atomic_write_text
+
+    def stop_at_epoch_2(path, text):
+        if Path(path).name == "best.json" and json.loads(text)["epoch"] == 2:
+            raise KeyboardInterrupt("stopped while the best was replaced")
+        written(path, text)
+
+    monkeypatch.setattr(loop, "atomic_write_text", stop_at_epoch_2)
+    log = tmp_path / "stop"
+    cfg = config(log, "scratch.validate_first=false", "scratch.num_epochs=3")
+    with pytest.raises(KeyboardInterrupt):
+        for _ in train(cfg, dataset=clips(), val_dataset=clips(augment=False)):
+            pass
+    monkeypatch.setattr(loop, "atomic_write_text", written)
+    checkpoints = log / "checkpoints"
+    assert best_record(checkpoints)["epoch"] == 2
+    resumed = config(log, "scratch.validate_first=false", "scratch.num_epochs=3")
+    resumed.launcher.resume = True
+    events = list(train(resumed, dataset=clips(), val_dataset=clips(augment=False)))
+    assert [c.best is not None for c in of(events, CheckpointEvent)] == [False]
+    assert best_record(checkpoints)["epoch"] == 2
+    assert json.loads((checkpoints / "best.json").read_text())["epoch"] == 2
+
+
 def test_a_validation_part_is_averaged_over_the_clips_that_report_it(tmp_path):
     """``kept_iou`` exists only for clips where a prediction held a cell; averaging it over
     every clip understated it (0.5 here), and it ranks the epochs after val_TRA."""
@@ -382,7 +422,7 @@ def test_a_config_file_in_the_log_folder_is_kept_as_a_backup(tmp_path):
 @pytest.mark.parametrize(
     ("damaged", "content"),
     [("last.json", "{"), ("last.json", "{}"), ("epoch_001/train_state.json", "{}"),
-     ("epoch_001/train_state.pt", "truncated"), ("best.json", "[]")],
+     ("epoch_001/train_state.pt", "truncated"), ("best/best.json", "[]")],
 )  # fmt: skip
 def test_a_damaged_run_to_resume_is_a_clear_error_naming_the_file(tmp_path, damaged, content):
     log = tmp_path / "run"

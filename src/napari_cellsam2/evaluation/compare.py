@@ -285,7 +285,10 @@ def _best_or(final: Path, log_dir: Path, mode: str, log: Log) -> Path:
     best = log_dir / "checkpoints" / "best"
     if not best.is_dir():
         return final
-    epoch = _read_json(best.parent / "best.json", ("epoch",))["epoch"]
+    from ..training.loop import best_record
+
+    record = best_record(best.parent)
+    epoch = record["epoch"] if record else "unknown"
     log(f"{mode}: using the best epoch ({epoch}, by validation TRA): {best}")
     return best
 

@@ -25,8 +25,10 @@ Log directory (``launcher.experiment_log_dir``)::
     checkpoints/step_000005/    written on cancel mid-epoch (removed once a later epoch is saved)
     checkpoints/last.json       {"checkpoint": "epoch_002", ...}: the newest, replaced atomically
     checkpoints/best/           a copy of the best epoch so far (by val_TRA, then val_kept_iou,
-                                then validation loss), without the optimizer state
-    checkpoints/best.json       {"epoch": 2, "val_TRA": ..., ...}: which epoch ``best`` is
+                                then validation loss), without the optimizer state, with its
+                                best.json ({"epoch": 2, "val_TRA": ..., ...}) inside: folder and
+                                record are swapped in together
+    checkpoints/best.json       a copy of that record, written after the swap
 
 Validation (each epoch, with a validation set) measures the loss, ``val_kept_iou`` (eval mode:
 the IoU of the multimask output tracking keeps) and, on movies with GT, ``val_TRA``/``val_SEG``/
@@ -94,6 +96,7 @@ __all__ = [
     "Objective",
     "Trainer",
     "TrainingError",
+    "best_record",
     "epoch_scratch",
     "last_checkpoint",
     "lr_factor",
@@ -151,6 +154,20 @@ def last_checkpoint(log_dir: str | Path) -> Path | None:
         return None
     folder = pointer.parent / str(read_record(pointer, ("checkpoint",))["checkpoint"])
     return folder if folder.is_dir() else None
+
+
+def best_record(ckpt_dir: Path) -> dict[str, Any] | None:
+    """The validation record of ``ckpt_dir/best`` (its epoch and scores), or None without one.
+
+    It is read from inside the folder, which carries it since both were swapped in together; a
+    ``best/`` from before that (no record inside) falls back on ``ckpt_dir/best.json``."""
+    best = ckpt_dir / BEST
+    if not best.is_dir():
+        return None
+    for pointer in (best / BEST_JSON, ckpt_dir / BEST_JSON):
+        if pointer.is_file():
+            return read_record(pointer, ("epoch", "val_loss"))
+    return None
 
 
 def train(
@@ -371,11 +388,18 @@ class Trainer:
         Every process decides from this copy in memory whether an epoch is the new best: reading
         ``best.json`` at each epoch raced the main process writing it, so another process could
         skip the barrier in :meth:`_keep_best` and leave the main one waiting (a crash under
-        ``accelerate launch``)."""
-        pointer = self.ckpt_dir / BEST_JSON
-        if not pointer.is_file():
+        ``accelerate launch``). A ``best.json`` beside the folder that a stop left stale is
+        rewritten from the record inside it."""
+        old = best_record(self.ckpt_dir)  # the event_record of the best epoch
+        if old is None:
             return None
-        old = read_record(pointer, ("val_loss",))  # the event_record of the best epoch
+        copy = self.ckpt_dir / BEST_JSON
+        try:
+            stale = read_record(copy) != old
+        except TrainingError:  # missing or damaged: the folder's record is the one that counts
+            stale = True
+        if stale and self.accelerator.is_main_process:
+            atomic_write_text(copy, json.dumps(old, indent=2))
         known = {f.name for f in fields(ValidationEvent)}
         return ValidationEvent(**{k: v for k, v in old.items() if k in known})
 
@@ -858,16 +882,20 @@ class Trainer:
         if self._best is not None and validation.rank() <= self._best.rank():
             return None
         self._best = validation
-        pointer, best = self.ckpt_dir / BEST_JSON, self.ckpt_dir / BEST
+        best = self.ckpt_dir / BEST
         if self.accelerator.is_main_process:
             tmp = Path(tempfile.mkdtemp(prefix=".best.", dir=self.ckpt_dir))
+            record = {k: v for k, v in event_record(validation).items() if k != "type"}
+            text = json.dumps(record, indent=2)
             try:
+                # the record goes in with the folder: a stop between the two renames leaves no
+                # best/ (the next validated epoch becomes best), never a best/ of another epoch
                 shutil.copytree(path, tmp / BEST, ignore=shutil.ignore_patterns(TRAIN_STATE))
+                (tmp / BEST / BEST_JSON).write_text(text)
                 if best.exists():
                     os.replace(best, tmp / "old")
                 os.replace(tmp / BEST, best)
-                record = {k: v for k, v in event_record(validation).items() if k != "type"}
-                atomic_write_text(pointer, json.dumps(record, indent=2))
+                atomic_write_text(self.ckpt_dir / BEST_JSON, text)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         self.accelerator.wait_for_everyone()
