@@ -14,6 +14,7 @@ from napari_cellsam2.ctc import (
     CTCWarning,
     LazyFrames,
     Lineage,
+    open_path,
     write_gt,
     write_images,
 )
@@ -175,6 +176,22 @@ def test_dataset_root_with_splits_prefixes_and_shows_first(tmp_path: Path, divis
     }
     assert all(isinstance(d, LazyFrames) for d, _, kind in layers if kind != "tracks")
     assert by_name(layers)["val/01"][1]["metadata"][META_KEY]["split"] == "val"
+
+
+def test_a_folder_only_named_like_a_sequence_does_not_block_the_real_ones(
+    tmp_path: Path, division_labels
+):
+    """A dataset folder beside an unrelated ``05`` (notes, a CSV) opens its sequences, in napari
+    and with ``open_path``, and says which folder it left out."""
+    write_images(tmp_path / "01", division_labels)
+    write_gt(tmp_path / "01_GT", division_labels, Lineage.from_labels(division_labels, PARENTS))
+    (tmp_path / "05").mkdir()
+    (tmp_path / "05" / "data.csv").write_text("a,b\n1,2\n")
+    with pytest.warns(CTCWarning, match=r"left out 05: named like a sequence"):
+        names = [k["name"] for _, k, _ in read_ctc(str(tmp_path))]
+    assert names == ["01", "01 TRA", "01 TRA tracks"]
+    with pytest.warns(CTCWarning, match="left out 05"):
+        assert open_path(tmp_path).name == "01"
 
 
 def test_plain_root_names_sequences_without_split(tmp_path: Path, division_labels):

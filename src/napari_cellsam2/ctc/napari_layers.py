@@ -20,7 +20,6 @@ metadata follow one convention:
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -31,7 +30,14 @@ import numpy as np
 
 from .errors import CTCFormatError, CTCWarning
 from .frames import LazyFrames, PlacedFrames
-from .sequence import CTCSequence, TrackedMasks, find_sequence_folders, open_sequence
+from .sequence import (
+    CTCSequence,
+    TrackedMasks,
+    find_sequence_folders,
+    has_entry,
+    looks_like_sequence,
+    open_sequence,
+)
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -41,33 +47,12 @@ PARENTS_KEY = "cellsam2_parents"
 _SEQ = re.compile(r"^\d{2,}$")
 _GT = re.compile(r"^\d{2,}_GT$")
 _RES = re.compile(r"^\d{2,}_RES$")
-_FRAME_FILE = {
-    "image": re.compile(r"^t\d{3,4}\.tiff?$"),
-    "res": re.compile(r"^mask\d{3,4}\.tiff?$"),
-}
+_RES_FILE = re.compile(r"^mask\d{3,4}\.tiff?$")
 # Largest label for which per-frame centroids use a direct np.bincount (memory ~ 8 B per value).
 _DIRECT_BINCOUNT_MAX = 1 << 22
 
 
 # ---- cheap detection -------------------------------------------------------------------------
-def _has_entry(folder: Path, pattern: re.Pattern[str]) -> bool:
-    """True as soon as one entry of ``folder`` matches (stops scanning at the first hit)."""
-    try:
-        with os.scandir(folder) as entries:
-            return any(pattern.match(e.name) for e in entries)
-    except OSError:
-        return False
-
-
-def _looks_like_sequence(folder: Path) -> bool:
-    name = folder.name
-    return folder.is_dir() and (
-        _has_entry(folder, _FRAME_FILE["image"])
-        or (folder.parent / f"{name}_GT").is_dir()
-        or (folder.parent / f"{name}_RES").is_dir()
-    )
-
-
 def ctc_kind(path: str | Path) -> str | None:
     """What CTC folder ``path`` is, judged from names only (no pixel or header reads).
 
@@ -81,19 +66,19 @@ def ctc_kind(path: str | Path) -> str | None:
         return None
     name = path.name
     if _SEQ.match(name):
-        return "sequence" if _looks_like_sequence(path) else None
+        return "sequence" if looks_like_sequence(path) else None
     if _GT.match(name):
         return "gt" if (path / "TRA").is_dir() or (path / "SEG").is_dir() else None
     if name in ("TRA", "SEG") and _GT.match(path.parent.name):
         return "gt_part"
     if _RES.match(name):
-        has_res = (path / "res_track.txt").is_file() or _has_entry(path, _FRAME_FILE["res"])
+        has_res = (path / "res_track.txt").is_file() or has_entry(path, _RES_FILE)
         return "res" if has_res else None
     try:
         found = find_sequence_folders(path)
     except CTCFormatError:
         return None
-    if any(_looks_like_sequence(p) for ps in found.values() for p in ps):
+    if any(looks_like_sequence(p) for ps in found.values() for p in ps):
         return "dataset"
     return None
 

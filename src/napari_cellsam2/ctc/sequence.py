@@ -6,12 +6,13 @@ holding ``01``, ``02`` …, or a CellSAM2 root ``<name>/{train,val,test}/CTC/01`
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CTCFormatError
+from .errors import CTCFormatError, CTCWarning
 from .frames import (
     IMAGE_PREFIX,
     RES_PREFIX,
@@ -25,6 +26,7 @@ from .lineage import Lineage, label_presence
 
 SPLITS = ("train", "val", "test")
 _SEQ_NAME = re.compile(r"^\d{2,}$")
+_IMAGE_FILE = re.compile(r"^t\d{3,4}\.tiff?$")
 _SEG_SLICE = re.compile(r"man_seg_\d+_\d+\.tiff?")  # a 2D slice of a 3D frame
 
 
@@ -210,12 +212,45 @@ def open_sequence(path: str | Path) -> CTCSequence:
     return CTCSequence(name, base, images, gt, res)
 
 
+def has_entry(folder: Path, pattern: re.Pattern[str]) -> bool:
+    """True as soon as one entry of ``folder`` matches (stops scanning at the first hit)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(pattern.match(e.name) for e in entries)
+    except OSError:
+        return False
+
+
+def looks_like_sequence(folder: Path) -> bool:
+    """A folder named like a sequence (``01``) that holds frames or has a GT/RES beside it;
+    judged from names only (no pixel or header reads)."""
+    name = folder.name
+    return folder.is_dir() and (
+        has_entry(folder, _IMAGE_FILE)
+        or (folder.parent / f"{name}_GT").is_dir()
+        or (folder.parent / f"{name}_RES").is_dir()
+    )
+
+
 def find_sequence_folders(root: str | Path) -> dict[str, list[Path]]:
-    """Sequence folders under ``root`` per split; ``{"": [...]}`` for a plain CTC root."""
+    """Sequence folders under ``root`` per split; ``{"": [...]}`` for a plain CTC root.
+
+    A folder merely named like one (``05`` holding a CSV, a year ``2024``) is left out with a
+    warning: it would otherwise stop the dataset's real sequences from opening."""
     root = require_folder(Path(root))
 
     def seqs_in(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.is_dir() and _SEQ_NAME.match(p.name))
+        named = sorted(p for p in folder.iterdir() if p.is_dir() and _SEQ_NAME.match(p.name))
+        other = [p.name for p in named if not looks_like_sequence(p)]
+        if other and len(other) < len(named):
+            warnings.warn(
+                f"{folder}: left out {', '.join(other)}: named like a sequence, but no tNNN.tif "
+                "frames inside and no _GT or _RES folder beside",
+                CTCWarning,
+                stacklevel=3,
+            )
+            return [p for p in named if looks_like_sequence(p)]
+        return named
 
     found: dict[str, list[Path]] = {}
     for split in SPLITS:
