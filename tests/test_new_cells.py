@@ -6,6 +6,7 @@ real detector is covered by ``test_detect.py``."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,31 @@ def test_a_new_cell_is_never_tracked_before_it_was_found(model, monkeypatch):
     list(session.propagate("both", obj_ids=[2]))  # e.g. the dock's Track, later
     assert not (session.labels[:3] == 2).any()
     assert session.lineage()[2].begin == 3
+
+
+def test_both_tracks_the_given_prompts_both_ways_before_the_first_search(model, monkeypatch):
+    """With "both", the caller's prompts are tracked forward and then backward, the session's
+    own order, before any frame is searched. Backward first gave a cell prompted mid-movie a
+    memory of absent frames before its prompt: with the demo model its forward mask shrank to
+    125 of 287 pixels and detection added it again (docs/results: the measurement)."""
+    session = static_session(model)
+    session.add_mask(3, 4, NEW)  # a cell first prompted on frame 4
+    calls: list[int] = []
+    monkeypatch.setattr(session, "detect", fake_detect(session, calls))
+    order = []
+    for result in track_with_new_cells(session, 2, direction="both"):
+        order.append((result.frame, len(calls)))
+    before_search = [frame for frame, searched in order if searched == 0]
+    assert before_search == [0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0]  # forward, then backward
+    assert calls == [2, 4] and session.lineage()[3].begin == 0
+
+
+def test_forward_only_with_a_later_prompt_warns_of_doubles(model):
+    session = static_session(model)
+    session.add_mask(3, 4, NEW)
+    with pytest.warns(UserWarning, match=r"cell\(s\) 3 are first prompted after frame 2"):
+        track_with_new_cells(session, 2, direction="forward")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        track_with_new_cells(session, 5, direction="forward")  # searched after the prompt
+        track_with_new_cells(session, 2, direction="both")

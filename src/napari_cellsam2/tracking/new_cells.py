@@ -10,10 +10,11 @@ A new cell is tracked **forward only** from the frame where it was found: it ent
 there, so tracking it backward would invent a past it does not have: such a cell starts on
 the frame it was found on (``add_detections(..., starts_here=True)``), so no later propagation
 tracks it before that frame either. Detection happens
-only during the forward part of a run, and a backward pass (direction "both") runs *before* the
-first detection, never after one; it fills frames before the prompts the caller gave, so that
-cells prompted later in the movie are already tracked when earlier frames are searched and are
-not found a second time.
+only during the forward part of a run. With direction "both" the caller's prompts are first
+tracked over the whole movie (forward, then backward, the session's own order) *before* the
+first detection, so that cells prompted later in the movie are already tracked when earlier
+frames are searched and are not found a second time; the detection pass then tracks only the
+cells it adds.
 
 :meth:`TrackingSession.propagate` raises :class:`PropagationInterrupted` when the session
 changes while it is paused, and adding an object is such a change; the forward run is therefore
@@ -22,6 +23,7 @@ a series of propagations, each ending on a detection frame.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 from .detect_config import DetectConfig
@@ -89,8 +91,10 @@ class NewCellTracking:
         self, every: int, config: DetectConfig | None, direction: str, max_overlap: float
     ) -> Iterator[FrameResult]:
         if direction == "both" or not every:
-            # "both" without detection keeps propagate's own order (forward, then backward)
-            yield from self.session.propagate(direction if not every else "backward")
+            # the session's own order for "both", forward then backward, as SAM 2's predictor:
+            # backward first gave an object prompted mid-movie a memory of absent frames before
+            # its prompt, so its forward masks shrank and detection added it a second time
+            yield from self.session.propagate(direction)
             if not every:
                 return
         for t in detection_frames(self.session.num_frames, every):
@@ -111,10 +115,32 @@ def track_with_new_cells(
     """Propagate ``session`` and, every ``every`` frames, add the cells found outside the
     tracked masks (see the module docstring); iterate the result to run it.
 
-    ``direction``: "forward", or "both" (first backward from the given prompts, then forward
-    with detection). "backward" only works with ``every`` 0, which adds nothing and is
+    ``direction``: "forward", or "both" (the given prompts tracked both ways first, then the
+    forward pass with detection). "backward" only works with ``every`` 0, which adds nothing and is
     ``session.propagate(direction)``. ``config``: the detection options; ``max_overlap``: a
     detection with more than this fraction under tracked labels is a cell already tracked.
     Arguments are checked here, before anything runs."""
     check_new_cell_options(every, direction)
+    if every and direction == "forward":
+        _warn_late_prompts(session, every)
     return NewCellTracking(session, every, config, direction, max_overlap)
+
+
+def _warn_late_prompts(session: TrackingSession, every: int) -> None:
+    """Forward tracking leaves a cell first prompted on a later frame untracked before that
+    frame, so a search there finds it as a new cell, and the two objects then share it."""
+    first = detection_frames(session.num_frames, every)[:1]
+    late = sorted(
+        obj
+        for obj in session.object_ids
+        if first and session.prompt_frames(obj) and min(session.prompt_frames(obj)) > first[0]
+    )
+    if late:
+        warnings.warn(
+            f"cell(s) {', '.join(map(str, late[:10]))} are first prompted after frame "
+            f"{first[0]}, the first frame searched for new cells: tracking only forward, they "
+            "are not tracked before their prompt and can be found there as new cells (two IDs "
+            "on one cell); track in both directions to avoid it",
+            UserWarning,
+            stacklevel=3,
+        )
