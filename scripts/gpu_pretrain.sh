@@ -12,6 +12,13 @@
 #   own128    from the shipped demo, 128 px, stage 5's recipe (more of the same training);
 #   scratch   from random init at 256 px, 16 clips per step, the stage-1 curriculum compressed
 #             (mask prompts and teacher-forced memory first, then clicks / boxes / masks), lr 1e-3.
+# The runs of the 2026-11-28 session are the default (docs/results/demo_model.md, "On a GPU").
+# `own128` lost accuracy from its first epoch; these tell its causes apart (bf16 autocast, 8
+# clips per step) and are the next session's first question:
+#   RUNS="own128 own128_fp32 own128_b1_fp32 hires16 hires16_fp32"
+#   own128_fp32     own128 in fp32 (scratch.amp=false: no autocast, TF32 off);
+#   own128_b1_fp32  the same with one clip per step at the CPU recipe's rate: the CPU's stage 5;
+#   hires16_fp32    hires16 in fp32.
 # Each run validates on the tracking path every epoch (one movie per style, --divisions split),
 # keeps checkpoints/best by validation TRA, and is stopped at RUN_SECONDS if it has not ended;
 # its finished epochs stay. What comes back: OUT_DIR/<run>.tar.gz with checkpoints/best,
@@ -71,6 +78,12 @@ run hires16 model.base=demo scratch.resolution=256 "${STAGE5[@]}" scratch.batch_
   scratch.base_lr=2e-4 scratch.vision_lr=2e-4
 run own128 model.base=demo scratch.resolution=128 "${STAGE5[@]}" \
   scratch.base_lr=1e-4 scratch.vision_lr=1e-4
+run own128_fp32 model.base=demo scratch.resolution=128 "${STAGE5[@]}" scratch.amp=false \
+  scratch.base_lr=1e-4 scratch.vision_lr=1e-4
+run own128_b1_fp32 model.base=demo scratch.resolution=128 "${STAGE5[@]}" scratch.amp=false \
+  scratch.batch_size=1 scratch.base_lr=1e-4 scratch.vision_lr=1e-4
+run hires16_fp32 model.base=demo scratch.resolution=256 "${STAGE5[@]}" scratch.amp=false \
+  scratch.batch_size=$((2 * BATCH)) scratch.base_lr=2e-4 scratch.vision_lr=2e-4
 run scratch model.base=tiny scratch.resolution=256 scratch.batch_size=$((2 * BATCH)) \
   scratch.mask_prompt_epochs=3 scratch.memory_from_gt_epochs=6
 wait
