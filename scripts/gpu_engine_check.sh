@@ -28,17 +28,8 @@ OUT=${1:?usage: gpu_engine_check.sh OUT_DIR}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-log() { echo "== $(date +%T) $*"; }
-
-if compgen -G ".whl/*.whl" > /dev/null; then
-  log "installing carried wheels"
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH="/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-fi
-log environment
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-$PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())" || exit 1
+# shellcheck source=scripts/gpu_env.sh
+source scripts/gpu_env.sh
 $PY -c "import sam2; print('sam2 importable')" || echo "sam2 not importable: Meta's side is skipped"
 
 log "1. tracking: ours vs Meta's predictor (hiera-tiny, 60 x 512 px, 1 and 20 objects)"

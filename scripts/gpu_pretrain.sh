@@ -41,17 +41,8 @@ THREADS=${THREADS:-2}
 WORK=${WORK:-/tmp/gpu-pretrain}
 mkdir -p "$OUT" "$WORK"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=$THREADS
-log() { echo "== $(date +%T) $*"; }
-
-if compgen -G ".whl/*.whl" > /dev/null; then
-  log "installing carried wheels"
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH="/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-fi
-log environment
-[ "$DEVICE" = cpu ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-$PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)" || exit 1
+# shellcheck source=scripts/gpu_env.sh
+source scripts/gpu_env.sh
 [ -d "$WORK/data" ] || $PY scripts/make_demo_data.py --out "$WORK/data" --seed 0 || exit 1
 
 COMMON=(--config configs/demo_pretrain.yaml dataset.data_dir="$WORK/data" model.device="$DEVICE"
