@@ -47,16 +47,21 @@ def _start_with_two_cells(viewer, widget, qtbot) -> list[int]:
     return cells
 
 
-def _demo_session(widget, qtbot):
-    """The shipped demo model loaded and a session on the mother-machine sample; the panel."""
-    with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
-        widget.model_panel.load("demo")
-    _wait_idle(qtbot, widget.state)
+def _session(widget, qtbot):
+    """A session on the mother-machine sample, started and idle; the track panel."""
     track = widget.track_panel
     track.image.select("mother machine")
     track.start_session()
     _wait_idle(qtbot, widget.state)
     return track
+
+
+def _demo_session(widget, qtbot):
+    """The shipped demo model loaded and a session on the mother-machine sample; the panel."""
+    with qtbot.waitSignal(widget.state.model_changed, timeout=60_000):
+        widget.model_panel.load("demo")
+    _wait_idle(qtbot, widget.state)
+    return _session(widget, qtbot)
 
 
 def _record_threads(monkeypatch, targets) -> list[bool]:
@@ -178,10 +183,7 @@ def test_a_new_cell_takes_its_id_when_clicked_not_when_n_was_pressed(dock, qtbot
     the GT; a division while tracking is the same) must not make the click land on one of its
     cells. And ``n`` while a job runs is refused, as the disabled button is."""
     viewer, widget = dock
-    track = widget.track_panel
-    track.image.select("mother machine")
-    track.start_session()
-    _wait_idle(qtbot, widget.state)
+    track = _session(widget, qtbot)
     track.new_cell()
     shown = track.cell.value()
     viewer.dims.set_current_step(0, 0)
@@ -263,10 +265,7 @@ def test_undo_restores_a_division(dock, qtbot):
 
 def test_divide_mode_ends_with_its_session_and_a_refused_division_leaves_no_clicks(dock, qtbot):
     viewer, widget = dock
-    track = widget.track_panel
-    track.image.select("mother machine")
-    track.start_session()
-    _wait_idle(qtbot, widget.state)
+    track = _session(widget, qtbot)
     track.begin_divide()
     track.start_session()  # a new session (nothing tracked: no question asked) ends divide mode
     _wait_idle(qtbot, widget.state)
