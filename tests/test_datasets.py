@@ -241,10 +241,18 @@ def test_write_dataset_refuses_non_empty_out_unless_overwrite(tmp_path: Path):
     assert gt.is_dir()
     shutil.rmtree(out / "train")
     write_dataset(out, "mother-machine", frames=3, height=96, width=24)
-    write_dataset(out, "nuclei", frames=2, height=64, width=64, overwrite=True)  # earlier one
+    res = out / "test" / "CTC" / "01_RES"  # a user's result saved beside its sequence
+    res.mkdir()
+    (res / "res_track.txt").write_text("1 0 2 0\n")
+    with pytest.warns(UserWarning, match="the earlier dataset was moved to"):
+        write_dataset(out, "nuclei", frames=2, height=64, width=64, overwrite=True)
     assert json.loads((out / "synthetic.json").read_text())["kind"] == "nuclei"
     assert (out / "val" / "CTC" / "01_GT" / "TRA" / "man_track.txt").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    names = sorted(p.name for p in tmp_path.iterdir())  # no temporary folder left behind
+    assert names[0] == "ds" and len(names) == 2 and names[1].startswith("ds.backup-")
+    kept = tmp_path / names[1]  # the earlier dataset, the user's result with it
+    assert json.loads((kept / "synthetic.json").read_text())["kind"] == "mother-machine"
+    assert (kept / "test" / "CTC" / "01_RES" / "res_track.txt").read_text() == "1 0 2 0\n"
 
 
 def test_write_dataset_accepts_empty_out_and_leaves_nothing_on_failure(tmp_path: Path):

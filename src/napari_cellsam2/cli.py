@@ -408,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty --out (deleted, not kept)"
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier synthetic dataset in --out (moved to a backup)",
     )
     p.add_argument(
         "--invert", action="store_true", help="inverted contrast: dark cells on a bright field"

@@ -11,9 +11,7 @@ never changes the validation or test data.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +21,7 @@ import numpy as np
 
 from napari_cellsam2.ctc.lineage import Lineage
 from napari_cellsam2.ctc.sequence import SPLITS
-from napari_cellsam2.ctc.writer import write_gt, write_images
+from napari_cellsam2.ctc.writer import atomic_folder, backup_path, write_gt, write_images
 from napari_cellsam2.datasets.mother_machine import mother_machine
 from napari_cellsam2.datasets.nuclei import nuclei_field
 from napari_cellsam2.datasets.sequence import SyntheticSequence
@@ -123,10 +121,10 @@ def write_dataset(
         )
 
     generate = GENERATORS[kind]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is not
+    # an earlier dataset is kept in a dated backup: results or corrections saved inside it
+    # (a 01_RES beside its sequence) are the user's
+    existing = backup_path(out) if out.is_dir() and any(out.iterdir()) else "refuse"
+    with atomic_folder(out, lambda p: p.name in kept, existing) as tmp:
         seeds: dict[str, int] = {}
         for split, count in zip(SPLITS, counts, strict=True):
             for index in range(count):
@@ -148,10 +146,8 @@ def write_dataset(
             "sequence_seeds": seeds,
         }
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str) + "\n")
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if isinstance(existing, Path):
+        warnings.warn(f"{out}: the earlier dataset was moved to {existing}", stacklevel=2)
     return out
 
 
@@ -161,18 +157,3 @@ def inverted(images: np.ndarray) -> np.ndarray:
     intensity range and dtype are kept."""
     lo, hi = int(images.min()), int(images.max())
     return (hi + lo - images.astype(np.int64)).astype(images.dtype)
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``, removing an old ``out`` only after the move."""
-    if not out.exists():
-        tmp.rename(out)
-        return
-    old = tmp.with_name(tmp.name.replace(".tmp-", ".old-"))
-    out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
