@@ -187,9 +187,11 @@ def test_a_folder_only_named_like_a_sequence_does_not_block_the_real_ones(
     write_gt(tmp_path / "01_GT", division_labels, Lineage.from_labels(division_labels, PARENTS))
     (tmp_path / "05").mkdir()
     (tmp_path / "05" / "data.csv").write_text("a,b\n1,2\n")
-    with pytest.warns(CTCWarning, match=r"left out 05: named like a sequence"):
+    with pytest.warns(CTCWarning, match=r"left out 05: named like a sequence") as said:
+        assert napari_get_reader(str(tmp_path)) is read_ctc
         names = [k["name"] for _, k, _ in read_ctc(str(tmp_path))]
     assert names == ["01", "01 TRA", "01 TRA tracks"]
+    assert sum("left out 05" in str(w.message) for w in said) == 1  # said once, not per probe
     with pytest.warns(CTCWarning, match="left out 05"):
         assert open_path(tmp_path).name == "01"
 

@@ -75,7 +75,9 @@ def ctc_kind(path: str | Path) -> str | None:
         has_res = (path / "res_track.txt").is_file() or has_entry(path, _RES_FILE)
         return "res" if has_res else None
     try:
-        found = find_sequence_folders(path)
+        with warnings.catch_warnings():  # a probe: opening the folder warns, once
+            warnings.simplefilter("ignore", CTCWarning)
+            found = find_sequence_folders(path)
     except CTCFormatError:
         return None
     if any(looks_like_sequence(p) for ps in found.values() for p in ps):

@@ -241,16 +241,17 @@ def find_sequence_folders(root: str | Path) -> dict[str, list[Path]]:
 
     def seqs_in(folder: Path) -> list[Path]:
         named = sorted(p for p in folder.iterdir() if p.is_dir() and _SEQ_NAME.match(p.name))
-        other = [p.name for p in named if not looks_like_sequence(p)]
-        if other and len(other) < len(named):
-            warnings.warn(
-                f"{folder}: left out {', '.join(other)}: named like a sequence, but no tNNN.tif "
-                "frames inside and no _GT or _RES folder beside",
-                CTCWarning,
-                stacklevel=3,
-            )
-            return [p for p in named if looks_like_sequence(p)]
-        return named
+        real = [p for p in named if looks_like_sequence(p)]
+        if not real or len(real) == len(named):  # none real: opening them says what is wrong
+            return named
+        other = ", ".join(p.name for p in named if p not in real)
+        warnings.warn(
+            f"{folder}: left out {other}: named like a sequence, but no tNNN.tif frames inside "
+            "and no _GT or _RES folder beside",
+            CTCWarning,
+            stacklevel=3,
+        )
+        return real
 
     found: dict[str, list[Path]] = {}
     for split in SPLITS:
