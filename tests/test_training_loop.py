@@ -417,6 +417,13 @@ def test_a_config_file_in_the_log_folder_is_kept_as_a_backup(tmp_path):
     (kept,) = log.glob("config.yaml.backup-*")
     assert kept.read_text() == mine
     assert "experiment_log_dir" in (log / "config.yaml").read_text()
+    kept.unlink()
+    edited = (log / "config.yaml").read_text() + "# resumed for one more epoch\n"
+    (log / "config.yaml").write_text(edited)  # edited by hand, then resumed from
+    more = config(log, "scratch.num_epochs=2", "launcher.resume=true")
+    run(more, dataset=clips(), objective=feature_loss)
+    (kept,) = log.glob("config.yaml.backup-*")
+    assert kept.read_text() == edited
 
 
 @pytest.mark.parametrize(

@@ -618,8 +618,9 @@ class Trainer:
             return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         config, text = self.log_dir / CONFIG, OmegaConf.to_yaml(self.cfg)
-        if not self.resume and config.is_file() and config.read_text() != text:
-            # not this run's: e.g. the user's own commented config, kept in the log folder
+        if config.is_file() and config.read_text() != text:
+            # not this run's: the user's own commented config, or one they edited to resume
+            # from (`--config run/config.yaml launcher.resume=true`), kept beside it
             shutil.copy2(config, backup_path(config))
         atomic_write_text(config, text)
         self._metrics = (self.log_dir / METRICS).open("a")
