@@ -88,7 +88,7 @@ pack() {
 for name in $RUNS; do
   dir=$WORK/$name
   cp "$WORK/$name.log" "$dir/run.log" 2>/dev/null
-  pack "$name" "$name.tar.gz" metrics.jsonl config.yaml run.log checkpoints/best.json checkpoints/best
+  pack "$name" "$name.tar.gz" metrics.jsonl config.yaml run.log checkpoints/best
   best=$(sed -n 's/^ *"epoch": *\([0-9]*\).*/\1/p' "$dir/checkpoints/best/best.json" 2>/dev/null | head -n 1)
   last=$(ls -d "$dir"/checkpoints/epoch_* 2>/dev/null | tail -n 1)
   # the newest epoch too, when it is not the best (the 256-px runs: 8 files come back at most)

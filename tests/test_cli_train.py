@@ -75,7 +75,7 @@ def test_train_resume_and_track_with_the_result(tmp_path, data_dir, capsys):
     validation = [r for r in first if r["type"] == "validation" and r["epoch"] > 0]
     assert all(0 <= r["val_kept_iou"] <= 1 and 0 <= r["val_TRA"] <= 1 for r in validation)
     assert all(r["val_SEG"] is not None and r["val_DET"] is not None for r in validation)
-    best = json.loads((ckpts / "best.json").read_text())
+    best = json.loads((ckpts / "best" / "best.json").read_text())
     assert best["val_TRA"] == max(r["val_TRA"] for r in validation)
     assert best["epoch"] == next(r["epoch"] for r in validation if r["val_TRA"] == best["val_TRA"])
     assert f"best checkpoint: epoch {best['epoch']}" in out

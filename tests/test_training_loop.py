@@ -150,7 +150,7 @@ def test_lora_run_trains_adapters_only_and_checkpoints_load(tmp_path):
 def test_best_epoch_is_decided_in_memory_not_from_the_file_another_process_writes(
     tmp_path, monkeypatch
 ):
-    """Under ``accelerate launch`` only the main process writes ``best.json``; a process that read
+    """Under ``accelerate launch`` only the main process writes ``best/``; a process that read
     it at each epoch could see it before or after that write, skip the barrier the others wait in,
     and crash the run (seen in CI). Here epoch 2 validates worse than epoch 1 and ``best.json``
     is gone when epoch 2 is judged, as another process may find it: epoch 2 must still not be
@@ -169,48 +169,40 @@ def test_best_epoch_is_decided_in_memory_not_from_the_file_another_process_write
     for event in train(cfg, dataset=clips(), val_dataset=clips(augment=False)):
         if isinstance(event, CheckpointEvent):
             checkpoints.append(event)
-            (log / "checkpoints" / "best.json").unlink(missing_ok=True)
+            (log / "checkpoints" / "best" / "best.json").unlink(missing_ok=True)
     assert [c.best is not None for c in checkpoints] == [True, False]
 
 
-def test_a_stop_while_the_best_is_replaced_never_pairs_it_with_another_epochs_record(
-    tmp_path, monkeypatch
-):
-    """``best/`` and its record are swapped in together. Here the run stops (an exception where
-    a kill could land) right after epoch 2, the best so far, replaced ``best/``: the record that
-    a resumed run ranks against must still be epoch 2's, so a worse epoch 3 does not replace it
-    (the separate ``best.json``, written second, made epoch 3 look better than epoch 1)."""
-    import napari_cellsam2.training.loop as loop
+def test_a_resumed_run_ranks_against_the_record_inside_the_best_folder(tmp_path, monkeypatch):
+    """``best/`` carries its own ``best.json``, swapped in with it, so no stop can pair the
+    folder with another epoch's scores (a separate ``best.json`` written after the swap could
+    be left naming epoch 1 beside epoch 2's folder; a resumed run then let a worse epoch 3
+    replace the real best). Here the run stops after epoch 2, the best, and a resumed epoch 3
+    validates worse: ``best/`` must stay epoch 2."""
     from napari_cellsam2.training.loop import Trainer, best_record
 
-    scores = iter([0.5, 0.9, 0.7])
+    scores = iter([0.5, 0.9, KeyboardInterrupt, 0.7])
 
     def scripted(self, epoch):
-        return ValidationEvent(epoch=epoch, val_loss=1.0, val_TRA=next(scores))
+        score = next(scores)
+        if score is KeyboardInterrupt:
+            raise KeyboardInterrupt("stopped after epoch 2")
+        return ValidationEvent(epoch=epoch, val_loss=1.0, val_TRA=score)
 
     monkeypatch.setattr(Trainer, "_validate", scripted)
-    written = loop.atomic_write_text
-
-    def stop_at_epoch_2(path, text):
-        if Path(path).name == "best.json" and json.loads(text)["epoch"] == 2:
-            raise KeyboardInterrupt("stopped while the best was replaced")
-        written(path, text)
-
-    monkeypatch.setattr(loop, "atomic_write_text", stop_at_epoch_2)
     log = tmp_path / "stop"
     cfg = config(log, "scratch.validate_first=false", "scratch.num_epochs=3")
     with pytest.raises(KeyboardInterrupt):
         for _ in train(cfg, dataset=clips(), val_dataset=clips(augment=False)):
             pass
-    monkeypatch.setattr(loop, "atomic_write_text", written)
     checkpoints = log / "checkpoints"
     assert best_record(checkpoints)["epoch"] == 2
+    assert not (checkpoints / "best.json").exists()  # one record, inside the folder
     resumed = config(log, "scratch.validate_first=false", "scratch.num_epochs=3")
     resumed.launcher.resume = True
     events = list(train(resumed, dataset=clips(), val_dataset=clips(augment=False)))
     assert [c.best is not None for c in of(events, CheckpointEvent)] == [False]
     assert best_record(checkpoints)["epoch"] == 2
-    assert json.loads((checkpoints / "best.json").read_text())["epoch"] == 2
 
 
 def test_a_validation_part_is_averaged_over_the_clips_that_report_it(tmp_path):

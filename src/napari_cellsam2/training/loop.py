@@ -28,7 +28,6 @@ Log directory (``launcher.experiment_log_dir``)::
                                 then validation loss), without the optimizer state, with its
                                 best.json ({"epoch": 2, "val_TRA": ..., ...}) inside: folder and
                                 record are swapped in together
-    checkpoints/best.json       a copy of that record, written after the swap
 
 Validation (each epoch, with a validation set) measures the loss, ``val_kept_iou`` (eval mode:
 the IoU of the multimask output tracking keeps) and, on movies with GT, ``val_TRA``/``val_SEG``/
@@ -160,7 +159,8 @@ def best_record(ckpt_dir: Path) -> dict[str, Any] | None:
     """The validation record of ``ckpt_dir/best`` (its epoch and scores), or None without one.
 
     It is read from inside the folder, which carries it since both were swapped in together; a
-    ``best/`` from before that (no record inside) falls back on ``ckpt_dir/best.json``."""
+    ``best/`` of a run from before that (no record inside) falls back on the
+    ``ckpt_dir/best.json`` such runs wrote beside it."""
     best = ckpt_dir / BEST
     if not best.is_dir():
         return None
@@ -388,18 +388,10 @@ class Trainer:
         Every process decides from this copy in memory whether an epoch is the new best: reading
         ``best.json`` at each epoch raced the main process writing it, so another process could
         skip the barrier in :meth:`_keep_best` and leave the main one waiting (a crash under
-        ``accelerate launch``). A ``best.json`` beside the folder that a stop left stale is
-        rewritten from the record inside it."""
+        ``accelerate launch``)."""
         old = best_record(self.ckpt_dir)  # the event_record of the best epoch
         if old is None:
             return None
-        copy = self.ckpt_dir / BEST_JSON
-        try:
-            stale = read_record(copy) != old
-        except TrainingError:  # missing or damaged: the folder's record is the one that counts
-            stale = True
-        if stale and self.accelerator.is_main_process:
-            atomic_write_text(copy, json.dumps(old, indent=2))
         known = {f.name for f in fields(ValidationEvent)}
         return ValidationEvent(**{k: v for k, v in old.items() if k in known})
 
@@ -896,7 +888,6 @@ class Trainer:
                 if best.exists():
                     os.replace(best, tmp / "old")
                 os.replace(tmp / BEST, best)
-                atomic_write_text(self.ckpt_dir / BEST_JSON, text)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         self.accelerator.wait_for_everyone()
