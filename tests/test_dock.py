@@ -198,9 +198,17 @@ def test_a_new_cell_takes_its_id_when_clicked_not_when_n_was_pressed(dock, qtbot
     assert track.cell.value() == new[0]
     _click(qtbot, track, 0, *_gt_centre(viewer, 0, seeded[0]))  # refines the same new cell
     assert [i for i in track.session.object_ids if i not in seeded] == new
+    # n, click, n, click before the first click's job ran: two cells, not one with two clicks
+    x, y = _gt_centre(viewer, 0, seeded[0])
+    for _ in range(2):
+        track.new_cell()
+        track.prompts.points.add([0, y, x])
+    qtbot.waitUntil(lambda: track.pending_previews == 0, timeout=60_000)
+    assert len(track.session.object_ids) == len(seeded) + 3
+    shown = track.cell.value()
     monkeypatch.setattr(type(widget.state), "busy", property(lambda _self: True))
     track.new_cell()
-    assert track.cell.value() == new[0] and track._new_cell is None
+    assert track.cell.value() == shown and track._new_cell is None
 
 
 def test_cancel_tracking_leaves_a_consistent_resumable_session(dock, qtbot):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from napari.utils.notifications import show_info
+from qtpy.QtCore import QSignalBlocker
 
 from .track_jobs import prompt_and_preview
 
@@ -32,13 +33,11 @@ class PromptInput:
     """Turns what the user adds to the prompt layers into session prompts and previews."""
 
     _new_cell: NewCell | None = None
-    _showing_cell = False
 
     def new_cell(self) -> None:
-        """The next click or box starts a new cell; the Cell ID box shows the next free ID."""
-        if self.state.busy:  # the key binding works while the buttons are disabled
-            show_info("a job is running: wait for it or press Cancel, then press n again")
-        elif self._require_session() is not None:
+        """The next click or box starts a new cell; the Cell ID box shows the next free ID.
+        Refused while a job runs: the key binding works while the buttons are disabled."""
+        if self._ready():
             self.expect_new_cell()
             self.status.setText(f"click the new cell (next free ID: {self.cell.value()})")
 
@@ -53,20 +52,16 @@ class PromptInput:
 
     def _show_cell(self, cell_id: int) -> None:
         """Set the Cell ID box for the user; only the user's own choice ends a request."""
-        self._showing_cell = True
-        try:
+        with QSignalBlocker(self.cell):
             self.cell.setValue(cell_id)
-        finally:
-            self._showing_cell = False
 
     def cell_chosen(self, _value: int) -> None:
-        if not self._showing_cell:
-            self._new_cell = None
+        self._new_cell = None
 
     def _ready(self) -> bool:
         """A session exists and no job is changing it (clicks would wait for SAM 2)."""
         if self.state.busy:
-            show_info("a job is running: wait for it or press Cancel, then click again")
+            show_info("a job is running: wait for it or press Cancel, then try again")
             return False
         return self._require_session() is not None
 
