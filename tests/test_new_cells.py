@@ -185,8 +185,8 @@ def test_a_new_cell_is_never_tracked_before_it_was_found(model, monkeypatch):
 def test_both_tracks_the_given_prompts_both_ways_before_the_first_search(model, monkeypatch):
     """With "both", the caller's prompts are tracked forward and then backward, the session's
     own order, before any frame is searched. Backward first gave a cell prompted mid-movie a
-    memory of absent frames before its prompt: with the demo model its forward mask shrank to
-    125 of 287 pixels and detection added it again (docs/results: the measurement)."""
+    memory of absent frames before its prompt: with the demo model it lost its cell after the
+    prompt frame and detection added it again (scripts/new_cells_order_probe.py)."""
     session = static_session(model)
     session.add_mask(3, 4, NEW)  # a cell first prompted on frame 4
     calls: list[int] = []
