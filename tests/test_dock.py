@@ -211,6 +211,19 @@ def test_a_new_cell_takes_its_id_when_clicked_not_when_n_was_pressed(dock, qtbot
     assert track.cell.value() == shown and track._new_cell is None
 
 
+def test_a_label_painted_on_the_tracking_layer_is_never_given_to_a_new_cell(dock, qtbot):
+    """Painting with napari's brush makes a cell the session does not know yet; its label must be
+    reserved at once (before, only "Use painted frame" or an export re-read the labels, so a
+    division or detection in between took the painted ID and merged with the painted cell)."""
+    viewer, widget = dock
+    track = _session(widget, qtbot)
+    free = track.session.new_object_id()
+    viewer.layers[LABELS_NAME].paint((3, 20, 8), free)  # the brush, on frame 3
+    qtbot.waitUntil(lambda: track.session.new_object_id() > free, timeout=10_000)
+    _wait_idle(qtbot, widget.state)
+    qtbot.waitUntil(lambda: track.cell.value() == free + 1, timeout=5_000)  # shown as next free
+
+
 def test_cancel_tracking_leaves_a_consistent_resumable_session(dock, qtbot):
     viewer, widget = dock
     track = widget.track_panel

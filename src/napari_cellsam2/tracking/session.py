@@ -265,6 +265,14 @@ class TrackingSession:
         """An ID no object has had in this session (not reserved until used)."""
         return self._next_id
 
+    def reserve_ids_up_to(self, label: int) -> None:
+        """A label painted into :attr:`labels` outside the session (napari's brush) is a cell:
+        no new object (a daughter, a detection, a new cell) may take its ID and merge with it.
+        :meth:`sync_labels` does the same for every label, with a pass over the whole movie."""
+        with self._lock:
+            if 0 < int(label) <= MAX_OBJECT_ID:
+                self._next_id = max(self._next_id, int(label) + 1)
+
     def parent(self, obj_id: int) -> int:
         """The mother of ``obj_id`` (0 = none)."""
         return self._get(obj_id).parent

@@ -164,11 +164,27 @@ class SessionStart:
 
         self.state.run_job(session.adopt_labels, old.data, on_return=adopted, ordered=True)
 
+    def _reserve_painted(self, event: Any) -> None:
+        """A label painted on the tracking layer is the user's cell: the session reserves its
+        ID (in the ordered worker; the layer is read-only while a job runs, so nothing that
+        hands out IDs can run in between), and a waiting new cell shows the next free one."""
+        # each history atom (napari's masked paint atom or data_setitem's 3-tuple) ends with the
+        # value or values painted
+        top = max((int(np.max(atom[-1])) for atom in event.value), default=0)
+        session = self.session
+        if session is not None and top > 0:
+            self.state.run_job(
+                session.reserve_ids_up_to, top, on_return=lambda _: self.new_cell_hint(),
+                ordered=True, busy=False,
+            )  # fmt: skip
+
     def _setup_prompts(self) -> None:
         viewer = self.state.viewer
         if self.prompts is None or self.prompts.points not in viewer.layers:
             self.prompts = PromptLayers(viewer, self.on_click, self.on_box)
         self.prompts.set_positive(not self.negative.isChecked())
+        self.labels_layer.events.paint.disconnect(self._reserve_painted)  # a reused layer
+        self.labels_layer.events.paint.connect(self._reserve_painted)
         for layer in (self.prompts.points, self.labels_layer):
             layer.bind_key("n", lambda _layer: self.new_cell(), overwrite=True)
             layer.bind_key("x", lambda _layer: self.negative.toggle(), overwrite=True)
