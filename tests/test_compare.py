@@ -22,6 +22,7 @@ from napari_cellsam2.ctc import Lineage, open_path, read_res, write_gt, write_im
 from napari_cellsam2.datasets import write_dataset
 from napari_cellsam2.evaluation import evaluate_folders
 from napari_cellsam2.evaluation.compare import compare, plan_steps, score_result
+from napari_cellsam2.model import loading
 from napari_cellsam2.model.loading import load_model
 from napari_cellsam2.tracking import TrackingResult
 
@@ -105,11 +106,14 @@ def test_compare_writes_table_json_plot_and_results(run, data_dir):
     assert image[..., :3].std() > 0.05  # not a blank canvas
 
 
-def test_rerun_reuses_finished_modes_and_refuses_other_settings(run, data_dir):
+def test_rerun_reuses_finished_modes_and_refuses_other_settings(run, data_dir, monkeypatch):
     out, _ = run
     before = {m: (out / m / "result.json").read_text() for m in ("zero-shot", "lora", "full")}
     lines = (out / "lora" / "metrics.jsonl").read_text()
+    loaded = []
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: loaded.append(a))
     again = compare("tiny", data_dir, out, **_args(data_dir, out))
+    assert loaded == []  # every mode is done: no model is loaded
     assert (out / "lora" / "metrics.jsonl").read_text() == lines  # nothing retrained
     assert {m: json.loads(before[m]) for m in before} == again["modes"]
     with pytest.raises(ValueError, match=r"other settings \(steps: 2 -> 3\)"):

@@ -443,8 +443,11 @@ def compare(
             f"{ds.train_split}, dataset.val_split={ds.val_split}): compare scores on data the "
             "models neither trained on nor were chosen by"
         )
-    base_model = load_model(base, dev)
     out = Path(out)
+    # the base is loaded (and a typo in it found) before the settings are recorded, unless every
+    # mode is done: then the recorded settings, base included, must match and nothing runs
+    todo = [m for m in modes if not (out / m / RESULT).is_file()]
+    base_model = load_model(base, dev) if todo else None
     out.mkdir(parents=True, exist_ok=True)
     settings = {
         "base": base,
