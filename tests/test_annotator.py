@@ -250,3 +250,18 @@ def test_a_model_that_divides_by_itself_is_annotated_by_gt_tracks(ctc_sequence, 
     tracker = track_sequence(model, seq, "click")
     assert set(np.unique(tracker.labels())) <= {0, *tracker.ids}
     assert len(sequence_effort(model, seq, 0.8, 2, tracker)) == len(tracker.ids)
+
+
+def test_an_object_no_gt_track_names_reads_as_background(ctc_sequence, tiny):
+    """SessionTracker is public: a session object outside its GT table (here a click on a new
+    cell) must read as background, not index past the table (an IndexError before)."""
+    seq = open_path(ctc_sequence)
+    tracker = track_sequence(tiny, seq, "mask")
+    before = tracker.labels()
+    extra = tracker.session.new_object_id()
+    tracker.session.add_points(extra, 0, [[2.0, 2.0]], [1])
+    tracker.session.predict_frame(0)
+    assert (tracker.session.labels[0] == extra).any()
+    labels = tracker.labels()
+    assert set(np.unique(labels)) <= {0, *tracker.ids}
+    np.testing.assert_array_equal(labels[1:], before[1:])

@@ -95,7 +95,13 @@ class SessionTracker:
             pass
 
     def labels(self) -> np.ndarray:
-        return self._to_gt[self.session.labels]
+        """The session's labels as GT track labels; an object no GT track names (one the
+        session made itself, e.g. a division or a new cell) reads as background."""
+        labels, table = self.session.labels, self._to_gt
+        top = int(labels.max(initial=0))
+        if top >= len(table):
+            table = np.pad(table, (0, top + 1 - len(table)))
+        return table[labels]
 
     def click(self, track: int, frame: int, xy: tuple[float, float], positive: bool) -> None:
         self.session.add_points(self.ids[track], frame, [xy], [1 if positive else 0])
