@@ -252,7 +252,9 @@ class ExportPanel(QWidget):
         bar = progress(total=len(labels), desc="evaluating")
 
         def score():
-            fixed, lineage = make_consistent(np.asarray(labels), parents, first)
+            # a copy, read once, as export makes: tracking may write the live layer meanwhile,
+            # and make_consistent copies only when it must relabel
+            fixed, lineage = make_consistent(np.array(labels), parents, first, copy=False)
             # one process: forking a Qt application with running threads can deadlock
             steps = iter_evaluate_arrays(Path(gt), fixed, lineage, first_frame=first, workers=1)
             return (yield from until_cancelled(steps, cancel))
