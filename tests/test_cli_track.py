@@ -6,10 +6,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 
 from napari_cellsam2.cli import main
-from napari_cellsam2.ctc import open_path
+from napari_cellsam2.ctc import CTCFormatError, open_path
 
 
 def test_track_from_gt_first_frame_and_evaluate(ctc_sequence: Path, tmp_path: Path, capsys):
@@ -107,4 +108,9 @@ def test_evaluate_and_geff_paths_are_checked_before_tracking(ctc_sequence: Path,
     argv += ["--out", str(out), "--device", "cpu"]
     assert main([*argv, "--evaluate", str(tmp_path / "nope_GT")]) == 2
     assert main([*argv, "--geff", str(out / "lineage.geff")]) == 2
+    assert not out.exists()
+    from napari_cellsam2.tracking.run import track_ctc_sequence  # the rule is the API's
+
+    with pytest.raises(CTCFormatError, match="must go beside"):
+        track_ctc_sequence(ctc_sequence, "gt-first-frame", "tiny", out, geff=out / "x.geff")
     assert not out.exists()

@@ -250,8 +250,6 @@ def _cmd_track(args: argparse.Namespace) -> int:
         from .ctc import read_gt
 
         read_gt(args.evaluate)
-    if geff is not None and geff.resolve().is_relative_to(out.resolve()):
-        raise CTCFormatError(geff, f"the GEFF graph must go beside {out}, not inside it")
     existing = _replacing(out, args.overwrite)
     geff_existing = _replacing(geff, args.overwrite) if geff else "refuse"
     try:

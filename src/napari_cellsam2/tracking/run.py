@@ -93,6 +93,9 @@ def track_ctc_sequence(
     check_new_cell_options(detect_new_cells, direction)
     check_output(out, RES_ENTRIES, existing)
     if geff is not None:
+        if Path(geff).resolve().is_relative_to(Path(out).resolve()):  # it would block every
+            # later replacement of the RES (a folder holding other files is refused)
+            raise CTCFormatError(geff, f"the GEFF graph must go beside {out}, not inside it")
         check_output(geff, GEFF_ENTRIES, geff_existing)
     entries = None if str(prompts) in (GT_FIRST_FRAME, AUTO) else read_prompt_file(prompts)
     if isinstance(model, str):
