@@ -7,6 +7,7 @@ replaced only by a complete one.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from itertools import chain
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import tifffile
@@ -174,6 +175,23 @@ def atomic_folder(
         raise
     if old is not None and not isinstance(existing, Path):
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_json_record(path: str | Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object this package wrote (a checkpoint's or a run's record) with at least
+    ``keys``. A missing file raises :class:`FileNotFoundError`; a damaged one (cut off while
+    written, edited by hand) a :class:`ValueError` that names it."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not readable JSON ({err})") from err
+    missing = [k for k in keys if not isinstance(record, dict) or k not in record]
+    if not isinstance(record, dict) or missing:
+        raise ValueError(f"{path} is damaged: it lacks {', '.join(missing) or 'a JSON object'}")
+    return record
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ..ctc import CTCSequence, open_dataset, write_res
-from ..ctc.writer import atomic_write_text
+from ..ctc.writer import atomic_write_text, read_json_record
 from ..tracking.export import TrackingResult
 from .annotator import TrackEffort, annotate, summarize
 from .peak_memory import PeakMemory
@@ -125,19 +125,11 @@ def _check_request(
             )
 
 
-def _read_json(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A JSON object this run folder holds, with at least ``keys``. A damaged one (a run cut off
-    while writing, an edit by hand) is one error that names the file, not a traceback."""
-    from ..training.loop import read_record
-
-    return read_record(path, keys)
-
-
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Refuse to mix two different comparisons in one run folder."""
     path = out / SETTINGS
     if path.is_file():
-        old = _read_json(path)
+        old = read_json_record(path)
         changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if changed:
             diff = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in changed)
@@ -234,7 +226,7 @@ def _train(
     done = last_checkpoint(log_dir)
     done_steps = 0
     if done is not None:
-        done_steps = _read_json(done / "train_state.json", ("global_step",))["global_step"]
+        done_steps = read_json_record(done / "train_state.json", ("global_step",))["global_step"]
     if done is not None and done_steps >= steps:
         log(f"{mode}: reusing {done} ({done_steps} steps)")
         return _best_or(done, log_dir, mode, log), False
@@ -268,7 +260,7 @@ def _training_cost(
     peak of the run that trained."""
     path = mode_dir / "train_cost.json"
     cost = (
-        _read_json(path, ("seconds", "peak_mb"))
+        read_json_record(path, ("seconds", "peak_mb"))
         if path.is_file()
         else {"seconds": 0.0, "peak_mb": None}
     )
@@ -469,7 +461,7 @@ def compare(
         result_path = mode_dir / RESULT
         if result_path.is_file():
             log(f"{mode}: reusing {result_path}")
-            results[mode] = _read_json(result_path)
+            results[mode] = read_json_record(result_path)
             continue
         mode_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from torch import nn
 
-from ..ctc.writer import atomic_folder
+from ..ctc.writer import atomic_folder, read_json_record
 from .heads import HEADS_FILE, head_prefixes, head_state, without_heads
 from .resolution import image_size
 
@@ -215,14 +215,7 @@ def load_trained_parameters(model: nn.Module, folder: str | Path) -> list[str]:
 def read_checkpoint_info(folder: str | Path) -> dict[str, Any]:
     """Read and validate ``cellsam2.json`` of a checkpoint folder."""
     path = Path(folder) / CELLSAM2_JSON
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(info, dict):
-        raise ValueError(f"{path} must hold a JSON object, got a {type(info).__name__}")
+    info = read_json_record(path)
     if info.get("kind") not in ("full", "lora"):
         raise ValueError(f"{path}: 'kind' must be 'full' or 'lora', got {info.get('kind')!r}")
     size = info.get("image_size")

@@ -56,7 +56,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
-from ..ctc.writer import atomic_write_text, backup_path
+from ..ctc.writer import atomic_write_text, backup_path, read_json_record
 from ..model.device import resolve_device, training_kernels
 from ..model.heads import (
     attach_centre_head,
@@ -133,17 +133,14 @@ def lr_factor(step: int, total: int, min_ratio: float, warmup: int) -> float:
 
 
 def read_record(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A JSON object the engine wrote (``last.json``, ``train_state.json``, ``best.json``, or
-    ``compare``'s records) with at least ``keys``; a damaged one is a :class:`TrainingError`
-    that names it."""
+    """A JSON record the engine wrote (``last.json``, ``train_state.json``, ``best.json``) with
+    at least ``keys``; a missing or damaged one is a :class:`TrainingError` that names it."""
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise TrainingError(f"{path} is not readable JSON ({err})") from err
-    missing = [k for k in keys if not isinstance(record, dict) or k not in record]
-    if not isinstance(record, dict) or missing:
-        raise TrainingError(f"{path} is damaged: it lacks {', '.join(missing) or 'an object'}")
-    return record
+        return read_json_record(path, keys)
+    except ValueError as err:
+        raise TrainingError(str(err)) from err
+    except OSError as err:
+        raise TrainingError(f"{path}: {err.strerror or err}") from err
 
 
 def last_checkpoint(log_dir: str | Path) -> Path | None:
