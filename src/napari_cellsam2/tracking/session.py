@@ -507,12 +507,19 @@ class TrackingSession:
             o.pending_fwd = None
 
     def _daughter(self, mother: _Object, t: int, prompt: Prompt) -> _Object:
-        d = _Object(self._next_id, parent=mother.id, first=t)
+        return self._new_object(t, prompt, parent=mother.id, first=t)
+
+    def _new_object(
+        self, t: int, prompt: Prompt, *, parent: int = 0, first: int | None = None
+    ) -> _Object:
+        """A new object under the next free ID, prompted on ``t``; ``first``: it starts there
+        (nothing before it is ever tracked, so nothing is left to fill backward)."""
+        o = _Object(self._next_id, parent=parent, first=first)
         self._next_id += 1
-        self._objects[d.id] = d
-        d.prompts[t] = FramePrompt().merged(prompt)
-        self._mark_dirty(d, t, None)
-        return d
+        self._objects[o.id] = o
+        o.prompts[t] = FramePrompt().merged(prompt)
+        self._mark_dirty(o, t, None)
+        return o
 
     def remove_object(self, obj_id: int) -> None:
         """Delete an object and its pixels. Its daughters lose their parent; a mother whose
@@ -661,15 +668,10 @@ class TrackingSession:
                 raise ValueError(
                     f"no object IDs left for {len(prompts)} new cells (max {MAX_OBJECT_ID})"
                 )
-            ids = []
-            for prompt in prompts:
-                oid = self._add_prompt(self._next_id, t, prompt, True)
-                if starts_here:
-                    o = self._objects[oid]
-                    o.first = t
-                    o.pending_bwd = None  # it starts on t: nothing before to fill backward
-                ids.append(oid)
-            return ids
+            if prompts:
+                self._bump()
+            first = t if starts_here else None
+            return [self._new_object(t, prompt, first=first).id for prompt in prompts]
 
     def predict_frame(self, frame: int) -> dict[int, np.ndarray]:
         """Decode the new prompts on a frame (an instant preview when its features are cached)
