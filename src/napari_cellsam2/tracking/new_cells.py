@@ -129,16 +129,12 @@ def track_with_new_cells(
 def _warn_late_prompts(session: TrackingSession, every: int) -> None:
     """Forward tracking leaves a cell first prompted on a later frame untracked before that
     frame, so a search there finds it as a new cell, and the two objects then share it."""
-    first = detection_frames(session.num_frames, every)[:1]
-    late = sorted(
-        obj
-        for obj in session.object_ids
-        if first and session.prompt_frames(obj) and min(session.prompt_frames(obj)) > first[0]
-    )
+    first = every  # the first frame searched (detection_frames)
+    late = [o for o in session.object_ids if min(session.prompt_frames(o), default=0) > first]
     if late:
         warnings.warn(
             f"cell(s) {', '.join(map(str, late[:10]))} are first prompted after frame "
-            f"{first[0]}, the first frame searched for new cells: tracking only forward, they "
+            f"{first}, the first frame searched for new cells: tracking only forward, they "
             "are not tracked before their prompt and can be found there as new cells (two IDs "
             "on one cell); track in both directions to avoid it",
             UserWarning,

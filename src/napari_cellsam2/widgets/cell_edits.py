@@ -30,11 +30,12 @@ class CellEdits:
     def _finish_divide(self, frame: int) -> None:
         from ..tracking import PointPrompt  # imported by the model's loading job
 
-        clicks, self._dividing, self._daughter_clicks = self._daughter_clicks, False, []
+        clicks = self._daughter_clicks
         if clicks[0][0] != clicks[1][0]:
-            self.cancel_divide(clicks)
+            self.cancel_divide()
             self._failed("click both daughters on the same frame (where they first appear)")
             return
+        self._dividing, self._daughter_clicks = False, []  # the clicks are the division's now
         prompts = [PointPrompt([c[1:]], [1]) for c in clicks]
         session, mother = self.session, self.cell.value()
 
