@@ -35,18 +35,6 @@ def _gt_centre(viewer, frame, label):
     return float(xs.mean()), float(ys.mean())
 
 
-def _start_with_two_cells(viewer, widget, qtbot) -> list[int]:
-    track = widget.track_panel
-    track.image.select("mother machine")
-    track.start_session()
-    gt_frame0 = np.asarray(viewer.layers["mother machine TRA"].data[0])
-    cells = [int(v) for v in np.unique(gt_frame0) if v][:2]
-    for cell in cells:
-        track.cell.setValue(cell)
-        _click(qtbot, track, 0, *_gt_centre(viewer, 0, cell))
-    return cells
-
-
 def _session(widget, qtbot):
     """A session on the mother-machine sample, started and idle; the track panel."""
     track = widget.track_panel
@@ -54,6 +42,16 @@ def _session(widget, qtbot):
     track.start_session()
     _wait_idle(qtbot, widget.state)
     return track
+
+
+def _start_with_two_cells(viewer, widget, qtbot) -> list[int]:
+    track = _session(widget, qtbot)
+    gt_frame0 = np.asarray(viewer.layers["mother machine TRA"].data[0])
+    cells = [int(v) for v in np.unique(gt_frame0) if v][:2]
+    for cell in cells:
+        track.cell.setValue(cell)
+        _click(qtbot, track, 0, *_gt_centre(viewer, 0, cell))
+    return cells
 
 
 def _demo_session(widget, qtbot):
@@ -333,9 +331,7 @@ def test_demo_prefers_cached_hub_weights(make_napari_viewer, tmp_path, monkeypat
 
 def test_moving_to_a_frame_prefetches_its_features(dock, qtbot):
     viewer, widget = dock
-    track = widget.track_panel
-    track.image.select("mother machine")
-    track.start_session()
+    track = _session(widget, qtbot)
     assert 7 not in track.session._features
     viewer.dims.set_current_step(0, 7)
     qtbot.waitUntil(lambda: 7 in track.session._features, timeout=30_000)
@@ -384,9 +380,7 @@ def test_export_shows_progress_and_cancel_writes_nothing(dock, qtbot, tmp_path, 
 
 def test_precision_choice_reaches_the_session_and_bf16_needs_cuda(dock, qtbot):
     _viewer, widget = dock
-    track = widget.track_panel
-    track.image.select("mother machine")
-    track.start_session()
+    track = _session(widget, qtbot)
     track.precision.setCurrentText("fp32")
     assert track.session.precision == "fp32"
     track.precision.setCurrentText("bf16")  # the tiny model runs on the CPU here
