@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -179,11 +178,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"warning: {w.message}", file=sys.stderr)
     print(format_table({Path(args.res).name or "result": scores}))
     if args.json:
-        from .ctc.writer import atomic_write_text, backup_path
+        from .ctc.writer import atomic_write_text, keep_copy
 
-        kept = backup_path(args.json) if Path(args.json).exists() else None
-        if kept is not None:  # a copy: the file stays in place until the new one replaces it
-            shutil.copy2(args.json, kept)
+        kept = keep_copy(args.json)
         out = atomic_write_text(args.json, scores_to_json(scores) + "\n")
         print(f"wrote {out}" + (f"; the earlier file is {kept}" if kept else ""))
     return 0

@@ -59,6 +59,18 @@ def backup_path(target: str | Path, when: datetime | None = None) -> Path:
     return candidate
 
 
+def keep_copy(path: str | Path) -> Path | None:
+    """Copy an existing file to its :func:`backup_path` before it is replaced (it stays in
+    place until then, so a failed replacement loses nothing); returns the copy, or None when
+    there was no file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    kept = backup_path(path)
+    shutil.copy2(path, kept)
+    return kept
+
+
 def take_back(target: str | Path, existing: Existing) -> None:
     """Undo a completed write of ``target`` (made with ``existing``) because a write that
     belongs with it failed, e.g. the GEFF beside a RES folder: the new output is removed and

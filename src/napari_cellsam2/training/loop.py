@@ -56,7 +56,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
-from ..ctc.writer import atomic_write_text, backup_path, read_json_record
+from ..ctc.writer import atomic_write_text, keep_copy, read_json_record
 from ..model.device import resolve_device, training_kernels
 from ..model.heads import (
     attach_centre_head,
@@ -610,7 +610,7 @@ class Trainer:
         if config.is_file() and config.read_text() != text:
             # not this run's: the user's own commented config, or one they edited to resume
             # from (`--config run/config.yaml launcher.resume=true`), kept beside it
-            shutil.copy2(config, backup_path(config))
+            keep_copy(config)
         atomic_write_text(config, text)
         self._metrics = (self.log_dir / METRICS).open("a")
         if self.scratch.use_wandb:
