@@ -81,8 +81,9 @@ def test_a_failed_geff_leaves_the_earlier_result_in_place(
     ctc_sequence: Path, tmp_path: Path, capsys, monkeypatch
 ):
     """--overwrite --geff: the RES is written first; when the GEFF then fails, the new RES is
-    taken back and the earlier one (moved to a backup) returns: both outputs or neither."""
-    from napari_cellsam2.tracking import run
+    taken back and the earlier one (moved to a backup) returns: both outputs or neither (the
+    dock's export goes through the same ctc.geff.write_geff_with)."""
+    from napari_cellsam2.ctc import geff
 
     out = tmp_path / "01_RES"
     argv = ["track", str(ctc_sequence), "--model", "tiny", "--prompts", "gt-first-frame"]
@@ -93,7 +94,7 @@ def test_a_failed_geff_leaves_the_earlier_result_in_place(
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(run, "write_geff", full_disk)
+    monkeypatch.setattr(geff, "write_geff", full_disk)
     assert main([*argv, "--overwrite", "--geff", str(tmp_path / "01.geff")]) == 2
     assert "No space left" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -19,7 +19,7 @@ import numpy as np
 
 from .lineage import Lineage
 from .napari_layers import tracks_from_labels
-from .writer import Existing, atomic_folder
+from .writer import Existing, atomic_folder, take_back
 
 # What an earlier GEFF (zarr v2 or v3 group) holds: only such a folder is ever replaced.
 _GEFF_NAMES = {".zgroup", ".zattrs", "zarr.json", "nodes", "edges"}
@@ -109,3 +109,23 @@ def write_geff(
             overwrite=True,  # geff takes the fresh, empty temporary folder for an earlier geff
         )
     return Path(path)
+
+
+def write_geff_with(
+    res: str | Path,
+    res_existing: Existing,
+    path: str | Path,
+    labels,
+    lineage: Lineage,
+    first_frame: int = 0,
+    *,
+    existing: Existing = "refuse",
+) -> Path:
+    """:func:`write_geff` for a result just written to ``res`` (with ``res_existing``): when
+    the GEFF fails, ``res`` is taken back (:func:`~napari_cellsam2.ctc.writer.take_back`), so
+    the two outputs are written together or not at all."""
+    try:
+        return write_geff(path, labels, lineage, first_frame, existing=existing)
+    except BaseException:
+        take_back(res, res_existing)
+        raise

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..ctc import CTCFormatError, CTCSequence, open_path, write_res
-from ..ctc.geff import GEFF_ENTRIES, write_geff
-from ..ctc.writer import RES_ENTRIES, Existing, check_output, take_back
+from ..ctc.geff import GEFF_ENTRIES, write_geff_with
+from ..ctc.writer import RES_ENTRIES, Existing, check_output
 from .detect_config import DetectConfig
 from .division_config import DivisionConfig
 from .new_cells import check_new_cell_options, track_with_new_cells
@@ -145,11 +145,8 @@ def track_ctc_sequence(
         log(f"warning: no cell was tracked; {out} holds an empty result (0 tracks)")
     write_res(out, result.labels, result.lineage, result.first_frame, existing=existing)
     if geff is not None:
-        try:
-            write_geff(
-                geff, result.labels, result.lineage, result.first_frame, existing=geff_existing
-            )
-        except BaseException:
-            take_back(out, existing)  # both outputs or neither
-            raise
+        write_geff_with(
+            out, existing, geff, result.labels, result.lineage, result.first_frame,
+            existing=geff_existing,
+        )  # fmt: skip
     return session

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 from ..ctc.errors import CTCFormatError
 from ..ctc.geff import GEFF_ENTRIES, geff_path_for
 from ..ctc.repair import EmptyLabelsError
-from ..ctc.writer import GT_ENTRIES, RES_ENTRIES, Existing, backup_path, check_output, take_back
+from ..ctc.writer import GT_ENTRIES, RES_ENTRIES, Existing, backup_path, check_output
 from .layer_combo import LayerCombo
 from .layer_lineage import layer_lineage_inputs
 from .state import DockState
@@ -158,7 +158,7 @@ class ExportPanel(QWidget):
         allow_empty: bool = False,
     ) -> None:
         """The export job; ``geff_existing`` is None when no GEFF is wanted."""
-        from ..ctc.geff import write_geff
+        from ..ctc.geff import write_geff_with
         from ..ctc.repair import iter_export_labels
 
         labels, parents, first = layer_lineage_inputs(self.state.viewer, layer)
@@ -171,12 +171,10 @@ class ExportPanel(QWidget):
 
         def stream():  # cancelled: the temporary folder is removed, nothing is written
             result = yield from until_cancelled(steps, cancel)
-            if result is not None and geff_existing is not None:
-                try:
-                    write_geff(geff, result[0], result[1], first, existing=geff_existing)
-                except BaseException:
-                    take_back(folder, existing)  # both outputs or neither
-                    raise
+            if result is not None and geff_existing is not None:  # both outputs or neither
+                write_geff_with(
+                    folder, existing, geff, result[0], result[1], first, existing=geff_existing
+                )
             return result
 
         def done(result) -> None:
