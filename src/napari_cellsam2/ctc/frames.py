@@ -182,15 +182,23 @@ class FrameArray:
             return stack[(slice(None), *rest)] if rest else stack
         # index arrays (napari reads the points it paints as (frames, ys, xs)) or a frame mask:
         # numpy's advanced indexing over the distinct frames, each read once
+        positions, place = self._frames_hit(first)
+        if not positions:
+            return np.zeros((0, *self.frame_shape), self.dtype)[(slice(None), *rest)]
+        stack = np.stack([self.frame(p) for p in positions])
+        return stack[(place, *rest)]
+
+    def _frames_hit(self, first) -> tuple[list[int], np.ndarray]:
+        """Index arrays over the frames (negative ones count from the end) or a frame mask: the
+        distinct frame positions hit, sorted and each checked once, and every index's place
+        among them."""
         wanted = np.asarray(first)
         if wanted.dtype == bool:
             wanted = np.flatnonzero(wanted)
-        wanted = np.array([self._position(p) for p in wanted.ravel()], int).reshape(wanted.shape)
-        frames = np.unique(wanted)
-        if not len(frames):
-            return np.zeros((0, *self.frame_shape), self.dtype)[(slice(None), *rest)]
-        stack = np.stack([self.frame(int(p)) for p in frames])
-        return stack[(np.searchsorted(frames, wanted), *rest)]
+        raw, inverse = np.unique(wanted, return_inverse=True)
+        mapped = np.array([self._position(p) for p in raw], int)  # -1 and T-1: the same frame
+        frames, slot = np.unique(mapped, return_inverse=True)
+        return frames.tolist(), slot[inverse].reshape(wanted.shape)
 
     def __setitem__(self, key, value) -> None:
         """``stack[key] = value`` with numpy semantics, applied to copies of the frames hit."""
@@ -203,10 +211,8 @@ class FrameArray:
         elif np.asarray(first).dtype == bool:  # a mask over frames
             positions, local = list(np.flatnonzero(first)), (slice(None), *rest)
         else:  # one frame index per point, as napari paints
-            wanted = np.asarray(first)
-            wanted = np.where(wanted < 0, wanted + len(self), wanted)
-            positions = [self._position(p) for p in np.unique(wanted)]
-            local = (np.searchsorted(positions, wanted), *rest)
+            positions, place = self._frames_hit(first)
+            local = (place, *rest)
         if not positions:
             return
         stack = np.stack([np.array(self.frame(p)) for p in positions])
