@@ -253,20 +253,21 @@ def _train(
 
 
 def _training_cost(
-    mode_dir: Path, seconds: float, peak_mb: float | None
+    mode_dir: Path, trained: bool, seconds: float, peak_mb: float | None
 ) -> tuple[float, float | None]:
     """Training time and peak memory over every run that trained in ``mode_dir`` (kept in its
-    ``train_cost.json``): a rerun that reuses a finished training adds no time and keeps the
-    peak of the run that trained."""
+    ``train_cost.json``): a rerun that reused a finished training (``trained`` false) adds no
+    time and keeps the peak of the run that trained."""
     path = mode_dir / "train_cost.json"
     cost = (
         read_json_record(path, ("seconds", "peak_mb"))
         if path.is_file()
         else {"seconds": 0.0, "peak_mb": None}
     )
-    if peak_mb is not None:  # this run trained
+    if trained:
         cost["seconds"] += seconds
-        cost["peak_mb"] = max(peak_mb, cost["peak_mb"] or 0.0)
+        if peak_mb is not None:
+            cost["peak_mb"] = max(peak_mb, cost["peak_mb"] or 0.0)
         _atomic_json(path, cost)
     return cost["seconds"], cost["peak_mb"]
 
@@ -476,7 +477,7 @@ def compare(
                 )  # fmt: skip
         # a rerun that resumed or reused the training adds to what earlier runs measured
         train_seconds, train_mb = _training_cost(
-            mode_dir, time.perf_counter() - start, train_peak.megabytes if trained else None
+            mode_dir, trained, time.perf_counter() - start, train_peak.megabytes
         )
         start = time.perf_counter()
         log(f"{mode}: tracking {len(sequences)} {split} sequence(s)")

@@ -43,7 +43,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from functools import partial
 from itertools import islice
@@ -329,7 +329,6 @@ class Trainer:
         self._wandb: Any = None
         self._metrics: Any = None
         self._best: ValidationEvent | None = None  # set by _setup (see _best_so_far)
-        self._epoch_losses: list[float] = []  # losses of the epoch's steps so far
         self._resume_rng: list[dict[str, Any]] | None = None  # saved by a mid-epoch checkpoint
 
     # ------------------------------------------------------------------ public
@@ -670,12 +669,11 @@ class Trainer:
             loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
             # the epoch's mean train loss covers the steps before a mid-epoch resume too
             step, losses = skip, list(self.resume.epoch_losses) if skip else []
-            self._epoch_losses = losses
             for batch in islice(loader, max(0, self.steps_per_epoch - skip)):
                 if is_cancelled():
                     acc.set_trigger()  # every process stops at the same step
                 if acc.check_trigger():
-                    path = self._save_partial(epoch, step)
+                    path = self._save_partial(epoch, step, losses)
                     yield self._emit(DoneEvent(path, cancelled=True))
                     return
                 try:
@@ -891,14 +889,17 @@ class Trainer:
         return best
 
     # ------------------------------------------------------------- checkpoints
-    def _save_partial(self, epoch: int, step_in_epoch: int) -> Path | None:
-        """Checkpoint on cancel, unless nothing changed since the last one."""
+    def _save_partial(self, epoch: int, step_in_epoch: int, losses: list[float]) -> Path | None:
+        """Checkpoint on cancel, unless nothing changed since the last one; ``losses``: the
+        epoch's step losses so far, for its mean after a resume."""
         if self.last_saved is not None and step_in_epoch == 0:
             return self.last_saved
         name = f"step_{self.global_step:06d}"
-        return self._save(name, epoch - 1, step_in_epoch)
+        return self._save(name, epoch - 1, step_in_epoch, losses)
 
-    def _save(self, name: str, epochs_done: int, step_in_epoch: int) -> Path:
+    def _save(
+        self, name: str, epochs_done: int, step_in_epoch: int, losses: Sequence[float] = ()
+    ) -> Path:
         """Write ``checkpoints/name`` atomically and point ``last.json`` at it."""
         acc = self.accelerator
         folder = self.ckpt_dir / name
@@ -907,7 +908,7 @@ class Trainer:
         rng = self._gathered_rng_states() if step_in_epoch else None
         acc.wait_for_everyone()
         if acc.is_main_process:
-            self._write_checkpoint(folder, epochs_done, step_in_epoch, rng)
+            self._write_checkpoint(folder, epochs_done, step_in_epoch, rng, losses)
         acc.wait_for_everyone()
         self.last_saved = folder
         return folder
@@ -936,6 +937,7 @@ class Trainer:
         epochs_done: int,
         step_in_epoch: int,
         rng: list[dict[str, Any]] | None = None,
+        losses: Sequence[float] = (),
     ) -> None:
         from ..model.checkpoint import save_adapter_checkpoint, save_model_checkpoint
 
@@ -952,7 +954,7 @@ class Trainer:
             "num_processes": acc.num_processes,
             "batch_size": sc.batch_size,
             "seed": sc.seed,
-            "epoch_losses": list(self._epoch_losses) if step_in_epoch else [],
+            "epoch_losses": [float(x) for x in losses] if step_in_epoch else [],
         }
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=self.ckpt_dir))
         try:
